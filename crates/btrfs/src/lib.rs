@@ -1,0 +1,1 @@
+//! Safe wrappers for the btrfs ioctls rawsend needs.

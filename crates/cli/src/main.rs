@@ -1,0 +1,3 @@
+//! The rawsend command-line tool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! btrfs compressed-extent formats: zlib, zstd and LZO with btrfs framing.

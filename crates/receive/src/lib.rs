@@ -1,0 +1,1 @@
+//! Receive engine and targets for btrfs send streams.

@@ -1,0 +1,1 @@
+//! Test helpers: loop-mounted filesystems with RAII cleanup.
