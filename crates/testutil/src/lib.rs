@@ -1,1 +1,295 @@
 //! Test helpers: loop-mounted filesystems with RAII cleanup.
+//!
+//! Root integration tests need a real btrfs (or ext4) to run ioctls against,
+//! and must never leave loop devices or mounts behind, not even when an
+//! assertion fails halfway. [`LoopFs`] makes a sparse image in a temporary
+//! directory, formats it, attaches it with `losetup --find --show` and
+//! mounts it; dropping it (also while unwinding from a panic) unmounts,
+//! falling back to a lazy unmount, detaches the device and removes the
+//! image.
+//!
+//! Set-up failures panic with the failing command and its stderr, so that a
+//! root test run where mounting is impossible fails instead of skipping.
+//! Shelling out to `mkfs`, `losetup` and `mount` is fine here: this crate is
+//! only ever used by tests.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// Mebibyte, for image sizes.
+pub const MIB: u64 = 1024 * 1024;
+
+/// Panics with a clear message unless the test runs as root.
+///
+/// Root tests call this first: CI runs as root, so a non-root run is a
+/// mistake to report, not a reason to skip.
+pub fn require_root() {
+    let uid = run(Command::new("id").arg("-u"));
+    let uid = String::from_utf8_lossy(&uid.stdout);
+    assert!(
+        uid.trim() == "0",
+        "this test needs root (loop devices, mount, btrfs ioctls); run it as root, e.g. `sudo -E cargo test`"
+    );
+}
+
+/// Runs `command`, panicking with its exit status and stderr unless it succeeds.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `program` with `args`; see [`run`].
+pub fn run_cmd<I, S>(program: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(Command::new(program).args(args))
+}
+
+/// Filesystem types [`LoopFs`] can create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsType {
+    /// btrfs, formatted with `mkfs.btrfs`.
+    Btrfs,
+    /// ext4, formatted with `mkfs.ext4`.
+    Ext4,
+}
+
+impl FsType {
+    fn mkfs(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            FsType::Btrfs => ("mkfs.btrfs", &["-f", "-q"]),
+            FsType::Ext4 => ("mkfs.ext4", &["-F", "-q"]),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FsType::Btrfs => "btrfs",
+            FsType::Ext4 => "ext4",
+        }
+    }
+}
+
+/// Options for a [`LoopFs`]: type, size, extra `mkfs` arguments, mount options.
+#[derive(Clone, Debug)]
+pub struct LoopFsBuilder {
+    fstype: FsType,
+    size: u64,
+    mkfs_args: Vec<String>,
+    mount_options: Option<String>,
+}
+
+impl LoopFsBuilder {
+    /// Adds an argument for `mkfs` (e.g. `"--sectorsize=4096"`).
+    pub fn mkfs_arg(mut self, arg: impl Into<String>) -> Self {
+        self.mkfs_args.push(arg.into());
+        self
+    }
+
+    /// Sets the `mount -o` options (e.g. `"compress=zstd"`).
+    pub fn mount_options(mut self, options: impl Into<String>) -> Self {
+        self.mount_options = Some(options.into());
+        self
+    }
+
+    /// Creates, formats, attaches and mounts the filesystem; panics on failure.
+    pub fn build(self) -> LoopFs {
+        let dir = tempfile::Builder::new()
+            .prefix("rawsend-loopfs-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
+        let mut fs = LoopFs {
+            image: dir.path().join("image"),
+            mountpoint: dir.path().join("mnt"),
+            device: None,
+            mounted: false,
+            _dir: dir,
+        };
+        fs.create_image(self.size);
+        fs.format(self.fstype, &self.mkfs_args);
+        fs.attach();
+        fs.mount(self.fstype, self.mount_options.as_deref());
+        fs
+    }
+}
+
+/// A loop-mounted filesystem that is unmounted and detached on drop.
+///
+/// Dropping cleans up whatever part of the set-up succeeded, so a panic in
+/// [`LoopFsBuilder::build`] or in the test body leaves nothing behind.
+#[derive(Debug)]
+pub struct LoopFs {
+    image: PathBuf,
+    mountpoint: PathBuf,
+    device: Option<PathBuf>,
+    mounted: bool,
+    _dir: TempDir,
+}
+
+impl LoopFs {
+    /// Starts building a filesystem of `fstype` on a sparse image of `size` bytes.
+    pub fn builder(fstype: FsType, size: u64) -> LoopFsBuilder {
+        LoopFsBuilder {
+            fstype,
+            size,
+            mkfs_args: Vec::new(),
+            mount_options: None,
+        }
+    }
+
+    /// A default btrfs of `size` bytes (at least about 110 MiB for mkfs.btrfs).
+    pub fn btrfs(size: u64) -> LoopFs {
+        Self::builder(FsType::Btrfs, size).build()
+    }
+
+    /// A default ext4 of `size` bytes.
+    pub fn ext4(size: u64) -> LoopFs {
+        Self::builder(FsType::Ext4, size).build()
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The loop device (e.g. `/dev/loop3`).
+    pub fn device(&self) -> &Path {
+        self.device
+            .as_deref()
+            .expect("a built LoopFs always has a device")
+    }
+
+    fn create_image(&self, size: u64) {
+        let file = File::create(&self.image)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.image.display()));
+        file.set_len(size)
+            .unwrap_or_else(|err| panic!("cannot size {}: {err}", self.image.display()));
+        std::fs::create_dir(&self.mountpoint)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.mountpoint.display()));
+    }
+
+    fn format(&self, fstype: FsType, extra: &[String]) {
+        let (program, args) = fstype.mkfs();
+        run(Command::new(program)
+            .args(args)
+            .args(extra)
+            .arg(&self.image));
+    }
+
+    fn attach(&mut self) {
+        let output = run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&self.image));
+        let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(!device.is_empty(), "losetup printed no device name");
+        self.device = Some(PathBuf::from(device));
+    }
+
+    fn mount(&mut self, fstype: FsType, options: Option<&str>) {
+        let mut command = Command::new("mount");
+        command.args(["-t", fstype.name()]);
+        if let Some(options) = options {
+            command.args(["-o", options]);
+        }
+        run(command.arg(self.device()).arg(&self.mountpoint));
+        self.mounted = true;
+    }
+
+    /// Unmounts, lazily if a plain unmount fails (e.g. a leaked open fd).
+    fn unmount(&mut self) {
+        let plain = Command::new("umount").arg(&self.mountpoint).output();
+        if !plain.is_ok_and(|output| output.status.success()) {
+            let lazy = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .output();
+            if !lazy.is_ok_and(|output| output.status.success()) {
+                eprintln!(
+                    "rawsend-testutil: cannot unmount {}",
+                    self.mountpoint.display()
+                );
+            }
+        }
+        self.mounted = false;
+    }
+
+    fn detach(&mut self) {
+        if let Some(device) = self.device.take() {
+            let detached = Command::new("losetup").arg("-d").arg(&device).output();
+            if !detached.is_ok_and(|output| output.status.success()) {
+                eprintln!("rawsend-testutil: cannot detach {}", device.display());
+            }
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            self.unmount();
+        }
+        self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_reports_stderr_of_failures() {
+        let result = std::panic::catch_unwind(|| {
+            run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]))
+        });
+        let message = result.expect_err("a failing command must panic");
+        let message = message
+            .downcast_ref::<String>()
+            .expect("panic message is a String");
+        assert!(message.contains("oops"), "{message}");
+    }
+
+    #[test]
+    fn btrfs_is_mounted_and_cleaned_up() {
+        require_root();
+        let fs = LoopFs::builder(FsType::Btrfs, 256 * MIB)
+            .mount_options("compress=zstd")
+            .build();
+        let device = fs.device().to_owned();
+        let mounts = run(Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE,OPTIONS", "-M"])
+            .arg(fs.path()));
+        let mounts = String::from_utf8_lossy(&mounts.stdout);
+        assert!(mounts.starts_with("btrfs"), "{mounts}");
+        assert!(mounts.contains("compress=zstd"), "{mounts}");
+        drop(fs);
+        let left = run_cmd("losetup", ["-a"]);
+        let left = String::from_utf8_lossy(&left.stdout);
+        assert!(
+            !left
+                .lines()
+                .any(|line| line.starts_with(&format!("{}:", device.display()))),
+            "{left}"
+        );
+    }
+
+    #[test]
+    fn ext4_mounts() {
+        require_root();
+        let fs = LoopFs::ext4(32 * MIB);
+        std::fs::write(fs.path().join("f"), b"x").expect("write on ext4");
+    }
+}
