@@ -1,0 +1,271 @@
+//! A streaming reader over any [`Read`]: large block reads, one reusable buffer, bounded frames.
+//!
+//! The reader asks the input for as much as its buffer holds (not two small
+//! reads per command as btrfs-progs does), verifies each command's CRC32C,
+//! and hands out [`Record`]s that borrow the buffer until the next call. A
+//! command longer than the frame cap is refused before any allocation, so
+//! memory stays bounded whatever the input claims. Joined streams (several
+//! headers back to back) are read in sequence; with
+//! [`ReaderOptions::stop_at_end`] reading stops at the first END (`-e`).
+//!
+//! Errors local to one frame (CRC mismatch, bad attributes, unknown command)
+//! consume that frame, so a caller that tolerates errors (`--max-errors 0`)
+//! can go on; framing errors end the stream.
+
+use std::io::{self, Read};
+
+use crate::command::Command;
+use crate::crc::command_crc;
+use crate::error::{Error, ErrorKind, Location};
+use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
+use crate::header::{STREAM_HEADER_LEN, StreamHeader};
+use crate::kind::Attr;
+
+/// Largest v1 command, header included (the kernel's 64 KiB send buffer).
+pub const V1_FRAME_CAP: usize = 64 * 1024;
+/// Default largest v2/v3 command: the kernel's is 144 KiB; leave room for other senders.
+pub const DEFAULT_FRAME_CAP: usize = 4 * 1024 * 1024;
+/// Bytes asked of the input per read.
+const READ_BLOCK: usize = 1024 * 1024;
+
+/// How a [`StreamReader`] behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct ReaderOptions {
+    /// Largest accepted command in a v1 stream, header included.
+    pub v1_frame_cap: usize,
+    /// Largest accepted command in a v2/v3 stream, header included.
+    pub frame_cap: usize,
+    /// Stop after the first END command (`btrfs receive -e`).
+    pub stop_at_end: bool,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions { v1_frame_cap: V1_FRAME_CAP, frame_cap: DEFAULT_FRAME_CAP, stop_at_end: false }
+    }
+}
+
+/// One item of the input.
+#[derive(Debug)]
+pub enum Item<'a> {
+    /// A stream header: a new stream starts.
+    Header {
+        /// Its protocol version.
+        version: u32,
+        /// Byte offset of the header in the input.
+        offset: u64,
+    },
+    /// A command.
+    Command(Record<'a>),
+}
+
+/// A decoded command and where it came from.
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// 0-based command index across the whole input.
+    pub index: u64,
+    /// Byte offset of the command in the input.
+    pub offset: u64,
+    /// Protocol version of the stream it belongs to.
+    pub version: u32,
+    /// The command's raw bytes (header and payload) as read.
+    pub raw: &'a [u8],
+    /// The decoded command.
+    pub command: Command<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    ExpectHeader { first: bool },
+    InStream { version: u32 },
+    Done,
+}
+
+/// Reads send streams from `R`. See the module docs.
+pub struct StreamReader<R> {
+    input: R,
+    opts: ReaderOptions,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Input offset of `buf[start]`.
+    offset: u64,
+    index: u64,
+    state: State,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// A reader with default options.
+    pub fn new(input: R) -> Self {
+        Self::with_options(input, ReaderOptions::default())
+    }
+
+    /// A reader with the given options.
+    pub fn with_options(input: R, opts: ReaderOptions) -> Self {
+        StreamReader {
+            input,
+            opts,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+            offset: 0,
+            index: 0,
+            state: State::ExpectHeader { first: true },
+        }
+    }
+
+    /// Bytes consumed so far (the offset of the next item).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Commands read so far.
+    pub fn commands_read(&self) -> u64 {
+        self.index
+    }
+
+    /// The next header or command; `Ok(None)` at a clean end of input.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Item<'_>>, Error> {
+        match self.state {
+            State::Done => Ok(None),
+            State::ExpectHeader { first } => self.read_header(first),
+            State::InStream { version } => {
+                self.read_command(version).map(|record| Some(Item::Command(record)))
+            }
+        }
+    }
+
+    fn read_header(&mut self, first: bool) -> Result<Option<Item<'_>>, Error> {
+        let location = Location { offset: self.offset, ..Location::default() };
+        let fail = |state: &mut State, kind| {
+            *state = State::Done;
+            Err(Error { location: location.clone(), kind })
+        };
+        let available = match self.fill(STREAM_HEADER_LEN) {
+            Ok(n) => n,
+            Err(err) => return fail(&mut self.state, err.into()),
+        };
+        if available == 0 {
+            self.state = State::Done;
+            return if first { fail(&mut self.state, ErrorKind::EmptyStream) } else { Ok(None) };
+        }
+        if available < STREAM_HEADER_LEN {
+            return fail(&mut self.state, ErrorKind::TruncatedHeader);
+        }
+        let bytes = self.buf[self.start..self.start + STREAM_HEADER_LEN].try_into().expect("17 bytes");
+        let header = match StreamHeader::parse(bytes) {
+            Ok(header) => header,
+            Err(kind) => return fail(&mut self.state, kind),
+        };
+        let offset = self.offset;
+        self.consume(STREAM_HEADER_LEN);
+        self.state = State::InStream { version: header.version };
+        Ok(Some(Item::Header { version: header.version, offset }))
+    }
+
+    fn read_command(&mut self, version: u32) -> Result<Record<'_>, Error> {
+        let index = self.index;
+        let offset = self.offset;
+        let mut location = Location { index: Some(index), offset, ..Location::default() };
+        let frame_len = match self.frame_len(version, &mut location) {
+            Ok(len) => len,
+            Err(kind) => {
+                self.state = State::Done;
+                return Err(Error { location, kind });
+            }
+        };
+        let start = self.start;
+        self.consume(frame_len);
+        self.index += 1;
+        let raw = &self.buf[start..start + frame_len];
+        match decode(raw, version, &mut location) {
+            Ok(command) => {
+                if matches!(command, Command::End) {
+                    self.state = if self.opts.stop_at_end {
+                        State::Done
+                    } else {
+                        State::ExpectHeader { first: false }
+                    };
+                }
+                Ok(Record { index, offset, version, raw, command })
+            }
+            Err(kind) => Err(Error { location, kind }),
+        }
+    }
+
+    /// Makes the whole next frame available and returns its length.
+    fn frame_len(&mut self, version: u32, location: &mut Location) -> Result<usize, ErrorKind> {
+        let available = self.fill(CMD_HEADER_LEN)?;
+        if available == 0 {
+            return Err(ErrorKind::MissingEnd);
+        }
+        if available < CMD_HEADER_LEN {
+            return Err(ErrorKind::TruncatedCommand);
+        }
+        let header_bytes = self.buf[self.start..self.start + CMD_HEADER_LEN].try_into().expect("10 bytes");
+        let header = CommandHeader::parse(header_bytes);
+        location.command = Some(header.cmd);
+        let cap = if version == 1 { self.opts.v1_frame_cap } else { self.opts.frame_cap };
+        let frame_len = CMD_HEADER_LEN as u64 + u64::from(header.len);
+        if frame_len > cap as u64 {
+            return Err(ErrorKind::CommandTooLarge { len: u64::from(header.len), cap: cap as u64 });
+        }
+        let frame_len = frame_len as usize;
+        if self.fill(frame_len)? < frame_len {
+            return Err(ErrorKind::TruncatedCommand);
+        }
+        Ok(frame_len)
+    }
+
+    /// Ensures `want` bytes are buffered if the input has them; returns how many are.
+    fn fill(&mut self, want: usize) -> io::Result<usize> {
+        if self.end - self.start >= want || self.eof {
+            return Ok(self.end - self.start);
+        }
+        if self.buf.len() - self.start < want {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < want.max(READ_BLOCK) {
+                self.buf.resize(want.max(READ_BLOCK), 0);
+            }
+        }
+        while self.end - self.start < want {
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(self.end - self.start)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+    }
+}
+
+/// Checks the CRC and decodes one frame, filling in the path for error messages.
+fn decode<'a>(raw: &'a [u8], version: u32, location: &mut Location) -> Result<Command<'a>, ErrorKind> {
+    let frame = Frame::parse(raw, version)?;
+    location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
+    check_crc(raw)?;
+    Command::decode(&frame)
+}
+
+fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {
+    let stored = CommandHeader::parse(raw[..CMD_HEADER_LEN].try_into().expect("10 bytes")).crc;
+    let computed = command_crc(raw);
+    if stored != computed && !cfg!(fuzzing) {
+        return Err(ErrorKind::CrcMismatch { stored, computed });
+    }
+    Ok(())
+}
