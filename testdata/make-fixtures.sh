@@ -53,13 +53,17 @@ def vocab():
     letters = "abcdefghijklmnopqrstuvwxyz"
     return ["".join(r.choice(letters) for _ in range(r.randint(2, 9))) for _ in range(300)]
 
+def pool():
+    v = vocab(); r = random.Random(7)
+    return [" ".join(r.choice(v) for _ in range(r.randint(3, 12))) + "\n" for _ in range(40)]
+
 def text(seed, size):
-    v = vocab(); r = random.Random(seed); out = []; n = 0; col = 0
+    # log-like text: lines picked from a fixed pool of 40, so every
+    # algorithm compresses it several times over (btrfs LZO compresses each
+    # 4 KiB sector on its own, so repeats must occur within 4 KiB)
+    p = pool(); r = random.Random(seed); out = []; n = 0
     while n < size:
-        w = r.choice(v); sep = " "
-        col += len(w) + 1
-        if col > 72: sep = "\n"; col = 0
-        out.append(w + sep); n += len(w) + 1
+        l = r.choice(p); out.append(l); n += len(l)
     return "".join(out).encode()[:size]
 
 def rand(seed, size):
@@ -95,6 +99,26 @@ elif cmd == "acl":                          # PATH: u::rwx u:1000:r-x g::r-x m::
     ents = [(1, 7, 0xFFFFFFFF), (2, 5, 1000), (4, 5, 0xFFFFFFFF), (0x10, 5, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)]
     v = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents)
     os.setxattr(args[0], "system.posix_acl_access", v)
+elif cmd == "clones":                       # STREAM: classify CLONE sources
+    # prints "same" / "other" per CLONE: is CLONE_UUID the uuid of the
+    # subvolume being sent (SUBVOL/SNAPSHOT uuid) or another subvolume?
+    b = open(args[0], "rb").read(); pos = 0; cur = None
+    while pos < len(b):
+        assert b[pos:pos + 13] == b"btrfs-stream\0", "bad magic"
+        ver = struct.unpack_from("<I", b, pos + 13)[0]; pos += 17
+        while True:
+            ln, c, _ = struct.unpack_from("<IHI", b, pos); pos += 10
+            end = pos + ln; attrs = {}; q = pos
+            while q < end:
+                t = struct.unpack_from("<H", b, q)[0]
+                if t == 19 and ver >= 2:
+                    attrs[t] = b[q + 2:end]; q = end; break
+                l = struct.unpack_from("<H", b, q + 2)[0]
+                attrs[t] = b[q + 4:q + 4 + l]; q += 4 + l
+            pos = end
+            if c in (1, 2): cur = attrs[1]
+            elif c == 16: print("same" if attrs[20] == cur else "other")
+            elif c == 21: break
 else:
     sys.exit("bad command " + cmd)
 PY
@@ -164,24 +188,23 @@ for n in 0 1 4095 4096 4097; do mk rand sizes/rand-$n $n $n; done
 mk text sizes/text-131071 131071 131071 zlib
 mk text sizes/text-131072 131072 131072 lzo
 mk text sizes/text-131073 131073 131073 zstd
-mk rand sizes/rand-131073 7 131073
 
 # compressed files (text-like, so they really compress)
-mk text cmp/zlib.txt 11 200000 zlib
-mk text cmp/lzo.txt 12 200000 lzo
-mk text cmp/zstd.txt 13 300000 zstd
-mk rand cmp/zstd-incompressible 14 20000 zstd
-# one compressed 128 KiB extent, then its middle overwritten: the extent's
-# head and tail stay referenced, the tail with a non-zero data offset
-mk text cmp/zstd-overwritten 15 131072 zstd
+mk text cmp/zlib.txt 11 40000 zlib
+mk text cmp/lzo.txt 12 40000 lzo
+mk rand cmp/zstd-incompressible 14 8192 zstd
+# compressed extents (128 KiB, 128 KiB, 8000 bytes), then the middle of the
+# first overwritten: the extent's head and tail stay referenced, the tail
+# with a non-zero data offset (ENCODED_WRITE unencoded_offset != 0)
+mk text cmp/zstd.txt 13 270144 zstd
 sync
-fx pwrite cmp/zstd-overwritten 49152 text:16:8192
-mk text cmp/zlib-overwritten 17 131072 zlib
+fx pwrite cmp/zstd.txt 49152 text:16:8192
+mk text cmp/zlib-overwritten 17 32768 zlib
 sync
 fx pwrite cmp/zlib-overwritten 4096 rand:18:4096
-mk text cmp/lzo-overwritten 19 131072 lzo
+mk text cmp/lzo-overwritten 19 49152 lzo
 sync
-fx pwrite cmp/lzo-overwritten 65536 text:20:12288
+fx pwrite cmp/lzo-overwritten 16384 text:20:12288
 
 # inline extents (compressed and not)
 mk text inline/zlib-1500 21 1500 zlib
@@ -261,23 +284,22 @@ chown 1000:100 own/owned-dir
 chown -h 1000:1000 links/rel
 
 # reflinks within the snapshot
-mk rand reflink/src 50 163840
+mk rand reflink/src 50 32768
 cp --reflink=always reflink/src reflink/copy
 cp --reflink=always cmp/zstd.txt reflink/zstd-copy
-fx clone reflink/src 32768 65536 reflink/partial 0
-mk rand reflink/self 51 65536
-fx clone reflink/self 0 65536 reflink/self 131072
+fx clone reflink/src 8192 16384 reflink/partial 0
+mk rand reflink/self 51 16384
+fx clone reflink/self 0 16384 reflink/self 32768
 
 # holes and preallocation
-fx pwrite holes/sparse 0 rand:60:16384
-fx pwrite holes/sparse 262144 rand:61:16384
-mk rand holes/punch 62 196608
-mk text holes/punch-cmp 63 262144 zstd
+fx pwrite holes/sparse 0 rand:60:8192
+fx pwrite holes/sparse 131072 rand:61:8192
+mk rand holes/punch 62 49152
 mk rand holes/extend 64 8192
-mk rand holes/shrink 65 102400
+mk rand holes/shrink 65 24576
 fallocate -l 65536 holes/prealloc
-mk rand holes/punch-full 66 65536
-fallocate -p -o 16384 -l 16384 holes/punch-full
+mk rand holes/punch-full 66 32768
+fallocate -p -o 8192 -l 8192 holes/punch-full
 
 # moves/renames targets for the incrementals
 printf 'content A\n' >moves/a
@@ -291,7 +313,7 @@ printf 'over\n' >moves/over-src; printf 'overwritten\n' >moves/over-dst
 
 # inode flags
 printf 'x\n' >attrs/noatime-later
-mk text attrs/compress-later 70 20000
+mk text attrs/compress-later 70 8192
 printf 'x\n' >attrs/already-A; chattr +A attrs/already-A
 printf 'x\n' >attrs/nodump; chattr +d attrs/nodump
 : >attrs/nocow; chattr +C attrs/nocow
@@ -310,11 +332,11 @@ snap "$M/basic" "$S/basic-full"
 
 log "basic: incr1"
 mark
-fx pwrite cmp/zstd.txt 65536 text:100:8192
-fx pwrite cmp/lzo.txt 200000 text:101:10000
-truncate -s 100000 cmp/zlib.txt
-fallocate -p -o 65536 -l 32768 holes/punch
-fallocate -p -o 135168 -l 61440 holes/punch-cmp
+fx pwrite cmp/zstd.txt 98304 text:100:8192
+fx pwrite cmp/lzo.txt 40000 text:101:10000
+truncate -s 20000 cmp/zlib.txt
+fallocate -p -o 16384 -l 16384 holes/punch
+fallocate -p -o 139264 -l 61440 cmp/zstd.txt
 truncate -s 307200 holes/extend
 fx pwrite holes/extend 303104 rand:102:4096
 truncate -s 10000 holes/shrink
@@ -352,9 +374,9 @@ chattr +c attrs/compress-later
 chattr -A attrs/already-A
 chattr +A attrs/dir-later
 # new content, incl. a reflink of the middle of a compressed extent
-mk text new/zstd-new 105 50000 zstd
+mk text new/zstd-new 105 30000 zstd
 mk text new/lzo-small 106 1200 lzo
-fx clone cmp/zstd-overwritten 65536 65536 new/clone-middle 0
+fx clone cmp/zstd.txt 65536 32768 new/clone-middle 0
 cp --reflink=always reflink/src new/reflink-of-old
 mknod new/dev c 4 64
 ln -s ../links/a new/sym
@@ -369,14 +391,14 @@ mv moves/d1 moves/dtmp; mv moves/d2 moves/d1; mv moves/dtmp moves/d2
 mv moves/a moves/b
 mv deep/l01 deep-moved
 rm cmp/lzo.txt
-fx pwrite holes/sparse 131072 rand:110:8192
+fx pwrite holes/sparse 65536 rand:110:8192
 chattr -c attrs/compress-later
 chattr +c attrs/noatime-later
 fx setx . user.rootattr str:root-changed
 chmod 0700 .
 mv new/dir new/dir-renamed
 rm -r specials
-fx pwrite cmp/zstd-overwritten 0 text:111:4096
+fx pwrite cmp/zstd.txt 0 text:111:4096
 truncate -s 0 inline/plain-100
 stamp_changed "$T2"
 snap "$M/basic" "$S/basic-incr2"
@@ -399,23 +421,23 @@ send_all basic-incr2 -p "$S/basic-incr1" "$S/basic-incr2"
 log "clone: source and destination subvolumes"
 btrfs subvolume create "$M/clonesrc" >/dev/null
 cd "$M/clonesrc"
-mk rand big-rand 200 196608
-mk text zstd.txt 201 262144 zstd
-mk text zlib.txt 202 131072 zlib
+mk rand big-rand 200 49152
+mk text zstd.txt 201 131072 zstd
+mk text zlib.txt 202 65536 zlib
 find . -exec touch -h -d "$T0" -- {} +
 snap "$M/clonesrc" "$S/clone-src"
 btrfs subvolume create "$M/clonedst" >/dev/null
 cd "$M/clonedst"
-mk text own.txt 203 10000
+mk text own.txt 203 6000
 mkdir d
 find . -exec touch -h -d "$T0" -- {} +
 snap "$M/clonedst" "$S/clone-base"
 mark
 cp --reflink=always "$S/clone-src/big-rand" copied
-fx clone "$S/clone-src/zstd.txt" 131072 65536 d/partial-zstd 0
-fx clone "$S/clone-src/zlib.txt" 0 131072 whole-zlib 0
-fx clone "$S/clone-src/big-rand" 65536 65536 two-parts 0
-fx clone "$S/clone-src/big-rand" 0 65536 two-parts 65536
+fx clone "$S/clone-src/zstd.txt" 65536 32768 d/partial-zstd 0
+fx clone "$S/clone-src/zlib.txt" 0 65536 whole-zlib 0
+fx clone "$S/clone-src/big-rand" 16384 16384 two-parts 0
+fx clone "$S/clone-src/big-rand" 0 16384 two-parts 16384
 stamp_changed "$T1"
 snap "$M/clonedst" "$S/clone-dst"
 mark
@@ -436,8 +458,8 @@ for x in a b; do
 	btrfs subvolume create "$M/multi-$x-live" >/dev/null
 	cd "$M/multi-$x-live"
 	mkdir dir
-	mk text dir/text 300 40000 zstd
-	mk rand "file-$x" 301 5000
+	mk text dir/text 300 16000 zstd
+	mk rand "file-$x" 301 2000
 	ln -s dir "link-$x"
 	find . -exec touch -h -d "$T0" -- {} +
 	cd /
@@ -471,7 +493,7 @@ log "sample"
 btrfs subvolume create "$M/sample-live" >/dev/null
 cd "$M/sample-live"
 mkdir docs bin empty-dir
-mk text docs/readme.txt 400 60000 zstd
+mk text docs/readme.txt 400 150000 zstd
 mk text docs/notes.txt 401 20000 zlib
 mk text docs/small.txt 402 1800 lzo
 mk rand bin/blob 403 12000
@@ -492,10 +514,10 @@ TZ=UTC btrfs receive --dump -f "$SAMPLE" >"$HERE/sample.dump"
 log "chains.txt"
 {
 	echo "# <chain> <stream>...   receive in this order into one directory (no -e needed)"
-	for v in v1 v2 v2c v1nodata v2nodata; do
+	for v in v1 v2 v2c; do
 		echo "basic.$v basic-full.$v.stream basic-incr1.$v.stream basic-incr2.$v.stream"
 	done
-	for v in v1 v2 v2c v1nodata v2nodata; do
+	for v in v1 v2 v2c; do
 		echo "clone.$v clone-src.$v.stream clone-base.$v.stream clone-dst.$v.stream clone-dst2.$v.stream"
 	done
 	for v in v1 v2 v2c; do
@@ -535,12 +557,18 @@ cmp -s <(sums "$R/sample/sample") <(sums "$S/sample") || { echo "sample content 
 # ================================================================ coverage
 log "coverage"
 cd "$OUT"
-cat *.dump ../sample.dump | awk '{print $1}' | sort | uniq -c | awk '{printf "  %-14s %6d\n", $2, $1}' | tee "$TMP/cov" >&2
+# (set_xattr prints the raw value, which may hold newlines: count only lines
+# that start with a command name followed by the padding progs prints)
+CMDS="subvol snapshot mkfile mkdir mknod mkfifo mksock symlink rename link unlink rmdir
+set_xattr remove_xattr write clone truncate chmod chown utimes update_extent
+fallocate fileattr encoded_write"
+cat ./*.dump ../sample.dump | LC_ALL=C grep -aoE '^[a-z_]+ +\./' | awk '{print $1}' | sort | uniq -c >"$TMP/cov"
 fail=0
-for c in subvol snapshot mkfile mkdir mknod mkfifo mksock symlink rename link unlink rmdir \
-	set_xattr remove_xattr write clone truncate chmod chown utimes update_extent \
-	fallocate fileattr encoded_write; do
-	grep -q " $c " <(sed 's/$/ /' "$TMP/cov") || { echo "MISSING command: $c" >&2; fail=1; }
+echo "coverage (command: count over all dumps):" >&2
+for c in $CMDS; do
+	n=$(awk -v c="$c" '$2==c{print $1}' "$TMP/cov"); n=${n:-0}
+	printf '  %-14s %6d\n' "$c" "$n" >&2
+	((n > 0)) || { echo "MISSING command: $c" >&2; fail=1; }
 done
 # progs 6.2 prints the numeric BTRFS_ENCODED_IO_COMPRESSION_*: 1 zlib, 2 zstd, 3-7 lzo
 for z in zlib lzo zstd; do
@@ -559,8 +587,15 @@ for f in basic-incr1.v2 basic-incr1.v2c; do
 done
 grep -q '^write ' basic-full.v1.dump || { echo "MISSING write in v1" >&2; fail=1; }
 grep -q '^clone ' basic-full.v1.dump || { echo "MISSING same-subvolume clone" >&2; fail=1; }
-grep -q '^clone .*clone_src=clone-src/' clone-dst.v1.dump || grep -q '^clone ' clone-dst.v1.dump || { echo "MISSING cross-subvolume clone" >&2; fail=1; }
+# the dump does not show CLONE_UUID: classify clone sources from the streams
+for f in *.stream; do fx clones "$f"; done | sort | uniq -c | awk '{printf "  clone source %-5s subvolume: %d\n", $2, $1}' | tee "$TMP/cl" >&2
+grep -q ' other ' "$TMP/cl" || { echo "MISSING clone from another subvolume" >&2; fail=1; }
+grep -q ' same ' "$TMP/cl" || { echo "MISSING clone within the same subvolume" >&2; fail=1; }
+for f in clone-dst.v1 clone-dst.v2c; do
+	fx clones "$f.stream" | grep -q other || { echo "MISSING cross-subvolume clone in $f" >&2; fail=1; }
+done
 grep -q '^update_extent ' basic-full.v1nodata.dump || { echo "MISSING update_extent" >&2; fail=1; }
 ((fail == 0)) || exit 1
 du -sh "$HERE" >&2
+chmod -R a+rX "$OUT" "$SAMPLE" "$HERE/sample.dump"
 log "done"
