@@ -26,6 +26,8 @@ pub const BTRFS_INO_LOOKUP_PATH_MAX: usize = 4080;
 pub const BTRFS_SEARCH_ARGS_BUFSIZE: usize = 4096 - size_of::<btrfs_ioctl_search_key>();
 
 pub const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
+/// Read-only bit of the on-disk root item flags, which GET_SUBVOL_INFO returns.
+pub const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
 pub const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 pub const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 pub const BTRFS_ROOT_TREE_OBJECTID: u64 = 1;

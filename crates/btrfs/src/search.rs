@@ -151,9 +151,6 @@ pub struct RootInfo {
     pub rtransid: u64,
 }
 
-/// `BTRFS_ROOT_SUBVOL_RDONLY` in the on-disk root item flags.
-const ROOT_SUBVOL_RDONLY: u64 = 1;
-
 fn parse_root_item(id: u64, data: &[u8]) -> Result<RootInfo> {
     use raw::root_item as at;
     let field = |offset| read_u64(data, offset).ok_or_else(|| malformed("root item too short"));
@@ -168,7 +165,7 @@ fn parse_root_item(id: u64, data: &[u8]) -> Result<RootInfo> {
     let transid = |offset| if current { field(offset) } else { Ok(0) };
     Ok(RootInfo {
         id,
-        read_only: flags & ROOT_SUBVOL_RDONLY != 0,
+        read_only: flags & raw::BTRFS_ROOT_SUBVOL_RDONLY != 0,
         uuid: uuid(at::UUID),
         parent_uuid: uuid(at::PARENT_UUID).non_nil(),
         received_uuid: uuid(at::RECEIVED_UUID).non_nil(),

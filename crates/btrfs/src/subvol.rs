@@ -186,7 +186,7 @@ pub fn subvolume_info(fd: impl AsFd) -> Result<SubvolumeInfo> {
         name: OsString::from_vec(until_nul(&args.name).to_vec()),
         parent_id: args.parent_id,
         dirid: args.dirid,
-        read_only: args.flags & raw::BTRFS_SUBVOL_RDONLY != 0,
+        read_only: args.flags & raw::BTRFS_ROOT_SUBVOL_RDONLY != 0,
         uuid: Uuid(args.uuid),
         parent_uuid: Uuid(args.parent_uuid).non_nil(),
         received_uuid: Uuid(args.received_uuid).non_nil(),
