@@ -4,6 +4,7 @@
 //! `run` function; this file only parses the command line and maps errors to
 //! exit codes (0 success, 1 failure, 2 usage).
 
+mod dump;
 mod send;
 
 use std::process::ExitCode;
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Send one or more read-only subvolumes as a send stream (like `btrfs send`).
     Send(send::SendArgs),
+    /// Print a send stream, one line per command (like `btrfs receive --dump`).
+    Dump(dump::DumpArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Send(args) => send::run(args),
+        Command::Dump(args) => dump::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,9 +42,7 @@ fn main() -> ExitCode {
 /// Prints an error chain and picks the exit code; a closed pipe is not a failure.
 fn report(err: &anyhow::Error) -> ExitCode {
     let broken_pipe = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     });
     if broken_pipe {
         return ExitCode::SUCCESS;

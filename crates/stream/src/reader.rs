@@ -25,8 +25,10 @@ use crate::kind::Attr;
 pub const V1_FRAME_CAP: usize = 64 * 1024;
 /// Default largest v2/v3 command: the kernel's is 144 KiB; leave room for other senders.
 pub const DEFAULT_FRAME_CAP: usize = 4 * 1024 * 1024;
-/// Bytes asked of the input per read.
+/// Bytes asked of the input per read, once the input has shown it is large.
 const READ_BLOCK: usize = 1024 * 1024;
+/// The buffer's first size; it doubles up to [`READ_BLOCK`] as the input goes on.
+const FIRST_BLOCK: usize = 64 * 1024;
 
 /// How a [`StreamReader`] behaves.
 #[derive(Clone, Copy, Debug)]
@@ -229,8 +231,9 @@ impl<R: Read> StreamReader<R> {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buf.len() < want.max(READ_BLOCK) {
-                self.buf.resize(want.max(READ_BLOCK), 0);
+            let grown = (self.buf.len() * 2).clamp(FIRST_BLOCK, READ_BLOCK).max(want);
+            if self.buf.len() < grown {
+                self.buf.resize(grown, 0);
             }
         }
         while self.end - self.start < want {
@@ -255,10 +258,12 @@ impl<R: Read> StreamReader<R> {
 
 /// Checks the CRC and decodes one frame, filling in the path for error messages.
 fn decode<'a>(raw: &'a [u8], version: u32, location: &mut Location) -> Result<Command<'a>, ErrorKind> {
-    let frame = Frame::parse(raw, version)?;
-    location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
+    let frame = Frame::parse(raw, version);
+    if let Ok(frame) = &frame {
+        location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
+    }
     check_crc(raw)?;
-    Command::decode(&frame)
+    Command::decode(&frame?)
 }
 
 fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {
