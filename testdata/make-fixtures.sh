@@ -119,6 +119,28 @@ elif cmd == "clones":                       # STREAM: classify CLONE sources
             if c in (1, 2): cur = attrs[1]
             elif c == 16: print("same" if attrs[20] == cur else "other")
             elif c == 21: break
+elif cmd == "cover":                        # V2C_DUMP OTHER_DUMP
+    # every ENCODED_WRITE range of the v2c dump must be WRITE-covered (same
+    # path, same byte range) in the other (v1/v2) dump of the same send
+    def ranges(fn, want):
+        out = {}
+        for line in open(fn, "rb").read().split(b"\n"):
+            f = line.split()
+            if len(f) < 4 or f[0] != want: continue
+            kv = dict(x.rstrip(b",").split(b"=", 1) for x in f[2:] if b"=" in x)
+            n = int(kv[b"unencoded_file_len" if want == b"encoded_write" else b"len"])
+            out.setdefault(f[1], []).append((int(kv[b"offset"]), n))
+        return out
+    enc = ranges(args[0], b"encoded_write"); wr = ranges(args[1], b"write"); bad = 0
+    for path, rs in enc.items():
+        cov = sorted(wr.get(path, []))
+        for off, n in rs:
+            pos = off
+            for o, l in cov:
+                if o <= pos < o + l: pos = o + l
+            if pos < off + n:
+                print("uncovered %s %d+%d" % (path.decode(errors="replace"), off, n)); bad += 1
+    sys.exit(1 if bad else 0)
 else:
     sys.exit("bad command " + cmd)
 PY
@@ -580,6 +602,12 @@ done
 n=$(cat ./*.v2c.dump | grep '^encoded_write' | grep -vc 'unencoded_offset=0,' || true)
 printf '  encoded_write with unencoded_offset != 0: %d\n' "$n" >&2
 ((n > 0)) || { echo "MISSING encoded_write with non-zero unencoded_offset" >&2; fail=1; }
+# matching v1/v2 WRITEs exist for every v2c ENCODED_WRITE range
+for f in *.v2c.dump; do
+	for o in v1 v2; do
+		fx cover "$f" "${f%.v2c.dump}.$o.dump" || { echo "v2c/$o mismatch for $f" >&2; fail=1; }
+	done
+done
 for f in basic-incr1.v2 basic-incr1.v2c; do
 	for c in fallocate fileattr; do
 		grep -q "^$c " "$f.dump" || { echo "MISSING $c in $f" >&2; fail=1; }
