@@ -5,6 +5,7 @@
 //! exit codes (0 success, 1 failure, 2 usage).
 
 mod dump;
+mod receive;
 mod send;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Send(send::SendArgs),
     /// Print a send stream, one line per command (like `btrfs receive --dump`).
     Dump(dump::DumpArgs),
+    /// Receive a send stream (like `btrfs receive`); `--dump` prints it instead.
+    Receive(receive::ReceiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Send(args) => send::run(args),
         Command::Dump(args) => dump::run(args),
+        Command::Receive(args) => receive::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
