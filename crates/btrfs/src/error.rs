@@ -49,6 +49,10 @@ pub enum Op {
     Fstat,
     /// `fstatfs(2)`.
     Fstatfs,
+    /// `pipe(2)`.
+    Pipe,
+    /// `splice(2)`, relaying a send stream into a regular file.
+    Splice,
 }
 
 impl Op {
@@ -70,6 +74,8 @@ impl Op {
             Op::Clone => "FICLONE",
             Op::Fstat => "fstat",
             Op::Fstatfs => "fstatfs",
+            Op::Pipe => "pipe",
+            Op::Splice => "splice",
         }
     }
 
@@ -111,6 +117,8 @@ impl Op {
                 "range not block-aligned, or source and destination differ in NOCOW/checksum settings"
             }
             (CloneRange | Clone, Errno::OPNOTSUPP) => "filesystem cannot share extents",
+            (Splice, Errno::INVAL) => "output opened with O_APPEND, or a file type splice cannot write",
+            (Send | Splice, Errno::PIPE) => "the reader of the output went away",
             (TreeSearch, Errno::OVERFLOW) => "item larger than the search buffer",
             _ => return None,
         })

@@ -4,9 +4,11 @@
 use core::ops::BitOr;
 use std::io::ErrorKind;
 
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::FileType;
+use rustix::pipe::SpliceFlags;
 
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, failed};
 use crate::ioctl::call;
 use crate::raw;
 
@@ -61,8 +63,15 @@ pub struct SendOptions<'a> {
     pub version: Option<u32>,
 }
 
-/// Sends the read-only subvolume open at `subvol_fd` as a send stream, which
-/// the kernel writes directly into `options.out_fd`.
+/// Sends the read-only subvolume open at `subvol_fd` as a send stream into
+/// `options.out_fd`, without copying the stream through user space.
+///
+/// The kernel writes the stream itself. Into a pipe, socket or character
+/// device it writes directly. It writes a regular file (or block device) at
+/// its own offset starting from 0, ignoring and not moving the file
+/// position, so two sends into one file would overwrite each other; for
+/// those outputs the kernel writes into a pipe instead and a helper thread
+/// moves the pages into the file with `splice(2)` at the file position.
 ///
 /// # Errors
 ///
@@ -70,9 +79,19 @@ pub struct SendOptions<'a> {
 /// source is not read-only, `EPROTO` for an unsupported version, `EINVAL`
 /// for COMPRESSED below protocol 2 or too many clone sources, `ENOENT` for an
 /// unknown root id, `EAGAIN` while dedupe runs, `EBADF` if `out_fd` is not
-/// writable, `EPIPE` if the reader went away, `ENOTTY` off btrfs.
+/// writable, `EPIPE` if the reader went away, `ENOTTY` off btrfs; splice
+/// errors (`ENOSPC`, `EINVAL` for `O_APPEND`) when relaying into a file.
 #[doc(alias = "BTRFS_IOC_SEND")]
 pub fn send(subvol_fd: impl AsFd, options: &SendOptions<'_>) -> Result<()> {
+    let stat = rustix::fs::fstat(options.out_fd).map_err(failed(Op::Fstat))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile | FileType::BlockDevice => send_through_pipe(subvol_fd.as_fd(), options),
+        _ => send_direct(subvol_fd.as_fd(), options),
+    }
+}
+
+/// Runs the send ioctl with the kernel writing into `options.out_fd`.
+fn send_direct(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<()> {
     let mut flags = options.flags.bits();
     if options.version.is_some() {
         flags |= raw::BTRFS_SEND_FLAG_VERSION;
@@ -91,6 +110,36 @@ pub fn send(subvol_fd: impl AsFd, options: &SendOptions<'_>) -> Result<()> {
     // the kernel only reads, and `send_fd` is a live borrowed descriptor.
     unsafe { call::<{ raw::BTRFS_IOC_SEND }, _>(Op::Send, subvol_fd, &mut args)? };
     Ok(())
+}
+
+/// Pipe size btrfs-progs asks for: one v2 command (16 KiB + 128 KiB data).
+const PIPE_SIZE: usize = (16 + 128) * 1024;
+
+/// Sends into a pipe while a scoped thread splices the pipe into the output.
+fn send_through_pipe(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<()> {
+    let (reader, writer) = rustix::pipe::pipe().map_err(failed(Op::Pipe))?;
+    // A bigger pipe only saves context switches; the default size works too.
+    let _ = rustix::pipe::fcntl_setpipe_size(&writer, PIPE_SIZE);
+    std::thread::scope(|scope| {
+        // The relay owns the read end: if it fails, dropping it makes the
+        // kernel's next write fail with EPIPE instead of blocking forever.
+        let relay = scope.spawn(move || relay(reader, options.out_fd));
+        let sent = send_direct(subvol_fd, &SendOptions { out_fd: writer.as_fd(), ..*options });
+        drop(writer);
+        let relayed = relay.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        relayed.and(sent)
+    })
+}
+
+/// Splices everything from `pipe` into `out` at its file position, until EOF.
+fn relay(pipe: OwnedFd, out: BorrowedFd<'_>) -> Result<()> {
+    loop {
+        let moved = rustix::pipe::splice(&pipe, None, out, None, PIPE_SIZE, SpliceFlags::MORE)
+            .map_err(failed(Op::Splice))?;
+        if moved == 0 {
+            return Ok(());
+        }
+    }
 }
 
 const SEND_STREAM_VERSION_FILE: &str = "/sys/fs/btrfs/features/send_stream_version";

@@ -229,3 +229,39 @@ fn non_btrfs_files_answer_enotty() {
     let err = rawsend_btrfs::root_id(&file).expect_err("ext4");
     assert!(err.to_string().starts_with("BTRFS_IOC_INO_LOOKUP failed"), "{err}");
 }
+
+#[test]
+fn send_appends_at_the_file_position_and_writes_pipes_directly() {
+    let fs = btrfs();
+    let subvol = subvolume_with_file(&fs, "vol");
+    rawsend_btrfs::snapshot(&subvol, open(fs.path()), OsStr::new("snap"), true).expect("snapshot");
+    let snap = open(&fs.path().join("snap"));
+    let single = send_to_vec(&fs, &snap, SendFlags::NONE, None);
+
+    let out_path = fs.path().join("../twice");
+    let mut out = File::create(&out_path).expect("create");
+    std::io::Write::write_all(&mut out, b"PREFIX").expect("write prefix");
+    let options = SendOptions {
+        out_fd: out.as_fd(),
+        parent_root: None,
+        clone_sources: &[],
+        flags: SendFlags::NONE,
+        version: None,
+    };
+    rawsend_btrfs::send(&snap, &options).expect("first send");
+    rawsend_btrfs::send(&snap, &options).expect("second send");
+    let expected = [b"PREFIX".as_slice(), &single, &single].concat();
+    assert_eq!(fs::read(&out_path).expect("read"), expected);
+
+    let mut child = Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let options = SendOptions { out_fd: stdin.as_fd(), ..options };
+    rawsend_btrfs::send(&snap, &options).expect("send into a pipe");
+    drop(stdin);
+    let output = child.wait_with_output().expect("cat output");
+    assert_eq!(output.stdout, single);
+}
