@@ -1,12 +1,303 @@
-//! `rawsend send`: not yet implemented (issue 4 fills this module).
+//! `rawsend send`: the kernel's send stream of one or more read-only
+//! subvolumes, with the flags and behaviour of `btrfs send` (btrfs-progs
+//! `cmds/send.c`).
+//!
+//! The kernel writes the stream itself into the output (stdout or `-f`);
+//! nothing is copied through user space. Parent and clone sources follow
+//! btrfs-progs: `-p` is also a clone source; with only `-c`, a parent is
+//! picked among the clone sources and every subvolume sent becomes a clone
+//! source for the next one; `-e` writes one stream (header first, END last).
 
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, IsTerminal};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
 use clap::Args;
+use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
 
 /// Arguments of `rawsend send`.
 #[derive(Args)]
-pub struct SendArgs {}
+pub struct SendArgs {
+    /// With several subvolumes, write a single stream: the header only before
+    /// the first, the END command only after the last.
+    #[arg(short = 'e')]
+    single_stream: bool,
+    /// Send an incremental stream from PARENT to each SUBVOL.
+    #[arg(short = 'p', value_name = "PARENT")]
+    parent: Option<PathBuf>,
+    /// Let the stream clone extents from this read-only snapshot, which must
+    /// exist unchanged on the receiver (repeatable). Without -p, a parent is
+    /// picked among them.
+    #[arg(short = 'c', value_name = "CLONE_SRC")]
+    clone_sources: Vec<PathBuf>,
+    /// Write the stream to OUTFILE instead of stdout.
+    #[arg(short = 'f', value_name = "OUTFILE")]
+    output: Option<PathBuf>,
+    /// Protocol version: 1, 2, or 0 for the highest the kernel supports
+    /// (default 1, or 2 with --compressed-data).
+    #[arg(long = "proto", value_name = "N")]
+    proto: Option<u32>,
+    /// Send compressed extents as they are stored (needs protocol 2).
+    #[arg(long)]
+    compressed_data: bool,
+    /// Send metadata only: no file data (the stream cannot be received).
+    #[arg(long)]
+    no_data: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print more (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Read-only subvolumes to send.
+    #[arg(required = true, value_name = "SUBVOL")]
+    subvolumes: Vec<PathBuf>,
+}
+
+impl SendArgs {
+    /// btrfs-progs' verbosity: 1 by default ("At subvol"), 0 with -q.
+    fn verbosity(&self) -> u8 {
+        if self.quiet { 0 } else { 1 + self.verbose }
+    }
+
+    fn flags(&self) -> SendFlags {
+        let mut flags = SendFlags::NONE;
+        if self.no_data {
+            flags = flags | SendFlags::NO_FILE_DATA;
+        }
+        if self.compressed_data {
+            flags = flags | SendFlags::COMPRESSED;
+        }
+        flags
+    }
+}
+
+/// A subvolume given on the command line, opened and checked.
+struct Subvolume {
+    path: PathBuf,
+    file: File,
+    id: u64,
+}
+
+/// What a subvolume argument is used as, for error messages.
+#[derive(Clone, Copy)]
+enum Role {
+    Send,
+    Parent,
+    CloneSource,
+}
+
+impl Role {
+    fn describe(self) -> &'static str {
+        match self {
+            Role::Send => "subvolume",
+            Role::Parent => "parent subvolume",
+            Role::CloneSource => "clone source",
+        }
+    }
+}
+
+/// Opens `path` and checks that it is the root of a read-only btrfs subvolume.
+fn open_subvolume(path: &Path, role: Role) -> anyhow::Result<Subvolume> {
+    let what = role.describe();
+    let file = File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    if !rawsend_btrfs::is_subvolume_root(&file)? {
+        bail!("{what} {} is not a btrfs subvolume", path.display());
+    }
+    let read_only = rawsend_btrfs::is_read_only(&file)
+        .with_context(|| format!("cannot read the flags of {what} {}", path.display()))?;
+    if !read_only {
+        bail!(
+            "{what} {path} is not read-only; make it read-only with `btrfs property set -ts {path} ro true` \
+             or send a read-only snapshot of it (`btrfs subvolume snapshot -r`)",
+            path = path.display()
+        );
+    }
+    let id = rawsend_btrfs::root_id(&file)
+        .with_context(|| format!("cannot find the root id of {what} {}", path.display()))?;
+    Ok(Subvolume { path: path.to_owned(), file, id })
+}
+
+/// Checks that `other` is on the same filesystem as `first`: the root with
+/// its id there must carry its UUID.
+fn check_same_filesystem(first: &Subvolume, other: &Subvolume) -> anyhow::Result<()> {
+    let uuid = rawsend_btrfs::subvolume_info(&other.file)?.uuid;
+    let there = rawsend_btrfs::root_info(&first.file, other.id)?;
+    if there.map(|root| root.uuid) != Some(uuid) {
+        bail!(
+            "all subvolumes must be from the same filesystem: {} is not on the filesystem of {}",
+            other.path.display(),
+            first.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens the output like btrfs-progs: an existing file is truncated, a
+/// missing one created with mode 0600; stdout without -f.
+fn open_output(path: Option<&Path>) -> anyhow::Result<Option<File>> {
+    let Some(path) = path else { return Ok(None) };
+    let existing = OpenOptions::new().write(true).truncate(true).open(path);
+    let file = match existing {
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+        }
+        other => other,
+    };
+    file.map(Some).with_context(|| format!("cannot create '{}'", path.display()))
+}
+
+/// Picks the protocol version to ask for, as btrfs-progs does; `None` means
+/// the kernel knows only v1 and takes no version.
+fn protocol(args: &SendArgs, supported: u32) -> anyhow::Result<Option<u32>> {
+    let mut proto = args.proto.unwrap_or(1);
+    if supported == 1 && proto > 1 {
+        bail!("requested protocol version {proto} but the kernel supports only 1");
+    }
+    if args.compressed_data {
+        if args.proto.is_none() {
+            proto = 2;
+        }
+        if proto == 1 {
+            bail!("--compressed-data requires protocol version >= 2 (requested 1)");
+        }
+        if supported < 2 {
+            bail!(
+                "the kernel does not support --compressed-data (needs send protocol 2, Linux 6.0 or later)"
+            );
+        }
+    }
+    Ok((supported > 1).then_some(proto))
+}
+
+/// The parent progs picks among `clone_sources` for subvolume `id`: the
+/// subvolume it was snapshotted from if that is a clone source, else the
+/// clone source snapshotted from the same subvolume closest in ctransid.
+fn find_good_parent(fs: BorrowedFd<'_>, id: u64, clone_sources: &[u64]) -> anyhow::Result<u64> {
+    let origin = origin_of(fs, id)?.context("it is not a snapshot of an existing subvolume")?;
+    if clone_sources.contains(&origin.id) {
+        return Ok(origin.id);
+    }
+    let mut best: Option<(u64, u64)> = None;
+    for &candidate in clone_sources {
+        if origin_of(fs, candidate).ok().flatten().map(|root| root.id) != Some(origin.id) {
+            continue;
+        }
+        let info = rawsend_btrfs::root_info(fs, candidate)?.context("clone source vanished")?;
+        let distance = info.ctransid.abs_diff(origin.ctransid);
+        if best.is_none_or(|(_, best_distance)| distance < best_distance) {
+            best = Some((candidate, distance));
+        }
+    }
+    best.map(|(candidate, _)| candidate).context("no clone source is a snapshot of the same subvolume")
+}
+
+/// The root item of the subvolume that `id` is a snapshot of, if it exists.
+fn origin_of(fs: BorrowedFd<'_>, id: u64) -> anyhow::Result<Option<RootInfo>> {
+    let info = rawsend_btrfs::root_info(fs, id)?.context("no such subvolume")?;
+    let Some(parent_uuid) = info.parent_uuid else { return Ok(None) };
+    let Some(parent_id) = rawsend_btrfs::subvolume_id_by_uuid(fs, &parent_uuid)? else {
+        return Ok(None);
+    };
+    Ok(rawsend_btrfs::root_info(fs, parent_id)?)
+}
+
+/// Everything checked and opened before the first byte is sent.
+struct Plan {
+    subvolumes: Vec<Subvolume>,
+    parent: Option<u64>,
+    clone_sources: Vec<u64>,
+    /// Only `-c` given: pick parents, and add each sent subvolume as a source.
+    pick_parents: bool,
+    version: Option<u32>,
+    flags: SendFlags,
+}
+
+fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
+    let clones = args
+        .clone_sources
+        .iter()
+        .map(|path| open_subvolume(path, Role::CloneSource))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let parent = args.parent.as_deref().map(|path| open_subvolume(path, Role::Parent)).transpose()?;
+    let subvolumes = args
+        .subvolumes
+        .iter()
+        .map(|path| open_subvolume(path, Role::Send))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first = &subvolumes[0];
+    for other in subvolumes[1..].iter().chain(&parent).chain(&clones) {
+        check_same_filesystem(first, other)?;
+    }
+    let supported = rawsend_btrfs::max_send_stream_version()?;
+    let version = protocol(args, supported)?;
+    if args.verbosity() > 1 {
+        if args.no_data {
+            eprintln!("Mode NO_FILE_DATA enabled");
+        }
+        let requested = version.unwrap_or(1);
+        eprintln!("Protocol version requested: {requested} (supported {supported})");
+    }
+    let mut clone_sources: Vec<u64> = clones.iter().map(|clone| clone.id).collect();
+    clone_sources.extend(parent.as_ref().map(|parent| parent.id));
+    Ok(Plan {
+        pick_parents: parent.is_none() && !clones.is_empty(),
+        parent: parent.map(|parent| parent.id),
+        subvolumes,
+        clone_sources,
+        version,
+        flags: args.flags(),
+    })
+}
 
 /// Runs `rawsend send`.
-pub fn run(_args: &SendArgs) -> anyhow::Result<()> {
-    anyhow::bail!("send is not implemented yet")
+pub fn run(args: &SendArgs) -> anyhow::Result<()> {
+    let output = open_output(args.output.as_deref())?;
+    let stdout = std::io::stdout();
+    let out_fd = output.as_ref().map_or_else(|| stdout.as_fd(), |file| file.as_fd());
+    if out_fd.is_terminal() {
+        bail!("not dumping send stream into a terminal, redirect it into a file");
+    }
+    let mut plan = plan(args)?;
+    let count = plan.subvolumes.len();
+    for (index, subvolume) in plan.subvolumes.iter().enumerate() {
+        if args.verbosity() > 0 {
+            eprintln!("At subvol {}", subvolume.path.display());
+        }
+        let parent = if plan.pick_parents {
+            let found = find_good_parent(subvolume.file.as_fd(), subvolume.id, &plan.clone_sources);
+            Some(
+                found
+                    .with_context(|| format!("cannot determine a parent for {}", subvolume.path.display()))?,
+            )
+        } else {
+            plan.parent
+        };
+        let mut flags = plan.flags;
+        if args.single_stream && index > 0 {
+            flags = flags | SendFlags::OMIT_STREAM_HEADER;
+        }
+        if args.single_stream && index + 1 < count {
+            flags = flags | SendFlags::OMIT_END_CMD;
+        }
+        let options = SendOptions {
+            out_fd,
+            parent_root: parent,
+            clone_sources: &plan.clone_sources,
+            flags,
+            version: plan.version,
+        };
+        rawsend_btrfs::send(&subvolume.file, &options)
+            .with_context(|| format!("cannot send {}", subvolume.path.display()))?;
+        if args.verbosity() > 1 {
+            eprintln!("BTRFS_IOC_SEND returned 0");
+        }
+        if plan.pick_parents {
+            plan.clone_sources.push(subvolume.id);
+        }
+    }
+    Ok(())
 }
