@@ -174,6 +174,45 @@ mod tests {
         assert_eq!(read_le32(&blob, 0).unwrap() as usize, blob.len());
     }
 
+    /// First chunk whose LZO1X payload ends `gap` bytes before the end of
+    /// the first sector of the blob, so the next header needs `gap` bytes of
+    /// padding.
+    fn chunk_ending_before_boundary(gap: usize) -> Vec<u8> {
+        (0..S)
+            .map(|zeros| {
+                let mut chunk = vec![0; zeros];
+                chunk.extend_from_slice(&crate::test_data::noise(S - zeros, 5));
+                chunk
+            })
+            .find(|chunk| 2 * HEADER_LEN + lzo(chunk).len() == S - gap)
+            .expect("some split lands there")
+    }
+
+    #[test]
+    fn encoder_pads_before_a_header_that_would_cross() {
+        for gap in 1..=3 {
+            let mut data = chunk_ending_before_boundary(gap);
+            data.extend_from_slice(&crate::test_data::text(3000));
+            let blob = encode(S, &data).unwrap();
+            assert_eq!(&blob[S - gap..S], &vec![0; gap][..], "gap {gap}");
+            let second = read_le32(&blob, S).unwrap() as usize;
+            assert_eq!(blob.len(), S + HEADER_LEN + second, "no padding after the last segment");
+            let mut out = vec![0; data.len()];
+            assert_eq!(decode(S, &blob, &mut out), Ok(data.len()));
+            assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn no_padding_when_four_bytes_remain() {
+        let mut data = chunk_ending_before_boundary(4);
+        data.extend_from_slice(&crate::test_data::text(3000));
+        let blob = encode(S, &data).unwrap();
+        let first = read_le32(&blob, HEADER_LEN).unwrap() as usize;
+        assert_eq!(2 * HEADER_LEN + first, S - 4);
+        assert_eq!(read_le32(&blob, S - 4).map(|l| l as usize), Some(blob.len() - S));
+    }
+
     #[test]
     fn short_last_segment_and_zero_tail() {
         let data = [b'q'; S + 3000];

@@ -264,6 +264,31 @@ mod tests {
         round_trip(&crate::test_data::noise(70_000, 3));
     }
 
+    proptest::proptest! {
+        /// Whatever this decoder accepts, the `lzo1x` crate decodes to the
+        /// same bytes (given the length), on mutated valid streams.
+        #[test]
+        fn agrees_with_the_lzo1x_crate(
+            seed in 0u64..1000,
+            len in 0usize..6000,
+            flips in proptest::collection::vec((0usize..10_000, 0u8..=255), 0..4),
+        ) {
+            let mut data = crate::test_data::text(len);
+            data[..len / 3].copy_from_slice(&crate::test_data::noise(len / 3, seed));
+            let mut src = lzo1x::compress(&data, lzo1x::CompressLevel::default());
+            for (at, byte) in flips {
+                let i = at % src.len();
+                src[i] ^= byte;
+            }
+            let mut out = vec![0; 8192];
+            if let Ok(n) = decompress(&src, &mut out) {
+                let mut theirs = vec![0; n];
+                proptest::prop_assert_eq!(lzo1x::decompress(&src, &mut theirs), Ok(()));
+                proptest::prop_assert_eq!(&theirs[..], &out[..n]);
+            }
+        }
+    }
+
     #[test]
     fn end_marker_alone_is_empty() {
         assert_eq!(decompress(&[0x11, 0, 0], &mut []), Ok(0));
