@@ -154,8 +154,8 @@ fn open_output(path: Option<&Path>) -> anyhow::Result<Option<File>> {
 /// the kernel knows only v1 and takes no version.
 fn protocol(args: &SendArgs, supported: u32) -> anyhow::Result<Option<u32>> {
     let mut proto = args.proto.unwrap_or(1);
-    if supported == 1 && proto > 1 {
-        bail!("requested protocol version {proto} but the kernel supports only 1");
+    if proto > supported {
+        bail!("requested protocol version {proto} but the kernel supports only {supported}");
     }
     if args.compressed_data {
         if args.proto.is_none() {
@@ -253,6 +253,16 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// Turns EPIPE into an `io::Error`, which `main` treats as a closed pipe
+/// (exit 0, like `btrfs send | head`).
+fn broken_pipe_as_io(err: rawsend_btrfs::Error) -> anyhow::Error {
+    if err.errno() == Some(rawsend_btrfs::Errno::PIPE) {
+        std::io::Error::from(ErrorKind::BrokenPipe).into()
+    } else {
+        err.into()
+    }
+}
+
 /// Runs `rawsend send`.
 pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     let output = open_output(args.output.as_deref())?;
@@ -291,6 +301,7 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
             version: plan.version,
         };
         rawsend_btrfs::send(&subvolume.file, &options)
+            .map_err(broken_pipe_as_io)
             .with_context(|| format!("cannot send {}", subvolume.path.display()))?;
         if args.verbosity() > 1 {
             eprintln!("BTRFS_IOC_SEND returned 0");
