@@ -38,9 +38,7 @@ pub fn require_root() {
 
 /// Runs `command`, panicking with its exit status and stderr unless it succeeds.
 pub fn run(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    let output = command.output().unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
     assert!(
         output.status.success(),
         "{command:?} failed with {}\nstderr:\n{}",
@@ -143,12 +141,7 @@ pub struct LoopFs {
 impl LoopFs {
     /// Starts building a filesystem of `fstype` on a sparse image of `size` bytes.
     pub fn builder(fstype: FsType, size: u64) -> LoopFsBuilder {
-        LoopFsBuilder {
-            fstype,
-            size,
-            mkfs_args: Vec::new(),
-            mount_options: None,
-        }
+        LoopFsBuilder { fstype, size, mkfs_args: Vec::new(), mount_options: None }
     }
 
     /// A default btrfs of `size` bytes (at least about 110 MiB for mkfs.btrfs).
@@ -168,32 +161,24 @@ impl LoopFs {
 
     /// The loop device (e.g. `/dev/loop3`).
     pub fn device(&self) -> &Path {
-        self.device
-            .as_deref()
-            .expect("a built LoopFs always has a device")
+        self.device.as_deref().expect("a built LoopFs always has a device")
     }
 
     fn create_image(&self, size: u64) {
         let file = File::create(&self.image)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.image.display()));
-        file.set_len(size)
-            .unwrap_or_else(|err| panic!("cannot size {}: {err}", self.image.display()));
+        file.set_len(size).unwrap_or_else(|err| panic!("cannot size {}: {err}", self.image.display()));
         std::fs::create_dir(&self.mountpoint)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.mountpoint.display()));
     }
 
     fn format(&self, fstype: FsType, extra: &[String]) {
         let (program, args) = fstype.mkfs();
-        run(Command::new(program)
-            .args(args)
-            .args(extra)
-            .arg(&self.image));
+        run(Command::new(program).args(args).args(extra).arg(&self.image));
     }
 
     fn attach(&mut self) {
-        let output = run(Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&self.image));
+        let output = run(Command::new("losetup").args(["--find", "--show"]).arg(&self.image));
         let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(!device.is_empty(), "losetup printed no device name");
         self.device = Some(PathBuf::from(device));
@@ -213,15 +198,9 @@ impl LoopFs {
     fn unmount(&mut self) {
         let plain = Command::new("umount").arg(&self.mountpoint).output();
         if !plain.is_ok_and(|output| output.status.success()) {
-            let lazy = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .output();
+            let lazy = Command::new("umount").arg("-l").arg(&self.mountpoint).output();
             if !lazy.is_ok_and(|output| output.status.success()) {
-                eprintln!(
-                    "rawsend-testutil: cannot unmount {}",
-                    self.mountpoint.display()
-                );
+                eprintln!("rawsend-testutil: cannot unmount {}", self.mountpoint.display());
             }
         }
         self.mounted = false;
@@ -252,38 +231,42 @@ mod tests {
 
     #[test]
     fn run_reports_stderr_of_failures() {
-        let result = std::panic::catch_unwind(|| {
-            run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]))
-        });
+        let result =
+            std::panic::catch_unwind(|| run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])));
         let message = result.expect_err("a failing command must panic");
-        let message = message
-            .downcast_ref::<String>()
-            .expect("panic message is a String");
+        let message = message.downcast_ref::<String>().expect("panic message is a String");
         assert!(message.contains("oops"), "{message}");
     }
 
     #[test]
     fn btrfs_is_mounted_and_cleaned_up() {
         require_root();
-        let fs = LoopFs::builder(FsType::Btrfs, 256 * MIB)
-            .mount_options("compress=zstd")
-            .build();
+        let fs = LoopFs::builder(FsType::Btrfs, 256 * MIB).mount_options("compress=zstd").build();
         let device = fs.device().to_owned();
-        let mounts = run(Command::new("findmnt")
-            .args(["-n", "-o", "FSTYPE,OPTIONS", "-M"])
-            .arg(fs.path()));
+        let mounts = run(Command::new("findmnt").args(["-n", "-o", "FSTYPE,OPTIONS", "-M"]).arg(fs.path()));
         let mounts = String::from_utf8_lossy(&mounts.stdout);
         assert!(mounts.starts_with("btrfs"), "{mounts}");
         assert!(mounts.contains("compress=zstd"), "{mounts}");
         drop(fs);
         let left = run_cmd("losetup", ["-a"]);
         let left = String::from_utf8_lossy(&left.stdout);
-        assert!(
-            !left
-                .lines()
-                .any(|line| line.starts_with(&format!("{}:", device.display()))),
-            "{left}"
-        );
+        assert!(!left.lines().any(|line| line.starts_with(&format!("{}:", device.display()))), "{left}");
+    }
+
+    #[test]
+    fn panicking_test_still_cleans_up() {
+        require_root();
+        let mut image = None;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let fs = LoopFs::btrfs(256 * MIB);
+            image = Some(fs.image.clone());
+            panic!("test body fails");
+        }));
+        assert!(result.is_err());
+        let image = image.expect("the filesystem was built");
+        let left = run(Command::new("losetup").arg("-j").arg(&image));
+        assert!(left.stdout.is_empty(), "{}", String::from_utf8_lossy(&left.stdout));
+        assert!(!image.exists(), "the temporary directory was removed");
     }
 
     #[test]
