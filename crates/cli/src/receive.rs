@@ -1,16 +1,29 @@
-//! `rawsend receive`: apply a send stream, or with `--dump` print it.
+//! `rawsend receive`: apply a send stream to a directory, or with `--dump` print it.
 //!
-//! Options match `btrfs receive`. Applying streams to a filesystem is not
-//! built yet; `--dump` works and, unlike btrfs-progs, prints every joined
-//! stream in the input unless `-e` is given.
+//! Options match `btrfs receive`. Every path is confined beneath DEST
+//! without needing `--chroot` (accepted for compatibility), and a
+//! subvolume is marked received only after all its commands applied.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use clap::Args;
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, ValueEnum};
+use rawsend_receive::fs::Kind;
+use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
 use rawsend_stream::ReaderOptions;
 
 use crate::dump::{self, Format};
+
+/// Which kind of destination to write.
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetChoice {
+    /// btrfs when DEST is on btrfs, a plain directory otherwise.
+    Auto,
+    /// Insist on btrfs: subvolumes, encoded writes, received UUIDs.
+    Btrfs,
+    /// A plain directory on any filesystem.
+    Dir,
+}
 
 /// Arguments of `rawsend receive`.
 #[derive(Args)]
@@ -21,12 +34,33 @@ pub struct ReceiveArgs {
     /// Stop after the first END command.
     #[arg(short = 'e')]
     stop_at_end: bool,
+    /// Accepted for compatibility: rawsend always confines the stream beneath DEST.
+    #[arg(short = 'C', long = "chroot")]
+    chroot: bool,
     /// Stop after N failed commands; 0 means never stop.
     #[arg(short = 'E', long = "max-errors", value_name = "N", default_value_t = 1)]
     max_errors: u64,
+    /// Accepted for compatibility: rawsend finds the mount point itself.
+    #[arg(short = 'm', value_name = "ROOTMOUNT")]
+    root_mount: Option<PathBuf>,
+    /// Always decompress encoded extents instead of writing them as they are.
+    #[arg(long)]
+    force_decompress: bool,
+    /// Test-decode every encoded extent before writing it.
+    #[arg(long)]
+    verify_encoded: bool,
+    /// What kind of destination to write.
+    #[arg(long, value_enum, default_value = "auto")]
+    target: TargetChoice,
     /// Print the stream, one line per command, instead of receiving it.
     #[arg(long)]
     dump: bool,
+    /// Print less.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Print more (repeatable).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Where to receive (not used with --dump).
     #[arg(value_name = "DEST", required_unless_present = "dump", conflicts_with = "dump")]
     dest: Option<PathBuf>,
@@ -34,11 +68,39 @@ pub struct ReceiveArgs {
 
 /// Runs `rawsend receive`.
 pub fn run(args: &ReceiveArgs) -> Result<()> {
-    if !args.dump {
-        bail!(
-            "receiving into a filesystem is not available in this build yet; use --dump to inspect the stream"
+    let reader = ReaderOptions { stop_at_end: args.stop_at_end, ..ReaderOptions::default() };
+    let input = dump::open_input(args.file.as_ref())?;
+    let Some(dest) = &args.dest else {
+        return dump::dump(input, Format::Text, reader, args.max_errors);
+    };
+    let kind = match args.target {
+        TargetChoice::Auto => None,
+        TargetChoice::Btrfs => Some(Kind::Btrfs),
+        TargetChoice::Dir => Some(Kind::Dir),
+    };
+    let target =
+        FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
+    let opts = ReceiveOptions {
+        reader,
+        max_errors: args.max_errors,
+        force_decompress: args.force_decompress,
+        verify_encoded: args.verify_encoded,
+    };
+    let summary = Receiver::new(target, opts).receive(input).map_err(|failure| anyhow!("{failure}"))?;
+    if !args.quiet {
+        for name in &summary.subvolumes {
+            eprintln!("At subvol {name}");
+        }
+    }
+    if args.verbose > 0 {
+        eprintln!(
+            "{} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
+            summary.commands,
+            summary.encoded_passthrough,
+            summary.encoded_decompressed,
+            summary.clones_reflinked,
+            summary.clones_copied
         );
     }
-    let opts = ReaderOptions { stop_at_end: args.stop_at_end, ..ReaderOptions::default() };
-    dump::dump(dump::open_input(args.file.as_ref())?, Format::Text, opts, args.max_errors)
+    Ok(())
 }

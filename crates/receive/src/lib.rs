@@ -1,1 +1,24 @@
-//! Receive engine and targets for btrfs send streams.
+//! Receive btrfs send streams: an engine that applies commands to a [`Target`].
+//!
+//! [`Receiver`] reads a stream with `rawsend-stream` and drives a [`Target`];
+//! it owns policy (encoded passthrough or exact decompression, reflink or
+//! copy, when a subvolume counts as complete), so targets only perform
+//! primitive operations. Targets: the filesystem target ([`FsTarget`]) for
+//! btrfs and plain directories.
+//!
+//! Safety against hostile streams comes in layers: `rawsend-stream` rejects
+//! paths that could escape (absolute, `..`, `.`, empty components, NUL); the
+//! engine rejects values that cannot be right (encoded bounds, fallocate
+//! modes, device types); the filesystem target resolves every path beneath
+//! the subvolume root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+//! and acts on the last component without following symlinks.
+
+mod engine;
+mod error;
+pub mod fs;
+mod target;
+
+pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
+pub use error::{Error, ErrorKind, Result};
+pub use fs::FsTarget;
+pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};

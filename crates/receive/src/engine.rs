@@ -1,0 +1,408 @@
+//! The receive engine: reads commands and drives a [`Target`], owning all policy.
+//!
+//! Policy lives here so every target behaves the same: an encoded extent is
+//! checked (bounds, compression, encryption) before anything is written, is
+//! passed through when the target can store it and otherwise decoded with
+//! `rawsend-codec` and written as plain bytes; a clone is reflinked when the
+//! target can and copied otherwise; fallocate modes are whitelisted; a
+//! subvolume is marked received only when every one of its commands
+//! applied. After a failure the partial subvolume is left unmarked and the
+//! error says where it is.
+
+use std::io::Read;
+
+use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
+use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+
+/// `fallocate` modes a stream may ask for: none, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE,
+/// ZERO_RANGE and ZERO_RANGE|KEEP_SIZE.
+const ALLOWED_FALLOCATE_MODES: [u32; 5] = [0x0, 0x1, 0x3, 0x10, 0x11];
+/// Chunk size for copying a clone range when reflinks are not possible.
+const COPY_CHUNK: usize = 128 * 1024;
+
+/// How to receive.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiveOptions {
+    /// Stream reader options (frame caps, `-e`).
+    pub reader: ReaderOptions,
+    /// Stop after this many failed commands; 0 means never stop.
+    pub max_errors: u64,
+    /// Never write encoded extents as they are; always decode them.
+    pub force_decompress: bool,
+    /// Test-decode every encoded extent before writing it (the kernel does not validate).
+    pub verify_encoded: bool,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        ReceiveOptions {
+            reader: ReaderOptions::default(),
+            max_errors: 1,
+            force_decompress: false,
+            verify_encoded: false,
+        }
+    }
+}
+
+/// What a receive did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Commands applied.
+    pub commands: u64,
+    /// Subvolumes completed and marked received.
+    pub subvolumes: Vec<String>,
+    /// Encoded extents stored as they came.
+    pub encoded_passthrough: u64,
+    /// Encoded extents decoded and written as plain data.
+    pub encoded_decompressed: u64,
+    /// Clones done as reflinks.
+    pub clones_reflinked: u64,
+    /// Clones done by copying.
+    pub clones_copied: u64,
+}
+
+/// Why a receive failed: every error seen, and what was left unfinished.
+#[derive(Debug)]
+pub struct Failure {
+    /// The errors, in stream order.
+    pub errors: Vec<Error>,
+    /// Subvolumes left incomplete (not marked received), described for the user.
+    pub unfinished: Vec<String>,
+    /// What was completed before the failure.
+    pub summary: Summary,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.errors.last() {
+            Some(last) => write!(f, "{last}")?,
+            None => f.write_str("receive failed")?,
+        }
+        for unfinished in &self.unfinished {
+            write!(f, "; {unfinished}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Applies send streams to a [`Target`].
+pub struct Receiver<T> {
+    target: T,
+    opts: ReceiveOptions,
+    decoder: Decoder,
+    scratch: Vec<u8>,
+    /// Whether a subvolume is open, and whether any of its commands failed.
+    current: Option<bool>,
+    summary: Summary,
+    errors: Vec<Error>,
+    unfinished: Vec<String>,
+}
+
+impl<T: Target> Receiver<T> {
+    /// A receiver writing to `target`.
+    pub fn new(target: T, opts: ReceiveOptions) -> Self {
+        Receiver {
+            target,
+            opts,
+            decoder: Decoder::new(),
+            scratch: Vec::new(),
+            current: None,
+            summary: Summary::default(),
+            errors: Vec::new(),
+            unfinished: Vec::new(),
+        }
+    }
+
+    /// The target, e.g. to inspect it after receiving.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+
+    /// Reads every stream in `input` and applies it.
+    pub fn receive(mut self, input: impl Read) -> std::result::Result<Summary, Failure> {
+        let mut reader = StreamReader::with_options(input, self.opts.reader);
+        loop {
+            let outcome = match reader.next() {
+                Ok(None) => break,
+                Ok(Some(Item::Header { .. })) => continue,
+                Ok(Some(Item::Command(record))) => self.apply_record(&record),
+                Err(err) => Err(Error::from(err)),
+            };
+            if let Err(err) = outcome {
+                self.record_error(err);
+                if self.too_many_errors() {
+                    break;
+                }
+            }
+        }
+        self.abandon_current();
+        if self.errors.is_empty() {
+            Ok(self.summary)
+        } else {
+            Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
+        }
+    }
+
+    fn too_many_errors(&self) -> bool {
+        self.opts.max_errors != 0 && self.errors.len() as u64 >= self.opts.max_errors
+    }
+
+    fn record_error(&mut self, err: Error) {
+        if let Some(failed) = self.current.as_mut() {
+            *failed = true;
+        }
+        self.errors.push(err);
+    }
+
+    /// Leaves an open subvolume unmarked (after a failure, or input that ended early).
+    fn abandon_current(&mut self) {
+        if self.current.take().is_some()
+            && let Some(place) = self.target.abandon_subvol()
+        {
+            self.unfinished.push(format!("{place} is incomplete and was not marked as received"));
+        }
+    }
+
+    fn apply_record(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
+        self.apply(&record.command).map_err(|kind| Error {
+            location: Location {
+                index: Some(record.index),
+                offset: record.offset,
+                command: Some(record.command.kind().raw()),
+                path: record.command.path().map(|p| p.as_bytes().to_vec()),
+            },
+            kind,
+        })?;
+        self.summary.commands += 1;
+        Ok(())
+    }
+
+    /// Finishes the open subvolume if all its commands applied.
+    fn finish_current(&mut self) -> Result<()> {
+        match self.current.take() {
+            Some(false) => {
+                self.target.finish_subvol()?;
+                Ok(())
+            }
+            Some(true) => {
+                self.current = Some(true);
+                self.abandon_current();
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&mut self, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
+        self.finish_current()?;
+        if !path.is_single_component() {
+            return Err(ErrorKind::Invalid("a subvolume name must be a single path component"));
+        }
+        self.target.begin_subvol(&start)?;
+        self.current = Some(false);
+        self.summary.subvolumes.push(String::from_utf8_lossy(start.name).into_owned());
+        Ok(())
+    }
+
+    fn apply(&mut self, command: &Command<'_>) -> Result<()> {
+        match *command {
+            Command::Subvol { path, uuid, ctransid } => {
+                return self.begin(path, SubvolStart { name: path.as_bytes(), uuid, ctransid, parent: None });
+            }
+            Command::Snapshot { path, uuid, ctransid, clone_uuid, clone_ctransid } => {
+                let parent = Some((clone_uuid, clone_ctransid));
+                return self.begin(path, SubvolStart { name: path.as_bytes(), uuid, ctransid, parent });
+            }
+            Command::End => return self.finish_current(),
+            _ => {}
+        }
+        if self.current.is_none() {
+            return Err(ErrorKind::NoSubvolume);
+        }
+        self.apply_in_subvol(command)
+    }
+
+    fn apply_in_subvol(&mut self, command: &Command<'_>) -> Result<()> {
+        let t = &mut self.target;
+        match *command {
+            Command::Mkfile { path, .. } => t.create(path, NodeKind::File),
+            Command::Mkdir { path, .. } => t.create(path, NodeKind::Dir),
+            Command::Mknod { path, mode, rdev, .. } => {
+                let kind = mode & 0o170000;
+                if kind != 0o020000 && kind != 0o060000 {
+                    return Err(ErrorKind::Invalid("mknod mode is not a character or block device"));
+                }
+                t.create(path, NodeKind::Device { mode, rdev })
+            }
+            Command::Mkfifo { path, .. } => t.create(path, NodeKind::Fifo),
+            Command::Mksock { path, .. } => t.create(path, NodeKind::Socket),
+            Command::Symlink { path, target, .. } => {
+                if target.as_bytes().is_empty() || target.as_bytes().contains(&0) {
+                    return Err(ErrorKind::Invalid("symlink target is empty or contains NUL"));
+                }
+                t.create(path, NodeKind::Symlink(target))
+            }
+            Command::Rename { from, to } => t.rename(from, to),
+            Command::Link { path, target } => t.link(path, target),
+            Command::Unlink { path } => t.unlink(path),
+            Command::Rmdir { path } => t.rmdir(path),
+            Command::SetXattr { path, name, data } => t.set_xattr(path, name, data),
+            Command::RemoveXattr { path, name } => t.remove_xattr(path, name),
+            Command::Write { path, offset, data } => t.write(path, offset, data),
+            Command::Clone { path, offset, len, clone_uuid, clone_ctransid, clone_path, clone_offset } => {
+                let source = CloneSource {
+                    uuid: clone_uuid,
+                    ctransid: clone_ctransid,
+                    path: clone_path,
+                    offset: clone_offset,
+                };
+                self.clone_range(path, offset, len, &source)
+            }
+            Command::Truncate { path, size } => t.truncate(path, size),
+            Command::Chmod { path, mode } => t.chmod(path, (mode & 0o7777) as u32),
+            Command::Chown { path, uid, gid } => {
+                let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
+                    return Err(ErrorKind::Invalid("uid or gid does not fit 32 bits"));
+                };
+                t.chown(path, uid, gid)
+            }
+            Command::Utimes { path, atime, mtime, .. } => {
+                if atime.nsec >= 1_000_000_000 || mtime.nsec >= 1_000_000_000 {
+                    return Err(ErrorKind::Invalid("nanoseconds out of range"));
+                }
+                t.utimes(path, atime, mtime)
+            }
+            Command::UpdateExtent { .. } => Ok(()),
+            Command::Fallocate { path, mode, offset, len } => {
+                if !ALLOWED_FALLOCATE_MODES.contains(&mode) {
+                    return Err(ErrorKind::Invalid("fallocate mode not allowed"));
+                }
+                t.fallocate(path, mode, offset, len)
+            }
+            Command::Fileattr { path, attr } => t.fileattr(path, attr),
+            Command::EncodedWrite {
+                path,
+                offset,
+                unencoded_file_len,
+                unencoded_len,
+                unencoded_offset,
+                compression,
+                encryption,
+                data,
+            } => {
+                if encryption.unwrap_or(0) != 0 {
+                    return Err(ErrorKind::Unsupported("encrypted extents"));
+                }
+                let extent = EncodedExtent {
+                    offset,
+                    len: unencoded_file_len,
+                    unencoded_len,
+                    unencoded_offset,
+                    compression: compression.unwrap_or(0),
+                    data,
+                };
+                self.encoded_write(path, &extent)
+            }
+            Command::EnableVerity { .. } => Err(ErrorKind::Unsupported("fs-verity (ENABLE_VERITY)")),
+            _ => Err(ErrorKind::Unsupported("unknown command")),
+        }
+    }
+
+    /// Checks an encoded extent, passes it through or decodes and writes it.
+    fn encoded_write(&mut self, path: StreamPath<'_>, extent: &EncodedExtent<'_>) -> Result<()> {
+        let compression = check_extent(extent)?;
+        if extent.len == 0 {
+            return Ok(());
+        }
+        let mut decoded = false;
+        if self.opts.verify_encoded {
+            self.decode(compression, extent)?;
+            decoded = true;
+        }
+        if self.target.capabilities().encoded_write
+            && !self.opts.force_decompress
+            && self.target.encoded_write(path, extent)? == Outcome::Done
+        {
+            self.summary.encoded_passthrough += 1;
+            return Ok(());
+        }
+        if !decoded {
+            self.decode(compression, extent)?;
+        }
+        let start = extent.unencoded_offset as usize;
+        let end = start + extent.len as usize;
+        self.target.write(path, extent.offset, &self.scratch[start..end])?;
+        self.summary.encoded_decompressed += 1;
+        Ok(())
+    }
+
+    fn decode(&mut self, compression: Compression, extent: &EncodedExtent<'_>) -> Result<()> {
+        self.scratch.resize(extent.unencoded_len as usize, 0);
+        self.decoder.decode(compression, extent.data, &mut self.scratch)?;
+        Ok(())
+    }
+
+    /// Reflinks a range, or copies it through the target when reflinks are impossible.
+    fn clone_range(
+        &mut self,
+        path: StreamPath<'_>,
+        offset: u64,
+        len: u64,
+        source: &CloneSource<'_>,
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if offset.checked_add(len).is_none() || source.offset.checked_add(len).is_none() {
+            return Err(ErrorKind::Invalid("clone range overflows"));
+        }
+        if self.target.capabilities().clone
+            && self.target.clone_range(path, offset, len, source)? == Outcome::Done
+        {
+            self.summary.clones_reflinked += 1;
+            return Ok(());
+        }
+        self.scratch.resize(COPY_CHUNK, 0);
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(COPY_CHUNK as u64) as usize;
+            let at = CloneSource { offset: source.offset + done, ..*source };
+            let got = self.target.read_clone_source(&at, &mut self.scratch[..want])?;
+            if got == 0 {
+                return Err(ErrorKind::Invalid("clone source range runs past the source file's end"));
+            }
+            self.target.write(path, offset + done, &self.scratch[..got])?;
+            done += got as u64;
+        }
+        self.summary.clones_copied += 1;
+        Ok(())
+    }
+}
+
+/// Checks the fields of an encoded extent that no target can accept wrong.
+fn check_extent(extent: &EncodedExtent<'_>) -> Result<Compression> {
+    let compression = Compression::from_raw(extent.compression)
+        .filter(|c| *c != Compression::None)
+        .ok_or(ErrorKind::Invalid("unknown or no compression in ENCODED_WRITE"))?;
+    if extent.unencoded_len > MAX_UNENCODED_LEN as u64 {
+        return Err(ErrorKind::Invalid("unencoded length above 128 KiB"));
+    }
+    if extent.data.len() > MAX_UNENCODED_LEN {
+        return Err(ErrorKind::Invalid("encoded data above 128 KiB"));
+    }
+    if extent.unencoded_offset.checked_add(extent.len).is_none_or(|end| end > extent.unencoded_len) {
+        return Err(ErrorKind::Invalid("unencoded offset + length exceed the unencoded length"));
+    }
+    if extent.data.is_empty() && extent.len > 0 {
+        return Err(ErrorKind::Invalid("no encoded data for a non-empty range"));
+    }
+    if extent.offset.checked_add(extent.len).is_none() {
+        return Err(ErrorKind::Invalid("file range overflows"));
+    }
+    Ok(compression)
+}

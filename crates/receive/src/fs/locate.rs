@@ -1,0 +1,121 @@
+//! Finding a subvolume on the destination btrfs by UUID: SNAPSHOT parents and CLONE sources.
+//!
+//! As btrfs-progs does, the UUID tree is searched first for a subvolume
+//! *received* from that UUID, then for one whose own UUID it is. Unlike
+//! btrfs-progs, the transid is checked too (stransid for a received
+//! subvolume, ctransid for a local one), since a parent that changed since
+//! the sender's copy would silently yield a different tree. The subvolume is
+//! then opened beneath the mount point of the destination.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+use rawsend_btrfs as btrfs;
+use rawsend_stream::Uuid;
+use rustix::fs::{AtFlags, StatxFlags};
+
+use super::tree::open_dir_beneath;
+use crate::error::{ErrorKind, Result};
+
+/// Opens the subvolume with (received) UUID `uuid` whose transid is `ctransid`.
+pub fn open_subvolume(dest: BorrowedFd<'_>, uuid: Uuid, ctransid: u64) -> Result<OwnedFd> {
+    let key = btrfs::Uuid(uuid.0);
+    let not_found = || ErrorKind::SubvolumeNotFound { uuid, ctransid };
+    let (id, received) = match btrfs::subvolume_id_by_received_uuid(dest, &key)? {
+        Some(id) => (id, true),
+        None => (btrfs::subvolume_id_by_uuid(dest, &key)?.ok_or_else(not_found)?, false),
+    };
+    let info = btrfs::root_info(dest, id)?.ok_or_else(not_found)?;
+    let found = if received { info.stransid } else { info.ctransid };
+    if found != ctransid {
+        return Err(ErrorKind::TransidMismatch { uuid, expected: ctransid, found });
+    }
+    let path = btrfs::subvolume_path(dest, id)?.ok_or_else(not_found)?;
+    let mount = Mount::of(dest)?;
+    let relative = path.strip_prefix(&mount.root).map_err(|_| {
+        ErrorKind::Unsupported("the subvolume is not reachable from the mounted subvolume of the destination")
+    })?;
+    let mount_dir = rustix::fs::open(
+        &mount.point,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| ErrorKind::io("open mount point", e))?;
+    if relative.as_os_str().is_empty() {
+        return Ok(mount_dir);
+    }
+    open_dir_beneath(mount_dir.as_fd(), relative.as_os_str().as_encoded_bytes())
+}
+
+/// The mount holding a file: where it is mounted and which subvolume path it shows.
+struct Mount {
+    point: PathBuf,
+    root: PathBuf,
+}
+
+impl Mount {
+    fn of(fd: BorrowedFd<'_>) -> Result<Mount> {
+        let statx = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+            .map_err(|e| ErrorKind::io("statx", e))?;
+        let table = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| ErrorKind::io("read /proc/self/mountinfo", e))?;
+        table
+            .lines()
+            .find_map(|line| parse_mountinfo_line(line, statx.stx_mnt_id))
+            .ok_or(ErrorKind::Unsupported("cannot find the destination's mount in /proc/self/mountinfo"))
+    }
+}
+
+/// Parses a mountinfo line if it describes mount `id`: (mount point, root inside the filesystem).
+fn parse_mountinfo_line(line: &str, id: u64) -> Option<Mount> {
+    let mut fields = line.split(' ');
+    if fields.next()?.parse::<u64>().ok()? != id {
+        return None;
+    }
+    let root = unescape(fields.nth(2)?);
+    let point = unescape(fields.next()?);
+    let root = root.strip_prefix("/").unwrap_or(&root).to_path_buf();
+    Some(Mount { point, root })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for space, ...).
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let line = "97 29 0:52 /vol/sub /mnt/with\\040space rw,relatime shared:50 - btrfs /dev/loop0 rw";
+        let mount = parse_mountinfo_line(line, 97).unwrap();
+        assert_eq!(mount.point, Path::new("/mnt/with space"));
+        assert_eq!(mount.root, Path::new("vol/sub"));
+        assert!(parse_mountinfo_line(line, 98).is_none());
+    }
+}

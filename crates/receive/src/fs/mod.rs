@@ -1,0 +1,420 @@
+//! The filesystem target: receives into a directory on btrfs or on any other filesystem.
+//!
+//! On btrfs (`Kind::Btrfs`) SUBVOL and SNAPSHOT create real subvolumes,
+//! encoded extents go through `BTRFS_IOC_ENCODED_WRITE`, clones are
+//! reflinks, and a complete subvolume gets its received UUID and is made
+//! read-only. Elsewhere (`Kind::Dir`) a subvolume is a plain directory and
+//! the engine decompresses extents; clones are reflinked where the
+//! filesystem can (`FICLONERANGE`, e.g. xfs) and copied otherwise.
+//!
+//! All path handling goes through [`tree::Tree`], which never follows a
+//! symlink and never leaves the subvolume.
+
+mod locate;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rawsend_btrfs as btrfs;
+use rawsend_stream::{StreamPath, Timespec, Uuid, XattrName};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::io::Errno;
+
+use crate::error::{ErrorKind, Result};
+use crate::target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+use tree::{Tree, proc_path};
+
+/// What kind of destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// btrfs: subvolumes, encoded writes, received UUIDs.
+    Btrfs,
+    /// Any filesystem: plain directories, decoded data.
+    Dir,
+}
+
+/// Errnos on which an encoded write falls back to decompress + write.
+const ENCODED_FALLBACK: [Errno; 5] =
+    [Errno::NOSPC, Errno::NOTTY, Errno::INVAL, Errno::PERM, Errno::OPNOTSUPP];
+/// Errnos on which a reflink falls back to copying.
+const CLONE_FALLBACK: [Errno; 4] = [Errno::INVAL, Errno::XDEV, Errno::OPNOTSUPP, Errno::NOTTY];
+
+/// `FS_NOCOMP_FL`, which rustix does not name.
+const FS_NOCOMP_FL: IFlags = IFlags::from_bits_retain(0x0000_0400);
+
+/// btrfs inode flags (`BTRFS_INODE_*`) and their `FS_*_FL` equivalents; IMMUTABLE and APPEND last.
+const FILEATTR_MAP: [(u64, IFlags); 9] = [
+    (1 << 1, IFlags::NOCOW),
+    (1 << 3, FS_NOCOMP_FL),
+    (1 << 5, IFlags::SYNC),
+    (1 << 8, IFlags::NODUMP),
+    (1 << 9, IFlags::NOATIME),
+    (1 << 10, IFlags::DIRSYNC),
+    (1 << 11, IFlags::COMPRESSED),
+    (1 << 6, IFlags::IMMUTABLE),
+    (1 << 7, IFlags::APPEND),
+];
+
+/// The subvolume being received.
+struct Current {
+    name: Vec<u8>,
+    uuid: Uuid,
+    ctransid: u64,
+    tree: Tree,
+    /// Other subvolumes used as clone sources, by UUID.
+    sources: HashMap<Uuid, Tree>,
+    /// IMMUTABLE/APPEND flags, applied when the subvolume is complete.
+    deferred_flags: Vec<(OwnedFd, IFlags)>,
+}
+
+/// Receives into a directory. See the module docs.
+pub struct FsTarget {
+    dest: OwnedFd,
+    dest_path: PathBuf,
+    kind: Kind,
+    current: Option<Current>,
+}
+
+impl FsTarget {
+    /// Opens `dest`; `kind` `None` picks btrfs when `dest` is on btrfs.
+    pub fn open(dest: &Path, kind: Option<Kind>) -> Result<Self> {
+        let dest_fd =
+            rustix::fs::open(dest, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| ErrorKind::io("open destination", e))?;
+        let on_btrfs = btrfs::is_btrfs(&dest_fd)?;
+        let kind = kind.unwrap_or(if on_btrfs { Kind::Btrfs } else { Kind::Dir });
+        if kind == Kind::Btrfs && !on_btrfs {
+            return Err(ErrorKind::Unsupported("the destination is not on btrfs (use the dir target)"));
+        }
+        Ok(FsTarget { dest: dest_fd, dest_path: dest.to_path_buf(), kind, current: None })
+    }
+
+    /// The kind of destination in use.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn current(&mut self) -> Result<&mut Current> {
+        self.current.as_mut().ok_or(ErrorKind::NoSubvolume)
+    }
+
+    fn tree(&mut self) -> Result<&mut Tree> {
+        Ok(&mut self.current()?.tree)
+    }
+
+    /// Makes the new subvolume (btrfs) or directory, or the snapshot, and opens it.
+    fn make_subvol(&self, start: &SubvolStart<'_>) -> Result<OwnedFd> {
+        let name = std::ffi::OsStr::from_bytes(start.name);
+        match (self.kind, start.parent) {
+            (Kind::Btrfs, None) => btrfs::create_subvolume(&self.dest, name)?,
+            (Kind::Btrfs, Some((uuid, ctransid))) => {
+                let parent = locate::open_subvolume(self.dest.as_fd(), uuid, ctransid)?;
+                btrfs::snapshot(&parent, &self.dest, name, false)?;
+            }
+            (Kind::Dir, None) => rustix::fs::mkdirat(&self.dest, start.name, Mode::from_raw_mode(0o700))
+                .map_err(|e| ErrorKind::io("mkdir", e))?,
+            (Kind::Dir, Some(_)) => {
+                return Err(ErrorKind::Unsupported("incremental streams on the dir target"));
+            }
+        }
+        tree::open_dir_beneath(self.dest.as_fd(), start.name)
+    }
+
+    /// The source file of a clone, opened read-only (never a symlink or special file).
+    fn clone_source_file(&mut self, source: &CloneSource<'_>) -> Result<OwnedFd> {
+        let kind = self.kind;
+        let dest = self.dest.as_fd().try_clone_to_owned().map_err(|e| ErrorKind::io("dup", e))?;
+        let current = self.current()?;
+        if source.uuid == current.uuid {
+            return current.tree.open_regular(source.path, OFlags::RDONLY);
+        }
+        if !current.sources.contains_key(&source.uuid) {
+            if kind != Kind::Btrfs {
+                return Err(ErrorKind::SubvolumeNotFound { uuid: source.uuid, ctransid: source.ctransid });
+            }
+            let root = locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?;
+            current.sources.insert(source.uuid, Tree::new(root));
+        }
+        current.sources.get_mut(&source.uuid).expect("inserted").open_regular(source.path, OFlags::RDONLY)
+    }
+
+    /// Applies a FILEATTR's flags to a regular file or directory.
+    fn apply_fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
+        let node = self.tree()?.node(path)?;
+        let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
+        let file_type = FileType::from_raw_mode(stat.st_mode);
+        if !matches!(file_type, FileType::RegularFile | FileType::Directory) {
+            return Ok(());
+        }
+        let fd =
+            rustix::fs::open(proc_path(node.as_fd(), None), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| ErrorKind::io("open for flags", e))?;
+        let current = rustix::fs::ioctl_getflags(&fd).map_err(|e| ErrorKind::io("FS_IOC_GETFLAGS", e))?;
+        let (now, later) = split_flags(current, flags);
+        if now != current {
+            rustix::fs::ioctl_setflags(&fd, now).map_err(|e| ErrorKind::io("FS_IOC_SETFLAGS", e))?;
+        }
+        if later != now {
+            self.current()?.deferred_flags.push((fd, later));
+        }
+        Ok(())
+    }
+
+    /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
+    fn mark_received(&self, current: &Current) -> Result<()> {
+        let root = current.tree.root();
+        match self.kind {
+            Kind::Btrfs => {
+                btrfs::set_received_subvol(root, &btrfs::Uuid(current.uuid.0), current.ctransid)?;
+                btrfs::set_read_only(root, true)?;
+            }
+            Kind::Dir => {
+                let record = format!("{} {}", current.uuid, current.ctransid);
+                rustix::fs::fsetxattr(root, RECEIVED_XATTR, record.as_bytes(), XattrFlags::empty())
+                    .map_err(|e| ErrorKind::io("record received UUID", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The xattr in which the dir target records a complete directory's received UUID and transid.
+pub const RECEIVED_XATTR: &str = "user.rawsend.received";
+
+/// Splits FILEATTR flags into what to set now and the final set (with IMMUTABLE/APPEND).
+fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
+    let mut now = current;
+    let mut later = current;
+    for (bit, flag) in FILEATTR_MAP {
+        let on = btrfs_flags & bit != 0;
+        let deferred = matches!(flag, IFlags::IMMUTABLE | IFlags::APPEND);
+        if !deferred {
+            now.set(flag, on);
+        }
+        later.set(flag, on);
+    }
+    (now, later)
+}
+
+fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> Result<()> {
+    while !data.is_empty() {
+        let n = rustix::io::pwrite(fd, data, offset).map_err(|e| ErrorKind::io("write", e))?;
+        data = &data[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+fn timestamp(ts: Timespec) -> rustix::fs::Timespec {
+    rustix::fs::Timespec { tv_sec: ts.sec, tv_nsec: i64::from(ts.nsec) as _ }
+}
+
+/// The directory holding `path` and the name to use in it (`.` for the root).
+fn at<'p>(tree: &mut Tree, path: StreamPath<'p>) -> Result<(std::rc::Rc<OwnedFd>, &'p [u8])> {
+    if path.is_root() {
+        return Ok((tree.dir(path)?, b"."));
+    }
+    tree.parent(path)
+}
+
+impl Target for FsTarget {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { encoded_write: self.kind == Kind::Btrfs, clone: true }
+    }
+
+    fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
+        let root = self.make_subvol(start)?;
+        self.current = Some(Current {
+            name: start.name.to_vec(),
+            uuid: start.uuid,
+            ctransid: start.ctransid,
+            tree: Tree::new(root),
+            sources: HashMap::new(),
+            deferred_flags: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn finish_subvol(&mut self) -> Result<()> {
+        let current = self.current.take().ok_or(ErrorKind::NoSubvolume)?;
+        for (fd, flags) in &current.deferred_flags {
+            rustix::fs::ioctl_setflags(fd, *flags).map_err(|e| ErrorKind::io("FS_IOC_SETFLAGS", e))?;
+        }
+        self.mark_received(&current)
+    }
+
+    fn abandon_subvol(&mut self) -> Option<String> {
+        let current = self.current.take()?;
+        let what = if self.kind == Kind::Btrfs { "subvolume" } else { "directory" };
+        Some(format!("{what} {}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name)))
+    }
+
+    fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (dir, name) = tree.parent(path)?;
+        let private = Mode::from_raw_mode(0o600);
+        match kind {
+            NodeKind::File => {
+                let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(dir.as_fd(), name, flags, private)
+                    .map_err(|e| ErrorKind::io("create file", e))?;
+                tree.keep_file(path, fd);
+                Ok(())
+            }
+            NodeKind::Dir => rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))
+                .map_err(|e| ErrorKind::io("mkdir", e)),
+            NodeKind::Device { mode, rdev } => {
+                let file_type = FileType::from_raw_mode(mode as u32);
+                let dev = rustix::fs::makedev(rdev.major(), rdev.minor());
+                rustix::fs::mknodat(dir.as_fd(), name, file_type, Mode::empty(), dev)
+                    .map_err(|e| ErrorKind::io("mknod", e))
+            }
+            NodeKind::Fifo => rustix::fs::mknodat(dir.as_fd(), name, FileType::Fifo, private, 0)
+                .map_err(|e| ErrorKind::io("mkfifo", e)),
+            NodeKind::Socket => rustix::fs::mknodat(dir.as_fd(), name, FileType::Socket, private, 0)
+                .map_err(|e| ErrorKind::io("mksock", e)),
+            NodeKind::Symlink(target) => rustix::fs::symlinkat(target.as_bytes(), dir.as_fd(), name)
+                .map_err(|e| ErrorKind::io("symlink", e)),
+        }
+    }
+
+    fn rename(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (from_dir, from_name) = tree.parent(from)?;
+        let (to_dir, to_name) = tree.parent(to)?;
+        rustix::fs::renameat(from_dir.as_fd(), from_name, to_dir.as_fd(), to_name)
+            .map_err(|e| ErrorKind::io("rename", e))?;
+        tree.renamed(from, to);
+        Ok(())
+    }
+
+    fn link(&mut self, path: StreamPath<'_>, target: StreamPath<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (target_dir, target_name) = tree.parent(target)?;
+        let (dir, name) = tree.parent(path)?;
+        rustix::fs::linkat(target_dir.as_fd(), target_name, dir.as_fd(), name, AtFlags::empty())
+            .map_err(|e| ErrorKind::io("link", e))
+    }
+
+    fn unlink(&mut self, path: StreamPath<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (dir, name) = tree.parent(path)?;
+        rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()).map_err(|e| ErrorKind::io("unlink", e))?;
+        tree.forget(path);
+        Ok(())
+    }
+
+    fn rmdir(&mut self, path: StreamPath<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (dir, name) = tree.parent(path)?;
+        rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::REMOVEDIR).map_err(|e| ErrorKind::io("rmdir", e))?;
+        tree.forget(path);
+        Ok(())
+    }
+
+    fn set_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>, value: &[u8]) -> Result<()> {
+        let (dir, node) = at(self.tree()?, path)?;
+        rustix::fs::lsetxattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes(), value, XattrFlags::empty())
+            .map_err(|e| ErrorKind::io("set xattr", e))
+    }
+
+    fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
+        let (dir, node) = at(self.tree()?, path)?;
+        rustix::fs::lremovexattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes())
+            .map_err(|e| ErrorKind::io("remove xattr", e))
+    }
+
+    fn write(&mut self, path: StreamPath<'_>, offset: u64, data: &[u8]) -> Result<()> {
+        let fd = self.tree()?.file(path)?;
+        pwrite_all(fd, data, offset)
+    }
+
+    fn encoded_write(&mut self, path: StreamPath<'_>, extent: &EncodedExtent<'_>) -> Result<Outcome> {
+        let fd = self.tree()?.file(path)?;
+        let args = btrfs::EncodedWrite {
+            offset: extent.offset,
+            len: extent.len,
+            unencoded_len: extent.unencoded_len,
+            unencoded_offset: extent.unencoded_offset,
+            compression: extent.compression,
+            encryption: 0,
+        };
+        match btrfs::encoded_write(fd, &args, extent.data) {
+            Ok(_) => Ok(Outcome::Done),
+            Err(err) if err.errno().is_some_and(|e| ENCODED_FALLBACK.contains(&e)) => Ok(Outcome::Fallback),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn clone_range(
+        &mut self,
+        path: StreamPath<'_>,
+        offset: u64,
+        len: u64,
+        source: &CloneSource<'_>,
+    ) -> Result<Outcome> {
+        let src = self.clone_source_file(source)?;
+        let dst = self.tree()?.file(path)?;
+        match btrfs::clone_range(&src, source.offset, len, dst, offset) {
+            Ok(()) => Ok(Outcome::Done),
+            Err(err) if err.errno().is_some_and(|e| CLONE_FALLBACK.contains(&e)) => Ok(Outcome::Fallback),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn read_clone_source(&mut self, source: &CloneSource<'_>, buf: &mut [u8]) -> Result<usize> {
+        let src = self.clone_source_file(source)?;
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = rustix::io::pread(&src, &mut buf[filled..], source.offset + filled as u64)
+                .map_err(|e| ErrorKind::io("read clone source", e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        Ok(filled)
+    }
+
+    fn truncate(&mut self, path: StreamPath<'_>, size: u64) -> Result<()> {
+        let fd = self.tree()?.file(path)?;
+        rustix::fs::ftruncate(fd, size).map_err(|e| ErrorKind::io("truncate", e))
+    }
+
+    fn chmod(&mut self, path: StreamPath<'_>, mode: u32) -> Result<()> {
+        let node = self.tree()?.node(path)?;
+        let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+            return Err(ErrorKind::Invalid("chmod on a symlink"));
+        }
+        rustix::fs::chmod(proc_path(node.as_fd(), None), Mode::from_raw_mode(mode))
+            .map_err(|e| ErrorKind::io("chmod", e))
+    }
+
+    fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()> {
+        let (dir, name) = at(self.tree()?, path)?;
+        let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+        rustix::fs::chownat(dir.as_fd(), name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ErrorKind::io("chown", e))
+    }
+
+    fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
+        let (dir, name) = at(self.tree()?, path)?;
+        let times = Timestamps { last_access: timestamp(atime), last_modification: timestamp(mtime) };
+        rustix::fs::utimensat(dir.as_fd(), name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ErrorKind::io("utimes", e))
+    }
+
+    fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()> {
+        let fd = self.tree()?.file(path)?;
+        let flags = FallocateFlags::from_bits(mode).ok_or(ErrorKind::Invalid("fallocate mode"))?;
+        rustix::fs::fallocate(fd, flags, offset, len).map_err(|e| ErrorKind::io("fallocate", e))
+    }
+
+    fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
+        self.apply_fileattr(path, flags)
+    }
+}

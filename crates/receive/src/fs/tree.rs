@@ -1,0 +1,150 @@
+//! Safe, fd-relative access to the subvolume being received.
+//!
+//! Every directory is opened from the subvolume root with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+//! RESOLVE_NO_XDEV)`, so no component may be a symlink and nothing outside
+//! the root is reachable, whatever the stream planted earlier. The last
+//! component is always acted on relative to its parent's fd with no-follow
+//! calls; data files are first opened `O_PATH | O_NOFOLLOW`, type-checked,
+//! and only then reopened for I/O through `/proc/self/fd`, so a symlink,
+//! FIFO or device node in the way is never opened for reading or writing.
+//!
+//! Directory fds are cached by path (invalidated on rename and rmdir), and
+//! the last data file stays open between writes.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::rc::Rc;
+
+use rawsend_stream::StreamPath;
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+
+use crate::error::{ErrorKind, Result};
+
+/// Most directory fds kept open at once.
+const DIR_CACHE_LIMIT: usize = 512;
+
+/// The open subvolume root and caches of fds beneath it.
+pub struct Tree {
+    root: Rc<OwnedFd>,
+    dirs: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    file: Option<(Vec<u8>, OwnedFd)>,
+}
+
+/// Resolution flags for every lookup beneath the root.
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
+}
+
+/// Opens directory `path` (a relative, validated path) beneath `base`.
+pub fn open_dir_beneath(base: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    rustix::fs::openat2(base, path, flags, Mode::empty(), beneath())
+        .map_err(|e| ErrorKind::io("open directory", e))
+}
+
+/// `/proc/self/fd/N` (plus `/name` when given): reaches exactly the inode an fd holds.
+pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> OsString {
+    let mut path = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name);
+    }
+    OsString::from_vec(path)
+}
+
+impl Tree {
+    /// Wraps the open root directory of a subvolume.
+    pub fn new(root: OwnedFd) -> Self {
+        Tree { root: Rc::new(root), dirs: HashMap::new(), file: None }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// The directory at `path`.
+    pub fn dir(&mut self, path: StreamPath<'_>) -> Result<Rc<OwnedFd>> {
+        if path.is_root() {
+            return Ok(self.root.clone());
+        }
+        if let Some(fd) = self.dirs.get(path.as_bytes()) {
+            return Ok(fd.clone());
+        }
+        let fd = Rc::new(open_dir_beneath(self.root.as_fd(), path.as_bytes())?);
+        if self.dirs.len() >= DIR_CACHE_LIMIT {
+            self.dirs.clear();
+        }
+        self.dirs.insert(path.as_bytes().to_vec(), fd.clone());
+        Ok(fd)
+    }
+
+    /// The parent directory of `path` and its last component; the root has none.
+    pub fn parent<'p>(&mut self, path: StreamPath<'p>) -> Result<(Rc<OwnedFd>, &'p [u8])> {
+        let (parent, name) =
+            path.split_last().ok_or(ErrorKind::Invalid("operation needs a name, not the root"))?;
+        Ok((self.dir(parent)?, name))
+    }
+
+    /// An `O_PATH` fd of the node at `path` itself (a final symlink is not followed).
+    pub fn node(&mut self, path: StreamPath<'_>) -> Result<OwnedFd> {
+        let (dir, name) = match path.split_last() {
+            Some((parent, name)) => (self.dir(parent)?, name),
+            None => (self.root.clone(), &b"."[..]),
+        };
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty()).map_err(|e| ErrorKind::io("open", e))
+    }
+
+    /// A read-write fd of the regular file at `path` (kept open for the next call).
+    pub fn file(&mut self, path: StreamPath<'_>) -> Result<BorrowedFd<'_>> {
+        if self.file.as_ref().is_none_or(|(cached, _)| cached != path.as_bytes()) {
+            let fd = self.open_regular(path, OFlags::RDWR)?;
+            self.file = Some((path.as_bytes().to_vec(), fd));
+        }
+        Ok(self.file.as_ref().expect("just set").1.as_fd())
+    }
+
+    /// Opens a regular file with `access` (`RDONLY`, `RDWR`) without ever opening anything else.
+    pub fn open_regular(&mut self, path: StreamPath<'_>, access: OFlags) -> Result<OwnedFd> {
+        let node = self.node(path)?;
+        let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(ErrorKind::Invalid("data command on something that is not a regular file"));
+        }
+        // No O_NOFOLLOW: /proc/self/fd/N is a magic link to exactly the inode checked above.
+        let flags = access | OFlags::CLOEXEC;
+        rustix::fs::open(proc_path(node.as_fd(), None), flags, Mode::empty())
+            .map_err(|e| ErrorKind::io("reopen file", e))
+    }
+
+    /// Remembers a freshly created file's fd for the writes that follow.
+    pub fn keep_file(&mut self, path: StreamPath<'_>, fd: OwnedFd) {
+        self.file = Some((path.as_bytes().to_vec(), fd));
+    }
+
+    /// Forgets cached fds at or beneath `path` (after it was renamed or removed).
+    pub fn forget(&mut self, path: StreamPath<'_>) {
+        let under = |key: &[u8]| key == path.as_bytes() || key.starts_with(&[path.as_bytes(), b"/"].concat());
+        self.dirs.retain(|key, _| !under(key));
+        if self.file.as_ref().is_some_and(|(key, _)| under(key)) {
+            self.file = None;
+        }
+    }
+
+    /// Follows a rename in the caches: the open file keeps its fd under its new name.
+    pub fn renamed(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) {
+        let moved_file = match &self.file {
+            Some((key, _)) if key == from.as_bytes() => self.file.take(),
+            _ => None,
+        };
+        self.forget(from);
+        self.forget(to);
+        if let Some((_, fd)) = moved_file {
+            self.file = Some((to.as_bytes().to_vec(), fd));
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The [`Target`] trait: where a stream's commands land.
+//!
+//! The engine ([`crate::Receiver`]) owns policy: whether an extent is written
+//! encoded or decompressed, whether a clone is reflinked or copied, when a
+//! subvolume counts as complete. A target only carries out primitive
+//! operations and says, through [`Capabilities`] and [`Outcome`], what it
+//! cannot do, so that the engine can fall back. Paths are validated
+//! [`StreamPath`]s relative to the root of the subvolume being received.
+
+use rawsend_stream::{Rdev, StreamPath, SymlinkTarget, Timespec, Uuid, XattrName};
+
+use crate::error::Result;
+
+/// What a target can do natively.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It can store compressed extents as they are (`BTRFS_IOC_ENCODED_WRITE`).
+    pub encoded_write: bool,
+    /// It can share extents between files (reflink).
+    pub clone: bool,
+}
+
+/// Whether the target did something itself or the engine must fall back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done natively.
+    Done,
+    /// Not possible here; the engine falls back (decompress and write, or copy).
+    Fallback,
+}
+
+/// A new subvolume (SUBVOL) or snapshot (SNAPSHOT) to start.
+#[derive(Clone, Copy, Debug)]
+pub struct SubvolStart<'a> {
+    /// Its name, one component, in the destination directory.
+    pub name: &'a [u8],
+    /// The sender's UUID, to record as received UUID when complete.
+    pub uuid: Uuid,
+    /// The sender's ctransid, to record as send transid.
+    pub ctransid: u64,
+    /// For a snapshot: the parent's UUID and ctransid.
+    pub parent: Option<(Uuid, u64)>,
+}
+
+/// The kind of node a create command makes.
+#[derive(Clone, Copy, Debug)]
+pub enum NodeKind<'a> {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Character or block device: full `st_mode` and device number.
+    Device {
+        /// `st_mode` with type bits.
+        mode: u64,
+        /// Device number.
+        rdev: Rdev,
+    },
+    /// FIFO.
+    Fifo,
+    /// Unix socket node.
+    Socket,
+    /// Symbolic link with this content.
+    Symlink(SymlinkTarget<'a>),
+}
+
+/// An encoded extent to write, already checked by the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodedExtent<'a> {
+    /// File offset.
+    pub offset: u64,
+    /// Bytes of file covered.
+    pub len: u64,
+    /// Decoded size.
+    pub unencoded_len: u64,
+    /// Start of the file range inside the decoded data.
+    pub unencoded_offset: u64,
+    /// `BTRFS_ENCODED_IO_COMPRESSION_*`.
+    pub compression: u32,
+    /// The encoded bytes.
+    pub data: &'a [u8],
+}
+
+/// Where a CLONE's bytes come from.
+#[derive(Clone, Copy, Debug)]
+pub struct CloneSource<'a> {
+    /// The source subvolume (may be the one being received).
+    pub uuid: Uuid,
+    /// Its ctransid as the sender knew it.
+    pub ctransid: u64,
+    /// The source file, relative to that subvolume.
+    pub path: StreamPath<'a>,
+    /// Offset in the source file.
+    pub offset: u64,
+}
+
+/// Applies primitive operations for the engine. See the module docs.
+pub trait Target {
+    /// What the target does natively.
+    fn capabilities(&self) -> Capabilities;
+    /// Starts a subvolume or snapshot; later paths are relative to its root.
+    fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()>;
+    /// Marks the current subvolume complete (received UUID, read-only).
+    fn finish_subvol(&mut self) -> Result<()>;
+    /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
+    fn abandon_subvol(&mut self) -> Option<String>;
+    /// Creates a node.
+    fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()>;
+    /// Renames a node (replacing a destination the way `rename(2)` does).
+    fn rename(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) -> Result<()>;
+    /// Makes a hard link `path` to the existing `target`.
+    fn link(&mut self, path: StreamPath<'_>, target: StreamPath<'_>) -> Result<()>;
+    /// Removes a non-directory.
+    fn unlink(&mut self, path: StreamPath<'_>) -> Result<()>;
+    /// Removes an empty directory.
+    fn rmdir(&mut self, path: StreamPath<'_>) -> Result<()>;
+    /// Sets an extended attribute, not following a final symlink.
+    fn set_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>, value: &[u8]) -> Result<()>;
+    /// Removes an extended attribute, not following a final symlink.
+    fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()>;
+    /// Writes plain bytes.
+    fn write(&mut self, path: StreamPath<'_>, offset: u64, data: &[u8]) -> Result<()>;
+    /// Writes an encoded extent as it is, or asks for the fallback.
+    fn encoded_write(&mut self, path: StreamPath<'_>, extent: &EncodedExtent<'_>) -> Result<Outcome>;
+    /// Reflinks `len` bytes from `source` to `path` at `offset`, or asks for the fallback.
+    fn clone_range(
+        &mut self,
+        path: StreamPath<'_>,
+        offset: u64,
+        len: u64,
+        source: &CloneSource<'_>,
+    ) -> Result<Outcome>;
+    /// Reads from a clone source (for the copy fallback); returns bytes read, 0 at EOF.
+    fn read_clone_source(&mut self, source: &CloneSource<'_>, buf: &mut [u8]) -> Result<usize>;
+    /// Sets a file's size.
+    fn truncate(&mut self, path: StreamPath<'_>, size: u64) -> Result<()>;
+    /// Sets permission bits (never on symlinks).
+    fn chmod(&mut self, path: StreamPath<'_>, mode: u32) -> Result<()>;
+    /// Sets owner and group, not following a final symlink.
+    fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()>;
+    /// Sets access and modification times, not following a final symlink.
+    fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()>;
+    /// `fallocate(2)` with an allowed mode.
+    fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()>;
+    /// Applies inode flags (btrfs `BTRFS_INODE_*` bits).
+    fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()>;
+}
