@@ -22,7 +22,7 @@ bench_require_rawsend
 (($# > 0)) && set -- "${@%.stream}" || set -- usr.v2c usr.v1 big.v2c big.v1
 
 TMP=$(bench_tmpdir)
-log "rawsend: $RAWSEND ($("$RAWSEND" --version 2>/dev/null || echo '?'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+bench_describe_rawsend
 log "btrfs-progs: $(btrfs --version)"
 log "$(nproc) cores, kernel $(uname -r), runs=$RUNS warmup=$WARMUP"
 

@@ -43,6 +43,12 @@ bench_require_rawsend() {
 	[[ -x $RAWSEND ]] || die "no rawsend binary at $RAWSEND (cargo build --release -p rawsend)"
 }
 
+# bench_describe_rawsend: one log line naming the binary, its build time and
+# the tree it was (probably) built from; the tree may have moved on since.
+bench_describe_rawsend() {
+	log "rawsend: $RAWSEND ($("$RAWSEND" --version 2>/dev/null || echo '?'), built $(date -u -r "$RAWSEND" +%FT%TZ), tree HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+}
+
 # ------------------------------------------------------------ scratch + mounts
 _BENCH_TMP=""
 _BENCH_MOUNTS=()   # in mount order
