@@ -14,6 +14,7 @@ mod locate;
 pub mod tree;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -125,20 +126,24 @@ impl FsTarget {
 
     /// The source file of a clone, opened read-only (never a symlink or special file).
     fn clone_source_file(&mut self, source: &CloneSource<'_>) -> Result<OwnedFd> {
-        let kind = self.kind;
-        let dest = self.dest.as_fd().try_clone_to_owned().map_err(|e| ErrorKind::io("dup", e))?;
-        let current = self.current()?;
+        let FsTarget { dest, kind, current, .. } = self;
+        let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
         if source.uuid == current.uuid {
             return current.tree.open_regular(source.path, OFlags::RDONLY);
         }
-        if !current.sources.contains_key(&source.uuid) {
-            if kind != Kind::Btrfs {
-                return Err(ErrorKind::SubvolumeNotFound { uuid: source.uuid, ctransid: source.ctransid });
+        let tree = match current.sources.entry(source.uuid) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                if *kind != Kind::Btrfs {
+                    return Err(ErrorKind::SubvolumeNotFound {
+                        uuid: source.uuid,
+                        ctransid: source.ctransid,
+                    });
+                }
+                entry.insert(Tree::new(locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?))
             }
-            let root = locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?;
-            current.sources.insert(source.uuid, Tree::new(root));
-        }
-        current.sources.get_mut(&source.uuid).expect("inserted").open_regular(source.path, OFlags::RDONLY)
+        };
+        tree.open_regular(source.path, OFlags::RDONLY)
     }
 
     /// Applies a FILEATTR's flags to a regular file or directory.
