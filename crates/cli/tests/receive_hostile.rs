@@ -1,0 +1,942 @@
+//! Hostile send streams against `rawsend receive` (root: loop-mounted btrfs).
+//!
+//! Every test hand-builds a stream frame by frame (paths with `..`, absolute
+//! paths, planted symlinks, malformed framing, bad encoded extents), because
+//! `StreamPath::new` refuses to build such paths. It then runs the real binary
+//! `rawsend receive -f STREAM DEST` with a watchdog, where DEST is a directory
+//! on a loop-mounted btrfs, and checks that:
+//! - it exits with status 1 within 30 s, without panicking;
+//! - stderr names the command index, byte offset, command and path;
+//! - sentinels outside DEST (one directory next to DEST on the same btrfs, one
+//!   in a temporary directory elsewhere) are unchanged: content, mode, owner,
+//!   link count, mtime and ctime (ctime also catches xattr changes), and no
+//!   entry appeared outside DEST;
+//! - the partial subvolume is not marked received (no received UUID, not read-only).
+//!
+//! See DESIGN.md "Paths are untrusted" and PROTOCOL.md §5.7.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rawsend_stream::command_crc;
+use rawsend_testutil::{LoopFs, MIB, require_root};
+
+// Command numbers (PROTOCOL.md §2).
+const C_SUBVOL: u16 = 1;
+const C_SNAPSHOT: u16 = 2;
+const C_MKFILE: u16 = 3;
+const C_MKDIR: u16 = 4;
+const C_SYMLINK: u16 = 8;
+const C_RENAME: u16 = 9;
+const C_LINK: u16 = 10;
+const C_UNLINK: u16 = 11;
+const C_RMDIR: u16 = 12;
+const C_SET_XATTR: u16 = 13;
+const C_WRITE: u16 = 15;
+const C_CLONE: u16 = 16;
+const C_TRUNCATE: u16 = 17;
+const C_CHMOD: u16 = 18;
+const C_CHOWN: u16 = 19;
+const C_UTIMES: u16 = 20;
+const C_END: u16 = 21;
+const C_ENCODED_WRITE: u16 = 25;
+
+// Attribute numbers.
+const A_UUID: u16 = 1;
+const A_CTRANSID: u16 = 2;
+const A_INO: u16 = 3;
+const A_SIZE: u16 = 4;
+const A_MODE: u16 = 5;
+const A_UID: u16 = 6;
+const A_GID: u16 = 7;
+const A_CTIME: u16 = 9;
+const A_MTIME: u16 = 10;
+const A_ATIME: u16 = 11;
+const A_XATTR_NAME: u16 = 13;
+const A_XATTR_DATA: u16 = 14;
+const A_PATH: u16 = 15;
+const A_PATH_TO: u16 = 16;
+const A_PATH_LINK: u16 = 17;
+const A_FILE_OFFSET: u16 = 18;
+const A_DATA: u16 = 19;
+const A_CLONE_UUID: u16 = 20;
+const A_CLONE_CTRANSID: u16 = 21;
+const A_CLONE_PATH: u16 = 22;
+const A_CLONE_OFFSET: u16 = 23;
+const A_CLONE_LEN: u16 = 24;
+const A_UNENCODED_FILE_LEN: u16 = 27;
+const A_UNENCODED_LEN: u16 = 28;
+const A_UNENCODED_OFFSET: u16 = 29;
+const A_COMPRESSION: u16 = 30;
+
+/// The UUID of the subvolume every stream sends (also the clone source UUID).
+const VOL_UUID: [u8; 16] = *b"rawsend-hostile!";
+/// Content of the sentinel files.
+const SECRET: &[u8] = b"top secret sentinel\n";
+/// Content of the local file `f` that some attacks use.
+const LOCAL: &[u8] = b"local data, 20 bytes";
+/// How long a receive may take before the watchdog kills it.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+type Attrs = Vec<(u16, Vec<u8>)>;
+
+fn u64a(t: u16, v: u64) -> (u16, Vec<u8>) {
+    (t, v.to_le_bytes().to_vec())
+}
+
+fn bytes(t: u16, v: &[u8]) -> (u16, Vec<u8>) {
+    (t, v.to_vec())
+}
+
+fn time(t: u16) -> (u16, Vec<u8>) {
+    let mut v = 1_000_000_000u64.to_le_bytes().to_vec();
+    v.extend_from_slice(&0u32.to_le_bytes());
+    (t, v)
+}
+
+/// A command frame with a correct CRC; `data` (v2 DATA) runs to the end when given.
+fn frame(cmd: u16, attrs: &[(u16, Vec<u8>)], data: Option<&[u8]>) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (t, v) in attrs {
+        payload.extend_from_slice(&t.to_le_bytes());
+        payload.extend_from_slice(&u16::try_from(v.len()).expect("short attribute").to_le_bytes());
+        payload.extend_from_slice(v);
+    }
+    if let Some(data) = data {
+        payload.extend_from_slice(&A_DATA.to_le_bytes());
+        payload.extend_from_slice(data);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&u32::try_from(payload.len()).expect("small frame").to_le_bytes());
+    out.extend_from_slice(&cmd.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&payload);
+    let crc = command_crc(&out);
+    out[6..10].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A stream being built, remembering where each command starts.
+struct Stream {
+    bytes: Vec<u8>,
+    offsets: Vec<u64>,
+}
+
+impl Stream {
+    /// Just the 17-byte header.
+    fn header(version: u32) -> Self {
+        let mut bytes = b"btrfs-stream\0".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        Stream { bytes, offsets: Vec::new() }
+    }
+
+    /// Header and a valid `SUBVOL "vol"`.
+    fn vol(version: u32) -> Self {
+        let mut s = Self::header(version);
+        s.cmd(C_SUBVOL, vec![bytes(A_PATH, b"vol"), bytes(A_UUID, &VOL_UUID), u64a(A_CTRANSID, 7)]);
+        s
+    }
+
+    /// Appends raw bytes as the next command; returns its index.
+    fn raw(&mut self, raw: &[u8]) -> usize {
+        self.offsets.push(self.bytes.len() as u64);
+        self.bytes.extend_from_slice(raw);
+        self.offsets.len() - 1
+    }
+
+    fn cmd(&mut self, cmd: u16, attrs: Attrs) -> usize {
+        self.raw(&frame(cmd, &attrs, None))
+    }
+
+    fn cmds(&mut self, cmds: Vec<(u16, Attrs)>) -> usize {
+        let mut last = 0;
+        for (cmd, attrs) in cmds {
+            last = self.cmd(cmd, attrs);
+        }
+        last
+    }
+
+    fn end(&mut self) -> usize {
+        self.cmd(C_END, Vec::new())
+    }
+}
+
+fn mkfile(path: &[u8]) -> (u16, Attrs) {
+    (C_MKFILE, vec![bytes(A_PATH, path), u64a(A_INO, 257)])
+}
+
+fn write_v1(path: &[u8], data: &[u8]) -> (u16, Attrs) {
+    (C_WRITE, vec![bytes(A_PATH, path), u64a(A_FILE_OFFSET, 0), bytes(A_DATA, data)])
+}
+
+fn symlink(path: &[u8], target: &[u8]) -> (u16, Attrs) {
+    (C_SYMLINK, vec![bytes(A_PATH, path), u64a(A_INO, 300), bytes(A_PATH_LINK, target)])
+}
+
+fn clone(dest: &[u8], src: &[u8]) -> (u16, Attrs) {
+    (
+        C_CLONE,
+        vec![
+            bytes(A_PATH, dest),
+            u64a(A_FILE_OFFSET, 0),
+            u64a(A_CLONE_LEN, SECRET.len() as u64),
+            bytes(A_CLONE_UUID, &VOL_UUID),
+            u64a(A_CLONE_CTRANSID, 7),
+            bytes(A_CLONE_PATH, src),
+            u64a(A_CLONE_OFFSET, 0),
+        ],
+    )
+}
+
+/// What a path-taking command does, and which of its path attributes is hostile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Mkfile,
+    Mkdir,
+    Symlink,
+    Write,
+    Truncate,
+    Chmod,
+    Chown,
+    Utimes,
+    SetXattr,
+    Unlink,
+    Rmdir,
+    /// Hostile PATH of RENAME (the source).
+    RenameFrom,
+    /// Hostile PATH_TO of RENAME.
+    RenameTo,
+    /// Hostile PATH of LINK (the new name).
+    LinkNew,
+    /// Hostile PATH_LINK of LINK (the existing file).
+    LinkExisting,
+    /// Hostile PATH of CLONE (the destination).
+    CloneDest,
+    /// Hostile CLONE_PATH of CLONE (the source).
+    CloneSrc,
+}
+
+/// What the hostile path is meant to reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aim {
+    /// A new name in the sentinel directory.
+    Create,
+    /// The sentinel file.
+    File,
+    /// An empty directory in the sentinel directory.
+    Dir,
+}
+
+impl Op {
+    fn aim(self) -> Aim {
+        match self {
+            Op::Mkfile | Op::Mkdir | Op::Symlink | Op::RenameTo | Op::LinkNew => Aim::Create,
+            Op::Rmdir => Aim::Dir,
+            _ => Aim::File,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Mkfile => "mkfile",
+            Op::Mkdir => "mkdir",
+            Op::Symlink => "symlink",
+            Op::Write => "write",
+            Op::Truncate => "truncate",
+            Op::Chmod => "chmod",
+            Op::Chown => "chown",
+            Op::Utimes => "utimes",
+            Op::SetXattr => "set_xattr",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::RenameFrom | Op::RenameTo => "rename",
+            Op::LinkNew | Op::LinkExisting => "link",
+            Op::CloneDest | Op::CloneSrc => "clone",
+        }
+    }
+
+    /// The PATH attribute the error should name.
+    fn shown_path(self, hostile: &[u8]) -> Vec<u8> {
+        match self {
+            Op::RenameTo | Op::CloneSrc => b"f".to_vec(),
+            Op::LinkExisting => b"stolen".to_vec(),
+            _ => hostile.to_vec(),
+        }
+    }
+
+    /// Set-up commands, then the attack as the last one.
+    fn commands(self, hostile: &[u8]) -> Vec<(u16, Attrs)> {
+        let h = hostile;
+        let local = || vec![mkfile(b"f"), write_v1(b"f", LOCAL)];
+        let attack = match self {
+            Op::Mkfile => mkfile(h),
+            Op::Mkdir => (C_MKDIR, vec![bytes(A_PATH, h), u64a(A_INO, 258)]),
+            Op::Symlink => symlink(h, b"whatever"),
+            Op::Write => write_v1(h, b"PWNED"),
+            Op::Truncate => (C_TRUNCATE, vec![bytes(A_PATH, h), u64a(A_SIZE, 0)]),
+            Op::Chmod => (C_CHMOD, vec![bytes(A_PATH, h), u64a(A_MODE, 0o4777)]),
+            Op::Chown => (C_CHOWN, vec![bytes(A_PATH, h), u64a(A_UID, 4242), u64a(A_GID, 4242)]),
+            Op::Utimes => (C_UTIMES, vec![bytes(A_PATH, h), time(A_ATIME), time(A_MTIME), time(A_CTIME)]),
+            Op::SetXattr => (
+                C_SET_XATTR,
+                vec![bytes(A_PATH, h), bytes(A_XATTR_NAME, b"user.pwned"), bytes(A_XATTR_DATA, b"x")],
+            ),
+            Op::Unlink => (C_UNLINK, vec![bytes(A_PATH, h)]),
+            Op::Rmdir => (C_RMDIR, vec![bytes(A_PATH, h)]),
+            Op::RenameFrom => (C_RENAME, vec![bytes(A_PATH, h), bytes(A_PATH_TO, b"stolen")]),
+            Op::RenameTo => (C_RENAME, vec![bytes(A_PATH, b"f"), bytes(A_PATH_TO, h)]),
+            Op::LinkNew => (C_LINK, vec![bytes(A_PATH, h), bytes(A_PATH_LINK, b"f")]),
+            Op::LinkExisting => (C_LINK, vec![bytes(A_PATH, b"stolen"), bytes(A_PATH_LINK, h)]),
+            Op::CloneDest => clone(h, b"f"),
+            Op::CloneSrc => clone(b"f", h),
+        };
+        let mut cmds = match self {
+            Op::RenameTo | Op::LinkNew | Op::CloneDest | Op::CloneSrc => local(),
+            _ => Vec::new(),
+        };
+        cmds.push(attack);
+        cmds
+    }
+}
+
+/// Metadata of one entry, for before/after comparison.
+#[derive(Debug, PartialEq, Eq)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+}
+
+fn meta(path: &Path) -> Meta {
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Meta {
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        nlink: m.nlink(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        content: m.is_file().then(|| std::fs::read(path).expect("read sentinel")),
+        link: m.file_type().is_symlink().then(|| std::fs::read_link(path).expect("readlink")),
+    }
+}
+
+/// Every entry beneath `root` (itself included), skipping top-level names in `skip`.
+fn walk(root: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Meta>) {
+    out.insert(root.to_owned(), meta(root));
+    if !std::fs::symlink_metadata(root).expect("stat").is_dir() {
+        return;
+    }
+    for entry in std::fs::read_dir(root).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        if skip.iter().any(|s| entry.file_name() == *s) {
+            continue;
+        }
+        walk(&entry.path(), &[], out);
+    }
+}
+
+/// A btrfs with sentinels and a destination directory.
+struct Arena {
+    fs: LoopFs,
+    /// DEST (`<mnt>/dest`).
+    dest: PathBuf,
+    /// The sentinel directory next to DEST, on the same btrfs.
+    near: PathBuf,
+    /// A sentinel directory elsewhere (a tempdir on another filesystem).
+    far: tempfile::TempDir,
+    /// Where the stream file goes.
+    work: tempfile::TempDir,
+    before: BTreeMap<PathBuf, Meta>,
+    /// Names outside everything that an escape could create: must not appear.
+    watch: Vec<(PathBuf, bool)>,
+}
+
+fn make_sentinel_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("empty")).expect("mkdir sentinel");
+    std::fs::write(dir.join("secret"), SECRET).expect("write sentinel");
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+}
+
+impl Arena {
+    fn new() -> Self {
+        require_root();
+        let fs = LoopFs::btrfs(256 * MIB);
+        let near = fs.path().join("sentinel");
+        make_sentinel_dir(&near);
+        let far = tempfile::Builder::new().prefix("rawsend-hostile-far-").tempdir().expect("tempdir");
+        make_sentinel_dir(far.path());
+        let work = tempfile::tempdir().expect("tempdir");
+        let dest = fs.path().join("dest");
+        std::fs::create_dir(&dest).expect("mkdir dest");
+        let mnt_parent = fs.path().parent().expect("mount point has a parent").to_owned();
+        let watch: Vec<PathBuf> = ["pwned", "stolen", "escaped"]
+            .iter()
+            .flat_map(|n| [mnt_parent.join(n), Path::new("/tmp").join(n), Path::new("/").join(n)])
+            .collect();
+        let watch = watch.into_iter().map(|p| (p.clone(), p.symlink_metadata().is_ok())).collect();
+        let mut arena = Arena { fs, dest, near, far, work, before: BTreeMap::new(), watch };
+        arena.before = arena.outside();
+        arena
+    }
+
+    fn mnt(&self) -> &Path {
+        self.fs.path()
+    }
+
+    /// Everything outside DEST that the receive must not touch.
+    fn outside(&self) -> BTreeMap<PathBuf, Meta> {
+        let mut out = BTreeMap::new();
+        walk(self.mnt(), &["dest"], &mut out);
+        walk(self.far.path(), &[], &mut out);
+        out
+    }
+
+    /// Runs `rawsend receive -f STREAM DEST` with a watchdog.
+    fn receive(&self, stream: &[u8], extra: &[&str]) -> (i32, String) {
+        let file = self.work.path().join("stream");
+        std::fs::write(&file, stream).expect("write stream");
+        let err_path = self.work.path().join("stderr");
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rawsend"))
+            .arg("receive")
+            .args(extra)
+            .arg("-f")
+            .arg(&file)
+            .arg(&self.dest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("start rawsend");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if start.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rawsend receive did not finish within {TIMEOUT:?} (hang)");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = std::fs::read_to_string(&err_path).expect("read stderr");
+        assert!(!stderr.contains("panicked"), "rawsend panicked:\n{stderr}");
+        let code = status.code().unwrap_or_else(|| panic!("rawsend killed by a signal: {status:?}\n{stderr}"));
+        (code, stderr)
+    }
+
+    /// Sentinels unchanged, nothing new outside DEST.
+    fn assert_outside_untouched(&self) {
+        let after = self.outside();
+        for (path, before) in &self.before {
+            let now = after.get(path);
+            assert_eq!(now, Some(before), "{} changed or vanished", path.display());
+        }
+        for path in after.keys() {
+            assert!(self.before.contains_key(path), "new entry outside DEST: {}", path.display());
+        }
+        for (path, existed) in &self.watch {
+            if !existed {
+                assert!(path.symlink_metadata().is_err(), "escape created {}", path.display());
+            }
+        }
+    }
+
+    /// `DEST/name`, if it exists, is not marked received and not read-only.
+    fn assert_not_received(&self, name: &str) {
+        let path = self.dest.join(name);
+        if path.symlink_metadata().is_err() {
+            return;
+        }
+        let out = Command::new("btrfs").args(["subvolume", "show"]).arg(&path).output().expect("btrfs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{} is not a subvolume: {text}", path.display());
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+                .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+        };
+        assert_eq!(field("Received UUID:"), "-", "{} marked received:\n{text}", path.display());
+        assert!(!field("Flags:").contains("readonly"), "{} is read-only:\n{text}", path.display());
+    }
+
+    /// Absolute path of the near sentinel directory (or something in it).
+    fn near(&self, name: &str) -> Vec<u8> {
+        self.near.join(name).into_os_string().into_encoded_bytes()
+    }
+}
+
+/// Where the error must point.
+struct Expect<'a> {
+    /// Command index (None: the stream header).
+    index: Option<usize>,
+    /// Command name, when the command number was read.
+    name: Option<&'a str>,
+    /// The PATH attribute, when the command had one.
+    path: Option<&'a [u8]>,
+    /// Part of the error message.
+    message: &'a str,
+}
+
+fn assert_error(stream: &Stream, stderr: &str, want: &Expect<'_>) {
+    match want.index {
+        Some(i) => {
+            let at = format!("command #{i}");
+            assert!(stderr.contains(&at), "stderr lacks {at:?}:\n{stderr}");
+            let at = format!("at byte {}", stream.offsets[i]);
+            assert!(stderr.contains(&at), "stderr lacks {at:?}:\n{stderr}");
+        }
+        None => assert!(stderr.contains("stream header at byte 0"), "stderr lacks the header location:\n{stderr}"),
+    }
+    if let Some(name) = want.name {
+        let name = format!("({name})");
+        assert!(stderr.contains(&name), "stderr lacks {name:?}:\n{stderr}");
+    }
+    if let Some(path) = want.path {
+        let path = format!("path {:?}", String::from_utf8_lossy(path));
+        assert!(stderr.contains(&path), "stderr lacks {path}:\n{stderr}");
+    }
+    assert!(stderr.contains(want.message), "stderr lacks {:?}:\n{stderr}", want.message);
+}
+
+/// Receives `stream`, expecting failure at `want`, with nothing outside DEST touched.
+fn expect_rejected(arena: &Arena, stream: &Stream, extra: &[&str], want: &Expect<'_>) {
+    let (code, stderr) = arena.receive(&stream.bytes, extra);
+    assert_eq!(code, 1, "expected exit status 1, stderr:\n{stderr}");
+    assert_error(stream, &stderr, want);
+    arena.assert_outside_untouched();
+    arena.assert_not_received("vol");
+}
+
+// ---------------------------------------------------------------------------
+// `..` and absolute paths in every path attribute.
+
+#[derive(Clone, Copy)]
+enum Escape {
+    DotDot,
+    Absolute,
+}
+
+fn escaping_path(arena: &Arena, op: Op, escape: Escape) -> Vec<u8> {
+    let name = match op.aim() {
+        Aim::Create => "pwned",
+        Aim::File => "secret",
+        Aim::Dir => "empty",
+    };
+    match escape {
+        // DEST/vol/../../sentinel is <mnt>/sentinel.
+        Escape::DotDot => format!("../../sentinel/{name}").into_bytes(),
+        Escape::Absolute => arena.near(name),
+    }
+}
+
+fn path_attack(op: Op, escape: Escape) {
+    let arena = Arena::new();
+    let hostile = escaping_path(&arena, op, escape);
+    let mut stream = Stream::vol(1);
+    let index = stream.cmds(op.commands(&hostile));
+    stream.end();
+    let shown = op.shown_path(&hostile);
+    let message = match escape {
+        Escape::DotDot => "invalid ",
+        Escape::Absolute => "invalid ",
+    };
+    expect_rejected(
+        &arena,
+        &stream,
+        &[],
+        &Expect { index: Some(index), name: Some(op.name()), path: Some(&shown), message },
+    );
+}
+
+macro_rules! path_attacks {
+    ($($test:ident: $op:ident, $escape:ident;)+) => {
+        $(#[test] fn $test() { path_attack(Op::$op, Escape::$escape); })+
+    };
+}
+
+path_attacks! {
+    dotdot_mkfile_path: Mkfile, DotDot;
+    dotdot_mkdir_path: Mkdir, DotDot;
+    dotdot_symlink_path: Symlink, DotDot;
+    dotdot_write_path: Write, DotDot;
+    dotdot_truncate_path: Truncate, DotDot;
+    dotdot_chmod_path: Chmod, DotDot;
+    dotdot_chown_path: Chown, DotDot;
+    dotdot_utimes_path: Utimes, DotDot;
+    dotdot_set_xattr_path: SetXattr, DotDot;
+    dotdot_unlink_path: Unlink, DotDot;
+    dotdot_rmdir_path: Rmdir, DotDot;
+    dotdot_rename_path: RenameFrom, DotDot;
+    dotdot_rename_path_to: RenameTo, DotDot;
+    dotdot_link_path: LinkNew, DotDot;
+    dotdot_link_path_link: LinkExisting, DotDot;
+    dotdot_clone_path: CloneDest, DotDot;
+    dotdot_clone_clone_path: CloneSrc, DotDot;
+    absolute_mkfile_path: Mkfile, Absolute;
+    absolute_mkdir_path: Mkdir, Absolute;
+    absolute_symlink_path: Symlink, Absolute;
+    absolute_write_path: Write, Absolute;
+    absolute_truncate_path: Truncate, Absolute;
+    absolute_chmod_path: Chmod, Absolute;
+    absolute_chown_path: Chown, Absolute;
+    absolute_utimes_path: Utimes, Absolute;
+    absolute_set_xattr_path: SetXattr, Absolute;
+    absolute_unlink_path: Unlink, Absolute;
+    absolute_rmdir_path: Rmdir, Absolute;
+    absolute_rename_path: RenameFrom, Absolute;
+    absolute_rename_path_to: RenameTo, Absolute;
+    absolute_link_path: LinkNew, Absolute;
+    absolute_link_path_link: LinkExisting, Absolute;
+    absolute_clone_path: CloneDest, Absolute;
+    absolute_clone_clone_path: CloneSrc, Absolute;
+}
+
+/// A `..` hidden in the middle of an otherwise plausible path.
+#[test]
+fn dotdot_in_the_middle_of_mkfile_path() {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(1);
+    stream.cmd(C_MKDIR, vec![bytes(A_PATH, b"d"), u64a(A_INO, 258)]);
+    let path = b"d/../../../sentinel/pwned";
+    let index = stream.cmds(vec![mkfile(path)]);
+    stream.end();
+    expect_rejected(
+        &arena,
+        &stream,
+        &[],
+        &Expect { index: Some(index), name: Some("mkfile"), path: Some(path), message: "invalid path" },
+    );
+}
+
+fn subvol_name_attack(cmd: u16, name: &[u8]) {
+    let arena = Arena::new();
+    let mut stream = Stream::header(1);
+    let mut attrs = vec![bytes(A_PATH, name), bytes(A_UUID, &VOL_UUID), u64a(A_CTRANSID, 7)];
+    if cmd == C_SNAPSHOT {
+        attrs.push(bytes(A_CLONE_UUID, &[7; 16]));
+        attrs.push(u64a(A_CLONE_CTRANSID, 1));
+    }
+    let index = stream.cmd(cmd, attrs);
+    stream.end();
+    let kind = if cmd == C_SNAPSHOT { "snapshot" } else { "subvol" };
+    expect_rejected(
+        &arena,
+        &stream,
+        &[],
+        &Expect { index: Some(index), name: Some(kind), path: Some(name), message: "invalid" },
+    );
+    let left: Vec<_> = std::fs::read_dir(&arena.dest).expect("read dest").collect();
+    assert!(left.is_empty(), "a subvolume was created in DEST: {left:?}");
+}
+
+#[test]
+fn subvol_name_with_slash() {
+    subvol_name_attack(C_SUBVOL, b"a/b");
+}
+
+#[test]
+fn subvol_name_dotdot() {
+    subvol_name_attack(C_SUBVOL, b"..");
+}
+
+#[test]
+fn subvol_name_dotdot_escape() {
+    subvol_name_attack(C_SUBVOL, b"../sentinel/pwned");
+}
+
+#[test]
+fn subvol_name_absolute() {
+    subvol_name_attack(C_SUBVOL, b"/tmp/pwned");
+}
+
+#[test]
+fn snapshot_name_with_slash() {
+    subvol_name_attack(C_SNAPSHOT, b"a/b");
+}
+
+#[test]
+fn snapshot_name_dotdot_escape() {
+    subvol_name_attack(C_SNAPSHOT, b"../sentinel/pwned");
+}
+
+// ---------------------------------------------------------------------------
+// Symlinks planted by the stream, then used as a path component or as the
+// final component.
+
+/// Where a planted symlink points.
+#[derive(Clone, Copy, Debug)]
+enum LinkTo {
+    /// Absolute path of the sentinel directory next to DEST.
+    AbsNearDir,
+    /// Absolute path of the sentinel directory on another filesystem.
+    AbsFarDir,
+    /// `../../sentinel`: the sentinel directory next to DEST, relative.
+    RelNearDir,
+    /// `../../../../../../../../../..<far>`: a long `..` chain to the far sentinel.
+    RelFarDir,
+    /// Absolute path of the sentinel file next to DEST.
+    AbsNearFile,
+    /// Absolute path of the far sentinel file.
+    AbsFarFile,
+    /// `../../sentinel/secret`.
+    RelNearFile,
+}
+
+const DIR_LINKS: [LinkTo; 4] = [LinkTo::AbsNearDir, LinkTo::AbsFarDir, LinkTo::RelNearDir, LinkTo::RelFarDir];
+const FILE_LINKS: [LinkTo; 3] = [LinkTo::AbsNearFile, LinkTo::AbsFarFile, LinkTo::RelNearFile];
+
+fn link_target(arena: &Arena, to: LinkTo) -> Vec<u8> {
+    let far = arena.far.path().to_str().expect("utf-8 tempdir").to_owned();
+    let s = match to {
+        LinkTo::AbsNearDir => arena.near.to_str().expect("utf-8").to_owned(),
+        LinkTo::AbsFarDir => far,
+        LinkTo::RelNearDir => "../../sentinel".to_owned(),
+        LinkTo::RelFarDir => format!("../../../../../../../../../..{far}"),
+        LinkTo::AbsNearFile => arena.near.join("secret").to_str().expect("utf-8").to_owned(),
+        LinkTo::AbsFarFile => format!("{far}/secret"),
+        LinkTo::RelNearFile => "../../sentinel/secret".to_owned(),
+    };
+    s.into_bytes()
+}
+
+/// Plants `lnk -> <to>` then runs `op` on a path through it (`lnk/...`) or on `lnk` itself.
+fn symlink_attack(op: Op, to: LinkTo, through: bool) {
+    let arena = Arena::new();
+    let hostile: Vec<u8> = if through {
+        match op.aim() {
+            Aim::Create => b"lnk/pwned".to_vec(),
+            Aim::File => b"lnk/secret".to_vec(),
+            Aim::Dir => b"lnk/empty".to_vec(),
+        }
+    } else {
+        b"lnk".to_vec()
+    };
+    let mut stream = Stream::vol(1);
+    stream.cmds(vec![symlink(b"lnk", &link_target(&arena, to))]);
+    let index = stream.cmds(op.commands(&hostile));
+    stream.end();
+    let shown = op.shown_path(&hostile);
+    let want = Expect { index: Some(index), name: Some(op.name()), path: Some(&shown), message: "" };
+    expect_rejected(&arena, &stream, &[], &want);
+}
+
+fn through_symlinked_dir(op: Op) {
+    for to in DIR_LINKS {
+        eprintln!("{op:?} through lnk -> {to:?}");
+        symlink_attack(op, to, true);
+    }
+}
+
+fn onto_symlinked_file(op: Op) {
+    for to in FILE_LINKS {
+        eprintln!("{op:?} on lnk -> {to:?}");
+        symlink_attack(op, to, false);
+    }
+}
+
+macro_rules! symlink_attacks {
+    ($($test:ident: $f:ident($op:ident);)+) => {
+        $(#[test] fn $test() { $f(Op::$op); })+
+    };
+}
+
+symlink_attacks! {
+    symlinked_dir_mkfile: through_symlinked_dir(Mkfile);
+    symlinked_dir_write: through_symlinked_dir(Write);
+    symlinked_dir_truncate: through_symlinked_dir(Truncate);
+    symlinked_dir_chmod: through_symlinked_dir(Chmod);
+    symlinked_dir_chown: through_symlinked_dir(Chown);
+    symlinked_dir_utimes: through_symlinked_dir(Utimes);
+    symlinked_dir_set_xattr: through_symlinked_dir(SetXattr);
+    symlinked_dir_rename_from: through_symlinked_dir(RenameFrom);
+    symlinked_dir_rename_to: through_symlinked_dir(RenameTo);
+    symlinked_dir_link_new: through_symlinked_dir(LinkNew);
+    symlinked_dir_link_existing: through_symlinked_dir(LinkExisting);
+    symlinked_dir_unlink: through_symlinked_dir(Unlink);
+    symlinked_dir_rmdir: through_symlinked_dir(Rmdir);
+    symlinked_dir_clone_dest: through_symlinked_dir(CloneDest);
+    symlinked_dir_clone_src: through_symlinked_dir(CloneSrc);
+    symlink_final_mkfile: onto_symlinked_file(Mkfile);
+    symlink_final_write: onto_symlinked_file(Write);
+    symlink_final_truncate: onto_symlinked_file(Truncate);
+    symlink_final_chmod: onto_symlinked_file(Chmod);
+    symlink_final_set_xattr: onto_symlinked_file(SetXattr);
+    symlink_final_clone_dest: onto_symlinked_file(CloneDest);
+    symlink_final_clone_src: onto_symlinked_file(CloneSrc);
+}
+
+// ---------------------------------------------------------------------------
+// Malformed input.
+
+/// A stream whose header is bad: nothing may be created at all.
+fn header_attack(bytes: &[u8], message: &str) {
+    let arena = Arena::new();
+    let stream = Stream { bytes: bytes.to_vec(), offsets: Vec::new() };
+    expect_rejected(&arena, &stream, &[], &Expect { index: None, name: None, path: None, message });
+    let left: Vec<_> = std::fs::read_dir(&arena.dest).expect("read dest").collect();
+    assert!(left.is_empty(), "something was created in DEST: {left:?}");
+}
+
+#[test]
+fn malformed_bad_magic() {
+    let mut bytes = Stream::vol(1).bytes;
+    bytes[0] = b'B';
+    header_attack(&bytes, "bad magic");
+}
+
+#[test]
+fn malformed_unknown_version() {
+    let mut s = Stream::header(4);
+    s.cmd(C_SUBVOL, vec![bytes(A_PATH, b"vol"), bytes(A_UUID, &VOL_UUID), u64a(A_CTRANSID, 7)]);
+    header_attack(&s.bytes, "unsupported stream version 4");
+}
+
+#[test]
+fn malformed_truncated_stream_header() {
+    header_attack(&Stream::header(1).bytes[..10], "truncated inside the stream header");
+}
+
+/// Receives a valid `SUBVOL vol` + `MKFILE f` followed by `bad`, expecting a failure at `bad`.
+fn frame_attack(version: u32, bad: &[u8], name: Option<&str>, path: Option<&[u8]>, message: &str) {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(version);
+    stream.cmds(vec![mkfile(b"f")]);
+    let index = stream.raw(bad);
+    expect_rejected(&arena, &stream, &[], &Expect { index: Some(index), name, path, message });
+}
+
+#[test]
+fn malformed_truncated_command_header() {
+    let bad = frame(C_MKFILE, &[bytes(A_PATH, b"g"), u64a(A_INO, 258)], None);
+    frame_attack(1, &bad[..6], None, None, "truncated");
+}
+
+#[test]
+fn malformed_truncated_command_body() {
+    let bad = frame(C_MKFILE, &[bytes(A_PATH, b"g"), u64a(A_INO, 258)], None);
+    frame_attack(1, &bad[..bad.len() - 3], Some("mkfile"), None, "truncated");
+}
+
+#[test]
+fn malformed_crc_mismatch() {
+    let mut bad = frame(C_MKFILE, &[bytes(A_PATH, b"g"), u64a(A_INO, 258)], None);
+    bad[6] ^= 0xff;
+    frame_attack(1, &bad, Some("mkfile"), Some(b"g"), "crc32c mismatch");
+}
+
+#[test]
+fn malformed_huge_length() {
+    let mut bad = frame(C_MKFILE, &[bytes(A_PATH, b"g"), u64a(A_INO, 258)], None);
+    bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    frame_attack(2, &bad, Some("mkfile"), None, "exceeds");
+}
+
+#[test]
+fn malformed_attribute_overrun() {
+    let mut bad = frame(C_MKFILE, &[u64a(A_INO, 258), bytes(A_PATH, b"g")], None);
+    // The PATH TLV's length (the last TLV: type, len, 1 byte) claims 200 bytes.
+    let at = bad.len() - 3;
+    bad[at..at + 2].copy_from_slice(&200u16.to_le_bytes());
+    bad[6..10].fill(0);
+    let crc = command_crc(&bad);
+    bad[6..10].copy_from_slice(&crc.to_le_bytes());
+    frame_attack(1, &bad, Some("mkfile"), None, "runs past the end of the command");
+}
+
+#[test]
+fn malformed_unknown_command() {
+    let bad = frame(99, &[bytes(A_PATH, b"g")], None);
+    frame_attack(1, &bad, Some("command 99"), Some(b"g"), "unknown command 99");
+}
+
+#[test]
+fn malformed_missing_required_attribute() {
+    let bad = frame(C_WRITE, &[bytes(A_PATH, b"f"), u64a(A_FILE_OFFSET, 0)], None);
+    frame_attack(1, &bad, Some("write"), Some(b"f"), "missing attribute data");
+}
+
+#[test]
+fn malformed_missing_path() {
+    let bad = frame(C_TRUNCATE, &[u64a(A_SIZE, 0)], None);
+    frame_attack(1, &bad, Some("truncate"), None, "missing attribute path");
+}
+
+#[test]
+fn malformed_wrong_attribute_size() {
+    let bad = frame(C_TRUNCATE, &[bytes(A_PATH, b"f"), (A_SIZE, 4u32.to_le_bytes().to_vec())], None);
+    frame_attack(1, &bad, Some("truncate"), Some(b"f"), "attribute size has 4 bytes, expected 8");
+}
+
+/// An ENCODED_WRITE of `data` into `f` (v2 stream).
+fn encoded(file_len: u64, unencoded_len: u64, unencoded_offset: u64, compression: u32, data: &[u8]) -> Vec<u8> {
+    frame(
+        C_ENCODED_WRITE,
+        &[
+            bytes(A_PATH, b"f"),
+            u64a(A_FILE_OFFSET, 0),
+            u64a(A_UNENCODED_FILE_LEN, file_len),
+            u64a(A_UNENCODED_LEN, unencoded_len),
+            u64a(A_UNENCODED_OFFSET, unencoded_offset),
+            (A_COMPRESSION, compression.to_le_bytes().to_vec()),
+        ],
+        Some(data),
+    )
+}
+
+fn encoded_attack(bad: &[u8], extra: &[&str], message: &str) {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(2);
+    stream.cmds(vec![mkfile(b"f")]);
+    let index = stream.raw(bad);
+    stream.end();
+    let want = Expect { index: Some(index), name: Some("encoded_write"), path: Some(b"f"), message };
+    expect_rejected(&arena, &stream, extra, &want);
+}
+
+/// Garbage that no decoder accepts: not a zlib header, not a zstd frame, not a btrfs lzo segment.
+fn garbage() -> Vec<u8> {
+    (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80).collect()
+}
+
+#[test]
+fn encoded_offset_plus_len_exceeds_unencoded_len() {
+    encoded_attack(&encoded(8192, 8192, 4096, 2, &garbage()), &[], "unencoded offset + length exceed");
+}
+
+#[test]
+fn encoded_unencoded_len_above_128k() {
+    encoded_attack(&encoded(4096, 256 * 1024, 0, 2, &garbage()), &[], "unencoded length above 128 KiB");
+}
+
+#[test]
+fn encoded_empty_data() {
+    encoded_attack(&encoded(4096, 4096, 0, 2, &[]), &[], "no encoded data");
+}
+
+#[test]
+fn encoded_garbage_zlib_verified() {
+    encoded_attack(&encoded(8192, 8192, 0, 1, &garbage()), &["--verify-encoded"], "encoded data");
+}
+
+#[test]
+fn encoded_garbage_zstd_verified() {
+    encoded_attack(&encoded(8192, 8192, 0, 2, &garbage()), &["--verify-encoded"], "encoded data");
+}
+
+#[test]
+fn encoded_garbage_lzo_verified() {
+    encoded_attack(&encoded(8192, 8192, 0, 3, &garbage()), &["--verify-encoded"], "encoded data");
+}
