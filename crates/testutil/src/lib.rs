@@ -20,6 +20,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+pub mod tree;
+
 /// Mebibyte, for image sizes.
 pub const MIB: u64 = 1024 * 1024;
 
