@@ -118,13 +118,13 @@ impl<T: Target> Receiver<T> {
         }
     }
 
-    /// The target, e.g. to inspect it after receiving.
-    pub fn target(&self) -> &T {
-        &self.target
+    /// Reads every stream in `input` and applies it.
+    pub fn receive(self, input: impl Read) -> std::result::Result<Summary, Failure> {
+        self.receive_into(input).map(|(summary, _)| summary)
     }
 
-    /// Reads every stream in `input` and applies it.
-    pub fn receive(mut self, input: impl Read) -> std::result::Result<Summary, Failure> {
+    /// Like [`Receiver::receive`], also handing back the target (to receive more streams into it).
+    pub fn receive_into(mut self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         loop {
             let outcome = match reader.next() {
@@ -142,7 +142,7 @@ impl<T: Target> Receiver<T> {
         }
         self.abandon_current();
         if self.errors.is_empty() {
-            Ok(self.summary)
+            Ok((self.summary, self.target))
         } else {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
         }

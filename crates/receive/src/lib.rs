@@ -4,7 +4,8 @@
 //! it owns policy (encoded passthrough or exact decompression, reflink or
 //! copy, when a subvolume counts as complete), so targets only perform
 //! primitive operations. Targets: the filesystem target ([`FsTarget`]) for
-//! btrfs and plain directories.
+//! btrfs and plain directories, and the in-memory [`ModelTarget`], the
+//! executable specification used by tests.
 //!
 //! Safety against hostile streams comes in layers: `rawsend-stream` rejects
 //! paths that could escape (absolute, `..`, `.`, empty components, NUL); the
@@ -16,9 +17,11 @@
 mod engine;
 mod error;
 pub mod fs;
+pub mod model;
 mod target;
 
 pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::FsTarget;
+pub use model::ModelTarget;
 pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
