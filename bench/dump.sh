@@ -21,7 +21,7 @@ bench_require_tools btrfs
 bench_require_rawsend
 (($# > 0)) && set -- "${@%.stream}" || set -- usr.v2c usr.v1 big.v2c big.v1
 
-TMP=$(bench_tmpdir)
+bench_tmpdir; TMP=$BENCH_TMP
 bench_describe_rawsend
 log "btrfs-progs: $(btrfs --version)"
 log "$(nproc) cores, kernel $(uname -r), runs=$RUNS warmup=$WARMUP"

@@ -6,7 +6,7 @@
 #   - paths: BENCH (this dir), OUT (bench/out), ROOT (repo), RAWSEND (binary)
 #   - scratch + loop-mount helpers with one EXIT trap that always unmounts
 #     and detaches what *this* script mounted/attached (also on failure):
-#       bench_tmpdir, bench_loop_mount IMG MNT [mount opts], bench_track_mount
+#       bench_tmpdir (sets BENCH_TMP), bench_loop_mount IMG MNT [mount opts], bench_track_mount
 #   - timing: bench_time (one run, wall + rusage), bench_compare
 #     (warm-up + alternating runs of two commands, medians, ratio), and
 #     bench_report_header / bench_summary for the tables.
@@ -75,14 +75,14 @@ trap _bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# bench_tmpdir: prints (and creates once) this script's scratch dir.
-# Call it once in the main shell (`bench_tmpdir >/dev/null`) before using it
-# in $(...) subshells, so the path is recorded for cleanup.
+# bench_tmpdir: create (once) this script's scratch dir and set BENCH_TMP.
+# Call it in the main shell, not in $(...), so cleanup knows the path:
+#   bench_tmpdir; TMP=$BENCH_TMP
 bench_tmpdir() {
 	if [[ -z $_BENCH_TMP ]]; then
 		_BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/rawsend-bench.XXXXXX")
 	fi
-	printf '%s\n' "$_BENCH_TMP"
+	BENCH_TMP=$_BENCH_TMP
 }
 
 bench_track_mount() { _BENCH_MOUNTS+=("$1"); }
@@ -175,7 +175,8 @@ bench_report_header() {
 bench_compare() {
 	local case=$1 na=$2 ca=$3 nb=$4 cb=$5 prep=${6:-:}
 	local dir i ra rb
-	dir=$(mktemp -d)
+	bench_tmpdir
+	dir=$(mktemp -d "$BENCH_TMP/cmp.XXXXXX")
 	ra=$dir/a rb=$dir/b
 	: >"$ra"; : >"$rb"
 	for ((i = 0; i < WARMUP; i++)); do

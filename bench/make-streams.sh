@@ -50,7 +50,7 @@ fi
 
 bench_require_root
 bench_require_tools btrfs mkfs.btrfs losetup
-TMP=$(bench_tmpdir)
+bench_tmpdir; TMP=$BENCH_TMP
 MNT=$TMP/mnt
 rm -f "${STREAMS[@]/#/$OUT/}" "$IMG"
 

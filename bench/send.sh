@@ -26,7 +26,7 @@ IMG=$OUT/bench.img
 [[ -f $IMG ]] || die "missing $IMG (run: sudo bench/make-streams.sh --force)"
 (($# > 0)) || set -- usr.v2c usr.v1 big.v2c big.v1
 
-TMP=$(bench_tmpdir)
+bench_tmpdir; TMP=$BENCH_TMP
 MNT=$TMP/mnt
 bench_loop_mount "$IMG" "$MNT" ro
 bench_describe_rawsend
