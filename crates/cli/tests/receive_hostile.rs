@@ -433,7 +433,8 @@ impl Arena {
         };
         let stderr = std::fs::read_to_string(&err_path).expect("read stderr");
         assert!(!stderr.contains("panicked"), "rawsend panicked:\n{stderr}");
-        let code = status.code().unwrap_or_else(|| panic!("rawsend killed by a signal: {status:?}\n{stderr}"));
+        let code =
+            status.code().unwrap_or_else(|| panic!("rawsend killed by a signal: {status:?}\n{stderr}"));
         (code, stderr)
     }
 
@@ -498,7 +499,9 @@ fn assert_error(stream: &Stream, stderr: &str, want: &Expect<'_>) {
             let at = format!("at byte {}", stream.offsets[i]);
             assert!(stderr.contains(&at), "stderr lacks {at:?}:\n{stderr}");
         }
-        None => assert!(stderr.contains("stream header at byte 0"), "stderr lacks the header location:\n{stderr}"),
+        None => {
+            assert!(stderr.contains("stream header at byte 0"), "stderr lacks the header location:\n{stderr}")
+        }
     }
     if let Some(name) = want.name {
         let name = format!("({name})");
@@ -514,6 +517,7 @@ fn assert_error(stream: &Stream, stderr: &str, want: &Expect<'_>) {
 /// Receives `stream`, expecting failure at `want`, with nothing outside DEST touched.
 fn expect_rejected(arena: &Arena, stream: &Stream, extra: &[&str], want: &Expect<'_>) {
     let (code, stderr) = arena.receive(&stream.bytes, extra);
+    eprintln!("rawsend receive: exit {code}: {}", stderr.trim_end());
     assert_eq!(code, 1, "expected exit status 1, stderr:\n{stderr}");
     assert_error(stream, &stderr, want);
     arena.assert_outside_untouched();
@@ -881,7 +885,13 @@ fn malformed_wrong_attribute_size() {
 }
 
 /// An ENCODED_WRITE of `data` into `f` (v2 stream).
-fn encoded(file_len: u64, unencoded_len: u64, unencoded_offset: u64, compression: u32, data: &[u8]) -> Vec<u8> {
+fn encoded(
+    file_len: u64,
+    unencoded_len: u64,
+    unencoded_offset: u64,
+    compression: u32,
+    data: &[u8],
+) -> Vec<u8> {
     frame(
         C_ENCODED_WRITE,
         &[
@@ -939,4 +949,190 @@ fn encoded_garbage_zstd_verified() {
 #[test]
 fn encoded_garbage_lzo_verified() {
     encoded_attack(&encoded(8192, 8192, 0, 3, &garbage()), &["--verify-encoded"], "encoded data");
+}
+
+/// Without `--verify-encoded`, garbage compressed data is passed through as
+/// btrfs-progs would: DESIGN.md says the kernel does not validate encoded data
+/// and that test-decoding is opt-in. So the receive succeeds (the stream is
+/// well-formed), and the damage stays inside the received file: reading it
+/// fails with EIO. Nothing outside DEST is touched.
+fn garbage_passthrough(compression: u32) {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(2);
+    stream.cmds(vec![mkfile(b"f")]);
+    stream.raw(&encoded(8192, 8192, 0, compression, &garbage()));
+    stream.end();
+    let (code, stderr) = arena.receive(&stream.bytes, &[]);
+    eprintln!("rawsend receive: exit {code}: {}", stderr.trim_end());
+    arena.assert_outside_untouched();
+    assert_eq!(code, 0, "garbage passes through without --verify-encoded: {stderr}");
+    let err = std::fs::read(arena.dest.join("vol/f")).expect_err("garbage must not decode");
+    assert_eq!(err.raw_os_error(), Some(EIO), "{err}");
+}
+
+/// `EIO` on Linux.
+const EIO: i32 = 5;
+
+#[test]
+fn encoded_garbage_zlib_passthrough() {
+    garbage_passthrough(1);
+}
+
+#[test]
+fn encoded_garbage_zstd_passthrough() {
+    garbage_passthrough(2);
+}
+
+#[test]
+fn encoded_garbage_lzo_passthrough() {
+    garbage_passthrough(3);
+}
+
+// ---------------------------------------------------------------------------
+// Operations that are legitimate on a symlink itself: the kernel sends CHOWN
+// and UTIMES for symlinks, and UNLINK/RENAME/LINK of a symlink move the link,
+// not its target. The secure behaviour is to act on the link (no-follow) and
+// succeed; the sentinel the link points at must stay untouched.
+
+fn on_link_itself(op: Op, check: impl Fn(&Path)) {
+    for to in FILE_LINKS {
+        let arena = Arena::new();
+        let mut stream = Stream::vol(1);
+        stream.cmds(vec![symlink(b"lnk", &link_target(&arena, to))]);
+        stream.cmds(op.commands(b"lnk"));
+        stream.end();
+        let (code, stderr) = arena.receive(&stream.bytes, &[]);
+        eprintln!("{op:?} on lnk -> {to:?}: exit {code}: {}", stderr.trim_end());
+        assert_eq!(code, 0, "{stderr}");
+        arena.assert_outside_untouched();
+        check(&arena.dest.join("vol"));
+    }
+}
+
+#[test]
+fn symlink_final_chown_changes_the_link_only() {
+    on_link_itself(Op::Chown, |vol| {
+        let m = std::fs::symlink_metadata(vol.join("lnk")).expect("lnk");
+        assert!(m.file_type().is_symlink());
+        assert_eq!((m.uid(), m.gid()), (4242, 4242));
+    });
+}
+
+#[test]
+fn symlink_final_utimes_changes_the_link_only() {
+    on_link_itself(Op::Utimes, |vol| {
+        let m = std::fs::symlink_metadata(vol.join("lnk")).expect("lnk");
+        assert!(m.file_type().is_symlink());
+        assert_eq!(m.mtime(), 1_000_000_000);
+    });
+}
+
+#[test]
+fn symlink_final_unlink_removes_the_link_only() {
+    on_link_itself(Op::Unlink, |vol| {
+        assert!(vol.join("lnk").symlink_metadata().is_err(), "lnk still there");
+    });
+}
+
+#[test]
+fn symlink_final_rename_moves_the_link_only() {
+    on_link_itself(Op::RenameFrom, |vol| {
+        assert!(vol.join("lnk").symlink_metadata().is_err(), "lnk still there");
+        assert!(std::fs::symlink_metadata(vol.join("stolen")).expect("stolen").file_type().is_symlink());
+    });
+}
+
+#[test]
+fn symlink_final_link_links_the_link_only() {
+    on_link_itself(Op::LinkExisting, |vol| {
+        let m = std::fs::symlink_metadata(vol.join("stolen")).expect("stolen");
+        assert!(m.file_type().is_symlink());
+        assert_eq!(m.nlink(), 2);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Controls: the checks above can fail.
+
+/// A valid stream is received and marked; the not-received check would catch it.
+#[test]
+fn control_valid_stream_is_received() {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(1);
+    stream.cmds(vec![mkfile(b"f"), write_v1(b"f", LOCAL)]);
+    stream.end();
+    let (code, stderr) = arena.receive(&stream.bytes, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(arena.dest.join("vol/f")).expect("read f"), LOCAL);
+    arena.assert_outside_untouched();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| arena.assert_not_received("vol")));
+    assert!(caught.is_err(), "assert_not_received did not notice a received subvolume");
+}
+
+/// Touching a sentinel's mode, xattrs or content, or adding an entry, is noticed.
+#[test]
+fn control_sentinel_changes_are_detected() {
+    type Change = fn(&Arena);
+    let changes: [(&str, Change); 5] = [
+        ("chmod", |a| {
+            std::fs::set_permissions(a.near.join("secret"), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod")
+        }),
+        ("xattr", |a| {
+            let out = Command::new("setfattr")
+                .args(["-n", "user.x", "-v", "1"])
+                .arg(a.far.path().join("secret"))
+                .status();
+            if !out.is_ok_and(|s| s.success()) {
+                // No setfattr: a hard link changes ctime and nlink just the same.
+                std::fs::hard_link(a.far.path().join("secret"), a.work.path().join("h")).expect("link");
+            }
+        }),
+        ("content", |a| std::fs::write(a.near.join("secret"), b"changed").expect("write")),
+        ("new entry", |a| std::fs::write(a.mnt().join("pwned"), b"").expect("create")),
+        ("new far entry", |a| std::fs::create_dir(a.far.path().join("empty/pwned")).expect("mkdir")),
+    ];
+    for (what, change) in changes {
+        let arena = Arena::new();
+        change(&arena);
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| arena.assert_outside_untouched()));
+        assert!(caught.is_err(), "{what} was not detected");
+    }
+}
+
+/// For contrast (PROTOCOL.md §5.7): `btrfs receive` without `--chroot` follows
+/// `..` in MKFILE and creates the file outside the destination.
+#[test]
+fn contrast_btrfs_progs_receive_escapes_with_dotdot() {
+    let arena = Arena::new();
+    let mut stream = Stream::vol(1);
+    stream.cmds(vec![mkfile(b"../../progs-escaped")]);
+    stream.end();
+    let file = arena.work.path().join("progs-stream");
+    std::fs::write(&file, &stream.bytes).expect("write stream");
+    let out =
+        Command::new("btrfs").args(["receive", "-f"]).arg(&file).arg(&arena.dest).output().expect("btrfs");
+    let escaped = arena.mnt().join("progs-escaped");
+    let fooled = escaped.exists();
+    let _ = std::fs::remove_file(&escaped);
+    assert!(
+        fooled,
+        "btrfs receive did not escape (status {}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // rawsend refuses the same stream.
+    let arena = Arena::new();
+    expect_rejected(
+        &arena,
+        &stream,
+        &[],
+        &Expect {
+            index: Some(1),
+            name: Some("mkfile"),
+            path: Some(b"../../progs-escaped"),
+            message: "invalid path",
+        },
+    );
 }
