@@ -54,7 +54,7 @@ fn guarded_decode(decoder: &mut Decoder, c: Compression, encoded: &[u8], len: us
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn round_trip(data in data(), pick in any::<prop::sample::Index>(), pad in 0..4096usize) {
