@@ -29,9 +29,12 @@ pub fn check_decode(compression: Compression, encoded: &[u8], out_len: usize) {
 }
 
 /// Fuzz input for one decoder: a `u32` choosing the output length (and, for
-/// LZO, the sector size: LZO_4K…LZO_64K), then the encoded data.
+/// LZO, the sector size: LZO_4K…LZO_64K), then the encoded data. With the
+/// top bit of that `u32` set, a second `u32` follows and the rest is plain
+/// data: it is encoded, then the byte the second `u32` picks is damaged, so
+/// the fuzzer also explores streams that are almost valid.
 pub fn fuzz_decode(algorithm: Compression, data: &[u8]) {
-    let Some((selector, encoded)) = take_u32(data) else { return };
+    let Some((selector, rest)) = take_u32(data) else { return };
     let out_len = selector as usize % (MAX_UNENCODED_LEN + 1);
     let compression = if algorithm.is_lzo() {
         let lzo = Compression::Lzo4K.as_raw() + (selector >> 24) % 5;
@@ -39,7 +42,15 @@ pub fn fuzz_decode(algorithm: Compression, data: &[u8]) {
     } else {
         algorithm
     };
-    check_decode(compression, encoded, out_len);
+    if selector >> 31 == 0 {
+        return check_decode(compression, rest, out_len);
+    }
+    let Some((damage, plain)) = take_u32(rest) else { return };
+    let plain = &plain[..plain.len().min(MAX_UNENCODED_LEN)];
+    let Ok(Some(mut encoded)) = Encoder::new().encode(compression, None, plain) else { return };
+    let at = (damage >> 8) as usize % encoded.len();
+    encoded[at] ^= damage as u8;
+    check_decode(compression, &encoded, out_len);
 }
 
 /// Fuzz input for the round trip: a `u32` choosing algorithm, level and
