@@ -52,6 +52,10 @@ pub struct ReceiveArgs {
     /// What kind of destination to write.
     #[arg(long, value_enum, default_value = "auto")]
     target: TargetChoice,
+    /// On the dir target, fail instead of skipping operations the destination refuses
+    /// (changing owners without privileges, btrfs.* and privileged xattrs).
+    #[arg(long)]
+    strict: bool,
     /// Print the stream, one line per command, instead of receiving it.
     #[arg(long)]
     dump: bool,
@@ -86,7 +90,11 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         force_decompress: args.force_decompress,
         verify_encoded: args.verify_encoded,
     };
-    let summary = Receiver::new(target, opts).receive(input).map_err(|failure| anyhow!("{failure}"))?;
+    let (summary, target) =
+        Receiver::new(target, opts).receive_into(input).map_err(|failure| anyhow!("{failure}"))?;
+    for (what, count) in target.skipped() {
+        eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
+    }
     if !args.quiet {
         for name in &summary.subvolumes {
             eprintln!("At subvol {name}");

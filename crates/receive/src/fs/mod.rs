@@ -13,8 +13,8 @@
 mod locate;
 pub mod tree;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,8 @@ pub struct FsTarget {
     dest_path: PathBuf,
     kind: Kind,
     current: Option<Current>,
+    strict: bool,
+    skipped: BTreeMap<&'static str, u64>,
 }
 
 impl FsTarget {
@@ -90,12 +92,47 @@ impl FsTarget {
         if kind == Kind::Btrfs && !on_btrfs {
             return Err(ErrorKind::Unsupported("the destination is not on btrfs (use the dir target)"));
         }
-        Ok(FsTarget { dest: dest_fd, dest_path: dest.to_path_buf(), kind, current: None })
+        Ok(FsTarget {
+            dest: dest_fd,
+            dest_path: dest.to_path_buf(),
+            kind,
+            current: None,
+            strict: false,
+            skipped: BTreeMap::new(),
+        })
     }
 
     /// The kind of destination in use.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// With `strict`, the dir target fails instead of skipping what it may not do.
+    pub fn set_strict(&mut self, strict: bool) {
+        self.strict = strict;
+    }
+
+    /// Operations the dir target skipped, by kind, with counts (for one warning per kind).
+    pub fn skipped(&self) -> &BTreeMap<&'static str, u64> {
+        &self.skipped
+    }
+
+    /// On the dir target (unless strict), turns a refusal the destination may
+    /// legitimately give into a counted skip; anything else stays an error.
+    fn skip_if(
+        &mut self,
+        result: rustix::io::Result<()>,
+        refusals: &[Errno],
+        what: &'static str,
+        op: &'static str,
+    ) -> Result<()> {
+        match result {
+            Err(errno) if self.kind == Kind::Dir && !self.strict && refusals.contains(&errno) => {
+                *self.skipped.entry(what).or_default() += 1;
+                Ok(())
+            }
+            other => other.map_err(|e| ErrorKind::io(op, e)),
+        }
     }
 
     fn current(&mut self) -> Result<&mut Current> {
@@ -322,8 +359,18 @@ impl Target for FsTarget {
 
     fn set_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>, value: &[u8]) -> Result<()> {
         let (dir, node) = at(self.tree()?, path)?;
-        rustix::fs::lsetxattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes(), value, XattrFlags::empty())
-            .map_err(|e| ErrorKind::io("set xattr", e))
+        let result = rustix::fs::lsetxattr(
+            proc_path(dir.as_fd(), Some(node)),
+            name.as_bytes(),
+            value,
+            XattrFlags::empty(),
+        );
+        let what = match name.as_bytes() {
+            n if n.starts_with(b"btrfs.") => "btrfs.* xattrs (btrfs properties, e.g. compression)",
+            n if n.starts_with(b"user.") => "user.* xattrs (not supported by the destination)",
+            _ => "trusted.*/security.*/system.* xattrs (need privileges or support the destination lacks)",
+        };
+        self.skip_if(result, &[Errno::OPNOTSUPP, Errno::PERM], what, "set xattr")
     }
 
     fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
@@ -402,8 +449,8 @@ impl Target for FsTarget {
     fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()> {
         let (dir, name) = at(self.tree()?, path)?;
         let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
-        rustix::fs::chownat(dir.as_fd(), name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| ErrorKind::io("chown", e))
+        let result = rustix::fs::chownat(dir.as_fd(), name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW);
+        self.skip_if(result, &[Errno::PERM], "chown (changing owners needs privileges)", "chown")
     }
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
