@@ -241,6 +241,15 @@ fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
     (now, later)
 }
 
+/// Done, or a fallback when the ioctl failed with one of `fallback` errnos.
+fn outcome(result: btrfs::Result<()>, fallback: &[Errno]) -> Result<Outcome> {
+    match result {
+        Ok(()) => Ok(Outcome::Done),
+        Err(err) if err.errno().is_some_and(|e| fallback.contains(&e)) => Ok(Outcome::Fallback),
+        Err(err) => Err(err.into()),
+    }
+}
+
 fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> Result<()> {
     while !data.is_empty() {
         let n = rustix::io::pwrite(fd, data, offset).map_err(|e| ErrorKind::io("write", e))?;
@@ -394,11 +403,7 @@ impl Target for FsTarget {
             compression: extent.compression,
             encryption: 0,
         };
-        match btrfs::encoded_write(fd, &args, extent.data) {
-            Ok(_) => Ok(Outcome::Done),
-            Err(err) if err.errno().is_some_and(|e| ENCODED_FALLBACK.contains(&e)) => Ok(Outcome::Fallback),
-            Err(err) => Err(err.into()),
-        }
+        outcome(btrfs::encoded_write(fd, &args, extent.data).map(drop), &ENCODED_FALLBACK)
     }
 
     fn clone_range(
@@ -410,11 +415,7 @@ impl Target for FsTarget {
     ) -> Result<Outcome> {
         let src = self.clone_source_file(source)?;
         let dst = self.tree()?.file(path)?;
-        match btrfs::clone_range(&src, source.offset, len, dst, offset) {
-            Ok(()) => Ok(Outcome::Done),
-            Err(err) if err.errno().is_some_and(|e| CLONE_FALLBACK.contains(&e)) => Ok(Outcome::Fallback),
-            Err(err) => Err(err.into()),
-        }
+        outcome(btrfs::clone_range(&src, source.offset, len, dst, offset), &CLONE_FALLBACK)
     }
 
     fn read_clone_source(&mut self, source: &CloneSource<'_>, buf: &mut [u8]) -> Result<usize> {
