@@ -438,27 +438,43 @@ impl Target for FsTarget {
     }
 
     fn chmod(&mut self, path: StreamPath<'_>, mode: u32) -> Result<()> {
+        let mode = Mode::from_raw_mode(mode);
+        // A cached fd is a regular file or a directory, never a symlink.
+        if let Some(fd) = self.tree()?.cached(path) {
+            return rustix::fs::fchmod(fd, mode).map_err(|e| ErrorKind::io("chmod", e));
+        }
         let node = self.tree()?.node(path)?;
         let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
         if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
             return Err(ErrorKind::Invalid("chmod on a symlink"));
         }
-        rustix::fs::chmod(proc_path(node.as_fd(), None), Mode::from_raw_mode(mode))
-            .map_err(|e| ErrorKind::io("chmod", e))
+        rustix::fs::chmod(proc_path(node.as_fd(), None), mode).map_err(|e| ErrorKind::io("chmod", e))
     }
 
     fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()> {
-        let (dir, name) = at(self.tree()?, path)?;
-        let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
-        let result = rustix::fs::chownat(dir.as_fd(), name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW);
+        let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
+        let tree = self.tree()?;
+        let result = match tree.cached(path) {
+            Some(fd) => rustix::fs::fchown(fd, uid, gid),
+            None => {
+                let (dir, name) = at(tree, path)?;
+                rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        };
         self.skip_if(result, &[Errno::PERM], "chown (changing owners needs privileges)", "chown")
     }
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
-        let (dir, name) = at(self.tree()?, path)?;
         let times = Timestamps { last_access: timestamp(atime), last_modification: timestamp(mtime) };
-        rustix::fs::utimensat(dir.as_fd(), name, &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| ErrorKind::io("utimes", e))
+        let tree = self.tree()?;
+        let result = match tree.cached(path) {
+            Some(fd) => rustix::fs::futimens(fd, &times),
+            None => {
+                let (dir, name) = at(tree, path)?;
+                rustix::fs::utimensat(dir.as_fd(), name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        };
+        result.map_err(|e| ErrorKind::io("utimes", e))
     }
 
     fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()> {

@@ -12,7 +12,7 @@
 //! Directory fds are cached by path (invalidated on rename and rmdir), and
 //! the last data file stays open between writes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
@@ -29,7 +29,7 @@ const DIR_CACHE_LIMIT: usize = 512;
 /// The open subvolume root and caches of fds beneath it.
 pub struct Tree {
     root: Rc<OwnedFd>,
-    dirs: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    dirs: BTreeMap<Vec<u8>, Rc<OwnedFd>>,
     file: Option<(Vec<u8>, OwnedFd)>,
 }
 
@@ -58,7 +58,7 @@ pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> OsString {
 impl Tree {
     /// Wraps the open root directory of a subvolume.
     pub fn new(root: OwnedFd) -> Self {
-        Tree { root: Rc::new(root), dirs: HashMap::new(), file: None }
+        Tree { root: Rc::new(root), dirs: BTreeMap::new(), file: None }
     }
 
     /// The root directory.
@@ -126,25 +126,60 @@ impl Tree {
         self.file = Some((path.as_bytes().to_vec(), fd));
     }
 
-    /// Forgets cached fds at or beneath `path` (after it was renamed or removed).
+    /// Forgets cached fds at or beneath `path` (after it was removed or replaced).
     pub fn forget(&mut self, path: StreamPath<'_>) {
-        let under = |key: &[u8]| key == path.as_bytes() || key.starts_with(&[path.as_bytes(), b"/"].concat());
-        self.dirs.retain(|key, _| !under(key));
-        if self.file.as_ref().is_some_and(|(key, _)| under(key)) {
+        self.take_under(path.as_bytes());
+        if self.file.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
             self.file = None;
         }
     }
 
-    /// Follows a rename in the caches: the open file keeps its fd under its new name.
+    /// Follows a rename in the caches: fds at or beneath `from` stay valid under `to`.
     pub fn renamed(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) {
-        let moved_file = match &self.file {
-            Some((key, _)) if key == from.as_bytes() => self.file.take(),
-            _ => None,
-        };
-        self.forget(from);
         self.forget(to);
-        if let Some((_, fd)) = moved_file {
-            self.file = Some((to.as_bytes().to_vec(), fd));
+        let (from, to) = (from.as_bytes(), to.as_bytes());
+        let rekey = |key: &[u8]| [to, &key[from.len()..]].concat();
+        for (key, fd) in self.take_under(from) {
+            self.dirs.insert(rekey(&key), fd);
+        }
+        if let Some((key, _)) = self.file.as_mut().filter(|(key, _)| is_under(key, from)) {
+            *key = rekey(key);
         }
     }
+
+    /// An open fd of `path` if one is cached (its file or its directory), for fd-based calls.
+    pub fn cached(&self, path: StreamPath<'_>) -> Option<BorrowedFd<'_>> {
+        if path.is_root() {
+            return Some(self.root.as_fd());
+        }
+        match &self.file {
+            Some((key, fd)) if key == path.as_bytes() => Some(fd.as_fd()),
+            _ => self.dirs.get(path.as_bytes()).map(|fd| fd.as_fd()),
+        }
+    }
+
+    /// Removes and returns the cached directories at or beneath `prefix`.
+    fn take_under(&mut self, prefix: &[u8]) -> Vec<(Vec<u8>, Rc<OwnedFd>)> {
+        // Keys beneath `prefix` sort right after it: `prefix`, then `prefix/...`
+        // ('/' sorts before every other byte a later sibling could continue with).
+        let keys: Vec<Vec<u8>> = self
+            .dirs
+            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(prefix))
+            .filter(|key| is_under(key, prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                let fd = self.dirs.remove(&key).expect("listed");
+                (key, fd)
+            })
+            .collect()
+    }
+}
+
+/// Whether `key` is `prefix` itself or a path beneath it.
+fn is_under(key: &[u8], prefix: &[u8]) -> bool {
+    key.starts_with(prefix) && (key.len() == prefix.len() || key[prefix.len()] == b'/')
 }
