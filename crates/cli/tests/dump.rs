@@ -6,24 +6,10 @@
 //! first END and rawsend does not.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
-}
-
-fn fixtures() -> Vec<PathBuf> {
-    let mut streams: Vec<PathBuf> = fs::read_dir(testdata().join("streams"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "stream"))
-        .collect();
-    streams.push(testdata().join("sample.stream"));
-    streams.sort();
-    assert!(streams.len() > 10, "expected the committed fixtures");
-    streams
-}
+use rawsend_testutil::fixtures::{stream_fixtures as fixtures, testdata_dir as testdata};
 
 fn rawsend(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rawsend")).args(args).env("TZ", "UTC").output().unwrap()

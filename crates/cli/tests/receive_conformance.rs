@@ -21,28 +21,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, fixtures, require_root, run};
 
 const FS_SIZE: u64 = 1024 * MIB;
 const VARIANTS: [&str; 3] = ["v1", "v2", "v2c"];
 
-fn streams_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/streams")
-}
-
 /// The chains of `chains.txt` (name, streams in order) whose name is `prefix*.<variant>`.
 fn chains(prefix: &str, variant: &str) -> Vec<(String, Vec<PathBuf>)> {
-    let list = fs::read_to_string(streams_dir().join("chains.txt")).expect("read chains.txt");
-    let found: Vec<(String, Vec<PathBuf>)> = list
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next()?.to_owned();
-            let (family, chain_variant) = name.rsplit_once('.')?;
-            (family.starts_with(prefix) && chain_variant == variant)
-                .then(|| (name.clone(), words.map(|stream| streams_dir().join(stream)).collect()))
-        })
+    let found: Vec<(String, Vec<PathBuf>)> = fixtures::chains()
+        .into_iter()
+        .filter(|chain| chain.family().starts_with(prefix) && chain.variant() == variant)
+        .map(|chain| (chain.name, chain.streams))
         .collect();
     assert!(!found.is_empty(), "no chain {prefix}*.{variant} in chains.txt");
     found
@@ -352,7 +341,7 @@ fn dir_target_matches_btrfs_receive() {
             full.insert(streams[0].clone());
         }
         for extra in ["clone-base", "multi-b"] {
-            full.insert(streams_dir().join(format!("{extra}.{variant}.stream")));
+            full.insert(fixtures::streams_dir().join(format!("{extra}.{variant}.stream")));
         }
     }
     let progs_fs = btrfs_fs();

@@ -3,28 +3,12 @@
 //! trees (so decoded ENCODED_WRITEs, FALLOCATE hole punches and clone copies
 //! agree with the kernel's plain WRITEs).
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 
 use rawsend_receive::{ModelTarget, ReceiveOptions, Receiver};
 use rawsend_stream::{Command, StreamPath, StreamWriter, Uuid};
-
-fn streams_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/streams")
-}
-
-/// `chains.txt`: (chain name, its streams in receive order).
-fn chains() -> Vec<(String, Vec<PathBuf>)> {
-    let text = fs::read_to_string(streams_dir().join("chains.txt")).unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next().unwrap().to_string();
-            (name, words.map(|w| streams_dir().join(w)).collect())
-        })
-        .collect()
-}
+use rawsend_testutil::fixtures::chains;
 
 /// Receives streams one after the other into one model, as `btrfs receive` would into one directory.
 fn receive_chain(streams: &[PathBuf]) -> ModelTarget {
@@ -44,8 +28,9 @@ fn receive_chain(streams: &[PathBuf]) -> ModelTarget {
 fn every_chain_applies_and_every_subvolume_is_marked_received() {
     let chains = chains();
     assert!(chains.len() >= 10);
-    for (name, streams) in chains {
-        let model = receive_chain(&streams);
+    for chain in chains {
+        let name = &chain.name;
+        let model = receive_chain(&chain.streams);
         for (subvol_name, subvol) in &model.subvols {
             let subvol_name = String::from_utf8_lossy(subvol_name);
             assert_eq!(subvol.received, Some(subvol.sent_as), "{name}: {subvol_name} not marked received");
@@ -57,13 +42,12 @@ fn every_chain_applies_and_every_subvolume_is_marked_received() {
 #[test]
 fn v1_v2_and_compressed_sends_of_the_same_snapshots_agree() {
     let chains = chains();
-    let families: Vec<&str> = chains.iter().filter_map(|(name, _)| name.strip_suffix(".v1")).collect();
+    let families: Vec<&str> = chains.iter().filter(|c| c.variant() == "v1").map(|c| c.family()).collect();
     assert!(families.len() >= 3);
     for family in families {
         let model = |variant: &str| {
-            let (_, streams) =
-                chains.iter().find(|(name, _)| *name == format!("{family}.{variant}")).unwrap();
-            receive_chain(streams).subvols
+            let chain = chains.iter().find(|c| c.family() == family && c.variant() == variant).unwrap();
+            receive_chain(&chain.streams).subvols
         };
         let v1 = model("v1");
         for variant in ["v2", "v2c"] {

@@ -1,26 +1,9 @@
 //! Every kernel-made fixture decodes with valid CRCs and re-encodes to identical bytes.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use rawsend_stream::{Command, Item, StreamHeader, StreamReader};
-
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
-}
-
-/// All committed stream fixtures.
-fn fixtures() -> Vec<PathBuf> {
-    let mut streams: Vec<PathBuf> = fs::read_dir(testdata().join("streams"))
-        .expect("testdata/streams exists")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "stream"))
-        .collect();
-    streams.push(testdata().join("sample.stream"));
-    streams.sort();
-    assert!(streams.len() > 10, "expected the committed fixtures, found {}", streams.len());
-    streams
-}
+use rawsend_testutil::fixtures::stream_fixtures as fixtures;
 
 /// Decodes a whole file and re-encodes every item, returning the bytes and the command count.
 fn reencode(bytes: &[u8]) -> (Vec<u8>, usize) {

@@ -20,6 +20,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+pub mod fixtures;
 pub mod tree;
 
 /// Mebibyte, for image sizes.
