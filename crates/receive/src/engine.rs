@@ -184,13 +184,12 @@ impl<T: Target> Receiver<T> {
 
     /// Finishes the open subvolume if all its commands applied.
     fn finish_current(&mut self) -> Result<()> {
-        match self.current.take() {
+        match self.current {
             Some(false) => {
-                self.target.finish_subvol()?;
-                Ok(())
+                self.current = None;
+                self.target.finish_subvol()
             }
             Some(true) => {
-                self.current = Some(true);
                 self.abandon_current();
                 Ok(())
             }
