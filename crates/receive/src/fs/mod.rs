@@ -11,6 +11,7 @@
 //! symlink and never leaves the subvolume.
 
 mod locate;
+mod skips;
 pub mod tree;
 
 use std::collections::hash_map::Entry;
@@ -26,6 +27,7 @@ use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result};
 use crate::target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+use skips::Skips;
 use tree::{Tree, proc_path};
 
 /// What kind of destination.
@@ -77,8 +79,7 @@ pub struct FsTarget {
     dest_path: PathBuf,
     kind: Kind,
     current: Option<Current>,
-    strict: bool,
-    skipped: BTreeMap<&'static str, u64>,
+    skips: Skips,
 }
 
 impl FsTarget {
@@ -97,8 +98,7 @@ impl FsTarget {
             dest_path: dest.to_path_buf(),
             kind,
             current: None,
-            strict: false,
-            skipped: BTreeMap::new(),
+            skips: Skips::new(kind == Kind::Dir),
         })
     }
 
@@ -109,30 +109,12 @@ impl FsTarget {
 
     /// With `strict`, the dir target fails instead of skipping what it may not do.
     pub fn set_strict(&mut self, strict: bool) {
-        self.strict = strict;
+        self.skips = Skips::new(self.kind == Kind::Dir && !strict);
     }
 
     /// Operations the dir target skipped, by kind, with counts (for one warning per kind).
     pub fn skipped(&self) -> &BTreeMap<&'static str, u64> {
-        &self.skipped
-    }
-
-    /// On the dir target (unless strict), turns a refusal the destination may
-    /// legitimately give into a counted skip; anything else stays an error.
-    fn skip_if(
-        &mut self,
-        result: rustix::io::Result<()>,
-        refusals: &[Errno],
-        what: &'static str,
-        op: &'static str,
-    ) -> Result<()> {
-        match result {
-            Err(errno) if self.kind == Kind::Dir && !self.strict && refusals.contains(&errno) => {
-                *self.skipped.entry(what).or_default() += 1;
-                Ok(())
-            }
-            other => other.map_err(|e| ErrorKind::io(op, e)),
-        }
+        self.skips.counts()
     }
 
     fn current(&mut self) -> Result<&mut Current> {
@@ -379,7 +361,7 @@ impl Target for FsTarget {
             n if n.starts_with(b"user.") => "user.* xattrs (not supported by the destination)",
             _ => "trusted.*/security.*/system.* xattrs (need privileges or support the destination lacks)",
         };
-        self.skip_if(result, &[Errno::OPNOTSUPP, Errno::PERM], what, "set xattr")
+        self.skips.check(result, &[Errno::OPNOTSUPP, Errno::PERM], what, "set xattr")
     }
 
     fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
@@ -461,7 +443,7 @@ impl Target for FsTarget {
                 rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         };
-        self.skip_if(result, &[Errno::PERM], "chown (changing owners needs privileges)", "chown")
+        self.skips.check(result, &[Errno::PERM], "chown (changing owners needs privileges)", "chown")
     }
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
