@@ -327,6 +327,27 @@ fn outcome(result: btrfs::Result<()>, fallback: &[Errno]) -> Result<Outcome> {
     }
 }
 
+/// What `fallocate` would leave, where the filesystem cannot do it (e.g. ramfs): zeros
+/// written over punched or zeroed ranges inside the file, the size extended unless
+/// `KEEP_SIZE`. The content is the same; only the space is not preallocated or freed.
+fn emulate_fallocate(fd: BorrowedFd<'_>, flags: FallocateFlags, offset: u64, len: u64) -> Result<()> {
+    let end = offset.checked_add(len).ok_or(ErrorKind::Invalid("fallocate range overflows"))?;
+    let size = rustix::fs::fstat(fd).map_err(|e| ErrorKind::io("stat", e))?.st_size as u64;
+    if flags.intersects(FallocateFlags::PUNCH_HOLE | FallocateFlags::ZERO_RANGE) {
+        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = offset;
+        while at < end.min(size) {
+            let n = (end.min(size) - at).min(ZEROS.len() as u64) as usize;
+            pwrite_all(fd, &ZEROS[..n], at)?;
+            at += n as u64;
+        }
+    }
+    if !flags.contains(FallocateFlags::KEEP_SIZE) && end > size {
+        rustix::fs::ftruncate(fd, end).map_err(|e| ErrorKind::io("truncate", e))?;
+    }
+    Ok(())
+}
+
 fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> Result<()> {
     while !data.is_empty() {
         let n = rustix::io::pwrite(fd, data, offset).map_err(|e| ErrorKind::io("write", e))?;
@@ -580,7 +601,10 @@ impl Target for FsTarget {
     fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()> {
         let fd = self.tree()?.file(path)?;
         let flags = FallocateFlags::from_bits(mode).ok_or(ErrorKind::Invalid("fallocate mode"))?;
-        rustix::fs::fallocate(fd, flags, offset, len).map_err(|e| ErrorKind::io("fallocate", e))
+        match rustix::fs::fallocate(fd, flags, offset, len) {
+            Err(Errno::OPNOTSUPP) => emulate_fallocate(fd, flags, offset, len),
+            result => result.map_err(|e| ErrorKind::io("fallocate", e)),
+        }
     }
 
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
