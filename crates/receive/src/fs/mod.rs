@@ -334,7 +334,7 @@ fn emulate_fallocate(fd: BorrowedFd<'_>, flags: FallocateFlags, offset: u64, len
     let end = offset.checked_add(len).ok_or(ErrorKind::Invalid("fallocate range overflows"))?;
     let size = rustix::fs::fstat(fd).map_err(|e| ErrorKind::io("stat", e))?.st_size as u64;
     if flags.intersects(FallocateFlags::PUNCH_HOLE | FallocateFlags::ZERO_RANGE) {
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = offset;
         while at < end.min(size) {
             let n = (end.min(size) - at).min(ZEROS.len() as u64) as usize;
