@@ -553,3 +553,36 @@ fn dir_target_without_xattrs_keeps_records_in_files() {
     }
     report(&problems);
 }
+
+/// A parent directory that cannot be copied (here: a mount point inside it) fails the
+/// incremental receive, and the error says which directory was left incomplete; that
+/// directory carries no received record, so a later receive cannot take it for complete.
+#[test]
+fn dir_target_reports_a_snapshot_whose_parent_could_not_be_copied() {
+    require_root();
+    let _serial = serial();
+    let (_, streams) = chains("basic", "v2").remove(0);
+    let ext4 = LoopFs::builder(FsType::Ext4, FS_SIZE).mount_options("noatime").build();
+    let dest = ext4.path().join("dest");
+    let mut problems = Vec::new();
+    rawsend_receive(&streams[..1], &dest, &["--target", "dir"], &mut problems);
+    report(&problems);
+    let parent = fs::read_dir(&dest).expect("list").next().expect("one directory").expect("entry").path();
+    let inner = MemFs::new("tmpfs", "size=1m");
+    run(Command::new("mount").arg("--bind").arg(inner.path()).arg(parent.join("xattr")));
+    let output = rawsend().arg("receive").arg("-f").arg(&streams[1]).arg(&dest).output().expect("run");
+    let _ = Command::new("umount").arg(parent.join("xattr")).output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("command #0 (snapshot)") && stderr.contains("mount point"), "{stderr}");
+    let child = dest.join("basic-incr1");
+    assert!(stderr.contains(&format!("{} is incomplete and was not marked as received", child.display())));
+    assert!(xattr_of(&child, RECEIVED_XATTR).is_none(), "a partial copy must carry no record");
+}
+
+fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0; 256];
+    let len = rustix::fs::lgetxattr(path, name, &mut buf).ok()?;
+    buf.truncate(len);
+    Some(buf)
+}

@@ -167,9 +167,14 @@ impl<T: Target> Receiver<T> {
 
     /// Leaves an open subvolume unmarked (after a failure, or input that ended early).
     fn abandon_current(&mut self) {
-        if self.current.take().is_some()
-            && let Some(place) = self.target.abandon_subvol()
-        {
+        if self.current.take().is_some() {
+            self.report_unfinished();
+        }
+    }
+
+    /// Notes where the target left a subvolume it did not finish, if it did.
+    fn report_unfinished(&mut self) {
+        if let Some(place) = self.target.abandon_subvol() {
             self.unfinished.push(format!("{place} is incomplete and was not marked as received"));
         }
     }
@@ -208,7 +213,11 @@ impl<T: Target> Receiver<T> {
         if !path.is_single_component() {
             return Err(ErrorKind::Invalid("a subvolume name must be a single path component"));
         }
-        self.target.begin_subvol(&start)?;
+        if let Err(err) = self.target.begin_subvol(&start) {
+            // It may have made something before failing (a partly copied parent).
+            self.report_unfinished();
+            return Err(err);
+        }
         self.current = Some(false);
         self.summary.subvolumes.push(String::from_utf8_lossy(start.name).into_owned());
         Ok(())

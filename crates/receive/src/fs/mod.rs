@@ -142,8 +142,9 @@ impl FsTarget {
         Ok(&mut self.current()?.tree)
     }
 
-    /// Makes the new subvolume (btrfs) or directory, or the snapshot, and opens it.
-    fn make_subvol(&mut self, start: &SubvolStart<'_>) -> Result<(OwnedFd, Vec<Vec<u8>>)> {
+    /// Makes the new subvolume (btrfs) or directory, or the btrfs snapshot, and opens it;
+    /// for a dir target snapshot, also returns the parent to copy.
+    fn make_subvol(&self, start: &SubvolStart<'_>) -> Result<(OwnedFd, Option<received::Found>)> {
         let name = std::ffi::OsStr::from_bytes(start.name);
         let dest = self.dest.as_fd();
         match (self.kind, start.parent) {
@@ -158,16 +159,22 @@ impl FsTarget {
                 rustix::fs::mkdirat(dest, start.name, Mode::from_raw_mode(0o700))
                     .map_err(|e| ErrorKind::io("mkdir", e))?;
                 received::clear(dest, start.name)?;
-                let root = tree::open_dir_beneath(dest, start.name)?;
-                let mut absent = Vec::new();
-                if let Some(parent) = parent {
-                    absent = copy::copy_tree(parent.dir.as_fd(), root.as_fd(), &mut self.skips)?;
-                    absent.extend(parent.absent);
-                }
-                return Ok((root, absent));
+                return Ok((tree::open_dir_beneath(dest, start.name)?, parent));
             }
         }
-        Ok((tree::open_dir_beneath(dest, start.name)?, Vec::new()))
+        Ok((tree::open_dir_beneath(dest, start.name)?, None))
+    }
+
+    /// Starts the dir target's snapshot from a copy of its parent; the device nodes the
+    /// parent lacks, or that could not be copied, are absent from the copy too.
+    fn copy_parent(&mut self, parent: received::Found) -> Result<()> {
+        let FsTarget { current, skips, .. } = self;
+        let tree = &mut current.as_mut().ok_or(ErrorKind::NoSubvolume)?.tree;
+        let not_copied = copy::copy_tree(parent.dir.as_fd(), tree.root(), skips)?;
+        for path in not_copied.iter().chain(&parent.absent) {
+            tree.mark_absent(path);
+        }
+        Ok(())
     }
 
     /// The source file of a clone, opened read-only (never a symlink or special file).
@@ -375,20 +382,17 @@ impl Target for FsTarget {
     }
 
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
-        let (root, absent) = self.make_subvol(start)?;
-        let mut tree = Tree::new(root);
-        for path in absent {
-            tree.mark_absent(&path);
-        }
+        let (root, parent) = self.make_subvol(start)?;
+        // Current from here on, so that a failed copy is reported as left unfinished.
         self.current = Some(Current {
             name: start.name.to_vec(),
             uuid: start.uuid,
             ctransid: start.ctransid,
-            tree,
+            tree: Tree::new(root),
             sources: HashMap::new(),
             deferred_flags: Vec::new(),
         });
-        Ok(())
+        parent.map_or(Ok(()), |parent| self.copy_parent(parent))
     }
 
     fn finish_subvol(&mut self) -> Result<()> {
