@@ -153,6 +153,9 @@ impl FsTarget {
                 let parent = locate::open_subvolume(dest, uuid, ctransid)?;
                 btrfs::snapshot(&parent, dest, name, false)?;
             }
+            (Kind::Dir, _) if start.name == RECORDS_DIR.as_bytes() => {
+                return Err(ErrorKind::Invalid("the name .rawsend-received is reserved on the dir target"));
+            }
             (Kind::Dir, parent) => {
                 // Find the parent first, so that a missing one leaves nothing behind.
                 let parent = parent.map(|(uuid, transid)| received::find(dest, uuid, transid)).transpose()?;
