@@ -7,6 +7,13 @@
 //! records its received UUID and becomes read-only). Tests apply one stream
 //! to the model and to real targets and compare. It can neither store
 //! encoded extents nor reflink, so the engine's fallbacks are exercised.
+//!
+//! Times: a real receiver's clock sets the atime and mtime of a new inode, the
+//! mtime of a directory whose entries change and the mtime of a file a data
+//! command (write, truncate, fallocate) changes, until the stream's UTIMES
+//! sets them. The model has no clock:
+//! such a time is `None`, and a time is `Some` only when the last thing that
+//! set it was a UTIMES.
 
 use std::collections::BTreeMap;
 
@@ -48,10 +55,10 @@ pub struct Inode {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Access time.
-    pub atime: Timespec,
-    /// Modification time.
-    pub mtime: Timespec,
+    /// Access time; `None` where the receiver's clock set it (see the module docs).
+    pub atime: Option<Timespec>,
+    /// Modification time; `None` where the receiver's clock set it (see the module docs).
+    pub mtime: Option<Timespec>,
     /// Extended attributes.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// btrfs inode flags from FILEATTR.
@@ -86,25 +93,38 @@ impl Subvol {
         })
     }
 
-    /// Every inode by path (directories with their entries dropped), for comparing trees
-    /// whatever the inode numbering; `with_flags` false clears FILEATTR flags.
-    pub fn by_path(&self, with_flags: bool) -> BTreeMap<Vec<u8>, Inode> {
+    /// The inode number at every path (the root is the empty path): trees compare by path
+    /// whatever the numbering, and a number found at several paths is a hard link.
+    pub fn paths(&self) -> BTreeMap<Vec<u8>, u64> {
         let mut out = BTreeMap::new();
         let mut pending = vec![(Vec::new(), 0u64)];
         while let Some((path, ino)) = pending.pop() {
-            let mut inode = self.inodes[&ino].clone();
-            if let Content::Dir(entries) = &mut inode.content {
-                for (name, child) in std::mem::take(entries) {
-                    let child_path = if path.is_empty() { name } else { [&path[..], b"/", &name].concat() };
+            if let Content::Dir(entries) = &self.inodes[&ino].content {
+                for (name, &child) in entries {
+                    let child_path =
+                        if path.is_empty() { name.clone() } else { [&path[..], b"/", name].concat() };
                     pending.push((child_path, child));
                 }
+            }
+            out.insert(path, ino);
+        }
+        out
+    }
+
+    /// Every inode by path (directories with their entries dropped), for comparing trees
+    /// whatever the inode numbering; `with_flags` false clears FILEATTR flags.
+    pub fn by_path(&self, with_flags: bool) -> BTreeMap<Vec<u8>, Inode> {
+        let inode_at = |ino: u64| {
+            let mut inode = self.inodes[&ino].clone();
+            if let Content::Dir(entries) = &mut inode.content {
+                entries.clear();
             }
             if !with_flags {
                 inode.flags = 0;
             }
-            out.insert(path, inode);
-        }
-        out
+            inode
+        };
+        self.paths().into_iter().map(|(path, ino)| (path, inode_at(ino))).collect()
     }
 
     fn inode(&mut self, path: StreamPath<'_>) -> Result<&mut Inode> {
@@ -112,38 +132,66 @@ impl Subvol {
         Ok(self.inodes.get_mut(&ino).expect("looked up"))
     }
 
-    fn entries(&mut self, dir: StreamPath<'_>) -> Result<&mut BTreeMap<Vec<u8>, u64>> {
-        match &mut self.inode(dir)?.content {
-            Content::Dir(entries) => Ok(entries),
-            _ => Err(not_found("parent is not a directory")),
-        }
+    /// Applies `change` to the entries of directory `dir`; when it succeeds, the directory's
+    /// mtime is the receiver's clock's, as after any change of a directory's entries.
+    fn change_entries<T>(
+        &mut self,
+        dir: StreamPath<'_>,
+        change: impl FnOnce(&mut BTreeMap<Vec<u8>, u64>) -> Result<T>,
+    ) -> Result<T> {
+        let inode = self.inode(dir)?;
+        let Content::Dir(entries) = &mut inode.content else {
+            return Err(not_found("parent is not a directory"));
+        };
+        let changed = change(entries)?;
+        inode.mtime = None;
+        Ok(changed)
     }
 
-    fn file(&mut self, path: StreamPath<'_>) -> Result<&mut Vec<u8>> {
-        match self.inode(path)? {
+    /// Applies the data command `change` to the bytes of regular file `path`; when it
+    /// succeeds, the file's mtime is the receiver's clock's, as after write(2).
+    fn change_file(
+        &mut self,
+        path: StreamPath<'_>,
+        change: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let inode = self.inode(path)?;
+        match inode {
             Inode { verity: true, .. } => Err(ErrorKind::Invalid("data command on a file with fs-verity")),
-            Inode { content: Content::File(bytes), .. } => Ok(bytes),
+            Inode { content: Content::File(bytes), .. } => change(bytes),
             _ => Err(ErrorKind::Invalid("data command on something that is not a regular file")),
-        }
+        }?;
+        inode.mtime = None;
+        Ok(())
     }
 
+    /// Adds a new inode at `path`.
     fn add(&mut self, path: StreamPath<'_>, inode: Inode) -> Result<()> {
-        let (parent, name) = path.split_last().ok_or(ErrorKind::Invalid("cannot create the root"))?;
         let ino = self.next_ino;
-        let entries = self.entries(parent)?;
-        if entries.contains_key(name) {
-            return Err(ErrorKind::io("create", std::io::Error::from_raw_os_error(17)));
-        }
-        entries.insert(name.to_vec(), ino);
+        self.add_entry(path, ino, "create")?;
         self.inodes.insert(ino, inode);
         self.next_ino += 1;
         Ok(())
     }
 
+    /// Names inode `ino` at `path`, which must not exist yet (EEXIST for `op` otherwise).
+    fn add_entry(&mut self, path: StreamPath<'_>, ino: u64, op: &'static str) -> Result<()> {
+        let (parent, name) = path.split_last().ok_or(ErrorKind::Invalid("a new name cannot be the root"))?;
+        self.change_entries(parent, |entries| {
+            if entries.contains_key(name) {
+                return Err(ErrorKind::io(op, std::io::Error::from_raw_os_error(17)));
+            }
+            entries.insert(name.to_vec(), ino);
+            Ok(())
+        })
+    }
+
     /// Removes the entry at `path`; drops the inode when no entry names it any more.
     fn remove_entry(&mut self, path: StreamPath<'_>) -> Result<u64> {
         let (parent, name) = path.split_last().ok_or(ErrorKind::Invalid("cannot remove the root"))?;
-        let ino = self.entries(parent)?.remove(name).ok_or_else(|| not_found("no such entry"))?;
+        let ino = self.change_entries(parent, |entries| {
+            entries.remove(name).ok_or_else(|| not_found("no such entry"))
+        })?;
         if !self.is_linked(ino) {
             self.inodes.remove(&ino);
         }
@@ -164,8 +212,8 @@ impl Inode {
             mode,
             uid: 0,
             gid: 0,
-            atime: Timespec::default(),
-            mtime: Timespec::default(),
+            atime: None,
+            mtime: None,
             xattrs: BTreeMap::new(),
             flags: 0,
             verity: false,
@@ -252,26 +300,25 @@ impl Target for ModelTarget {
         let ino = subvol.lookup(from).ok_or_else(|| not_found("rename source"))?;
         let (to_parent, to_name) = to.split_last().ok_or(ErrorKind::Invalid("rename onto the root"))?;
         if let Some(existing) = subvol.lookup(to) {
+            if existing == ino {
+                // rename(2) of a name onto a link of the same inode does nothing.
+                return Ok(());
+            }
             if matches!(&subvol.inodes[&existing].content, Content::Dir(e) if !e.is_empty()) {
                 return Err(ErrorKind::io("rename", std::io::Error::from_raw_os_error(39)));
             }
             subvol.remove_entry(to)?;
         }
         let (from_parent, from_name) = from.split_last().ok_or(ErrorKind::Invalid("rename the root"))?;
-        subvol.entries(from_parent)?.remove(from_name);
-        subvol.entries(to_parent)?.insert(to_name.to_vec(), ino);
+        subvol.change_entries(from_parent, |entries| Ok(entries.remove(from_name)))?;
+        subvol.change_entries(to_parent, |entries| Ok(entries.insert(to_name.to_vec(), ino)))?;
         Ok(())
     }
 
     fn link(&mut self, path: StreamPath<'_>, target: StreamPath<'_>) -> Result<()> {
         let subvol = self.current()?;
         let ino = subvol.lookup(target).ok_or_else(|| not_found("link target"))?;
-        let (parent, name) = path.split_last().ok_or(ErrorKind::Invalid("link at the root"))?;
-        let entries = subvol.entries(parent)?;
-        if entries.insert(name.to_vec(), ino).is_some() {
-            return Err(ErrorKind::io("link", std::io::Error::from_raw_os_error(17)));
-        }
-        Ok(())
+        subvol.add_entry(path, ino, "link")
     }
 
     fn unlink(&mut self, path: StreamPath<'_>) -> Result<()> {
@@ -305,12 +352,13 @@ impl Target for ModelTarget {
     fn write(&mut self, path: StreamPath<'_>, offset: u64, data: &[u8]) -> Result<()> {
         let end = offset.checked_add(data.len() as u64).filter(|&end| end <= MAX_FILE_SIZE);
         let end = end.ok_or(ErrorKind::Unsupported("files above 1 GiB in the model"))? as usize;
-        let bytes = self.current()?.file(path)?;
-        if bytes.len() < end {
-            bytes.resize(end, 0);
-        }
-        bytes[offset as usize..end].copy_from_slice(data);
-        Ok(())
+        self.current()?.change_file(path, |bytes| {
+            if bytes.len() < end {
+                bytes.resize(end, 0);
+            }
+            bytes[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        })
     }
 
     fn encoded_write(&mut self, _: StreamPath<'_>, _: &EncodedExtent<'_>) -> Result<Outcome> {
@@ -341,8 +389,10 @@ impl Target for ModelTarget {
         if size > MAX_FILE_SIZE {
             return Err(ErrorKind::Unsupported("files above 1 GiB in the model"));
         }
-        self.current()?.file(path)?.resize(size as usize, 0);
-        Ok(())
+        self.current()?.change_file(path, |bytes| {
+            bytes.resize(size as usize, 0);
+            Ok(())
+        })
     }
 
     fn chmod(&mut self, path: StreamPath<'_>, mode: u32) -> Result<()> {
@@ -362,7 +412,7 @@ impl Target for ModelTarget {
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
         let inode = self.current()?.inode(path)?;
-        (inode.atime, inode.mtime) = (atime, mtime);
+        (inode.atime, inode.mtime) = (Some(atime), Some(mtime));
         Ok(())
     }
 
@@ -371,16 +421,17 @@ impl Target for ModelTarget {
         let zero = mode & (0x2 | 0x10) != 0;
         let end = offset.checked_add(len).filter(|&e| e <= MAX_FILE_SIZE);
         let end = end.ok_or(ErrorKind::Unsupported("files above 1 GiB in the model"))? as usize;
-        let bytes = self.current()?.file(path)?;
-        if !keep_size && bytes.len() < end {
-            bytes.resize(end, 0);
-        }
-        if zero {
-            let stop = end.min(bytes.len());
-            let start = (offset as usize).min(stop);
-            bytes[start..stop].fill(0);
-        }
-        Ok(())
+        self.current()?.change_file(path, |bytes| {
+            if !keep_size && bytes.len() < end {
+                bytes.resize(end, 0);
+            }
+            if zero {
+                let stop = end.min(bytes.len());
+                let start = (offset as usize).min(stop);
+                bytes[start..stop].fill(0);
+            }
+            Ok(())
+        })
     }
 
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {

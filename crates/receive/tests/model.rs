@@ -3,11 +3,13 @@
 //! trees (so decoded ENCODED_WRITEs, FALLOCATE hole punches and clone copies
 //! agree with the kernel's plain WRITEs).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 
+use rawsend_receive::model::Inode;
 use rawsend_receive::{ModelTarget, ReceiveOptions, Receiver};
-use rawsend_stream::{Command, StreamPath, StreamWriter, Uuid};
+use rawsend_stream::{Command, StreamPath, StreamWriter, Timespec, Uuid};
 use rawsend_testutil::fixtures::chains;
 
 /// Receives streams one after the other into one model, as `btrfs receive` would into one directory.
@@ -220,4 +222,72 @@ fn verity_files_cannot_change_and_bad_verity_parameters_are_refused() {
     for (text, (command, reason)) in texts.iter().zip(expected) {
         assert!(text.contains(command) && text.contains(reason), "{text}");
     }
+}
+
+fn utimes(path: StreamPath<'_>, sec: i64) -> Command<'_> {
+    let time = Timespec { sec, nsec: 7 };
+    Command::Utimes { path, atime: time, mtime: time, ctime: time, otime: Some(time) }
+}
+
+/// What the model holds after `commands` in a new subvolume `vol`, by path.
+fn received(commands: &[Command<'_>]) -> BTreeMap<Vec<u8>, Inode> {
+    let head = Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 };
+    let all: Vec<Command<'_>> =
+        [head].into_iter().chain(commands.iter().cloned()).chain([Command::End]).collect();
+    let (_, model) = Receiver::new(ModelTarget::new(), ReceiveOptions::default())
+        .receive_into(&stream_of(&all)[..])
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    model.subvols[&b"vol"[..]].by_path(false)
+}
+
+#[test]
+fn times_are_the_receivers_clock_until_utimes() {
+    let set = Some(Timespec { sec: 100, nsec: 7 });
+    let files = received(&[
+        Command::Mkdir { path: path(b"d"), ino: 257 },
+        Command::Mkfile { path: path(b"d/f"), ino: 258 },
+        Command::Mkfile { path: path(b"g"), ino: 259 },
+        utimes(path(b"d/f"), 100),
+        utimes(path(b"d"), 100),
+        utimes(path(b"g"), 100),
+        utimes(path(b""), 100),
+        Command::Write { path: path(b"d/f"), offset: 0, data: b"changed" },
+        Command::Rename { from: path(b"g"), to: path(b"d/g") },
+    ]);
+    let times = |name: &[u8]| (files[name].atime, files[name].mtime);
+    // A data command and a changed directory leave the mtime at the clock; renaming g
+    // changes both directories but not g itself.
+    assert_eq!(times(b"d/f"), (set, None));
+    assert_eq!(times(b"d"), (set, None));
+    assert_eq!(times(b""), (set, None));
+    assert_eq!(times(b"d/g"), (set, set));
+    let new = received(&[Command::Mkfile { path: path(b"f"), ino: 257 }]);
+    assert_eq!((new[&b"f"[..]].atime, new[&b"f"[..]].mtime), (None, None));
+}
+
+#[test]
+fn renaming_onto_a_link_of_the_same_inode_does_nothing() {
+    let files = received(&[
+        Command::Mkfile { path: path(b"a"), ino: 257 },
+        Command::Link { path: path(b"b"), target: path(b"a") },
+        Command::Rename { from: path(b"a"), to: path(b"b") },
+    ]);
+    assert!(files.contains_key(&b"a"[..]) && files.contains_key(&b"b"[..]), "{:?}", files.keys());
+}
+
+#[test]
+fn a_link_onto_an_existing_name_fails_and_keeps_the_name() {
+    let bytes = stream_of(&[
+        Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 },
+        Command::Mkfile { path: path(b"a"), ino: 257 },
+        Command::Mkdir { path: path(b"b"), ino: 258 },
+        Command::Link { path: path(b"b"), target: path(b"a") },
+        Command::Mkfile { path: path(b"b/still-a-dir"), ino: 259 },
+        Command::End,
+    ]);
+    let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
+    let failure = Receiver::new(ModelTarget::new(), opts).receive(&bytes[..]).unwrap_err();
+    let texts: Vec<String> = failure.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].contains("(link)"), "{texts:?}");
 }

@@ -17,7 +17,9 @@
 //! prefixes (128 bits from the standard library, no extra dependency). Its
 //! values are only meaningful within one process, which is all a test
 //! comparing two captures needs; collisions are not a concern for trees
-//! written by two honest receivers.
+//! written by two honest receivers. [`digest_bytes`] gives the same digest
+//! for bytes held in memory, so a tree built without a filesystem (such as
+//! the in-memory model of a receive) compares with a captured one.
 //!
 //! [`CompareOptions`] relaxes the comparison where a destination cannot
 //! hold what btrfs holds (directory sizes, non-`user.*` xattrs, atimes,
@@ -200,28 +202,56 @@ fn kind_of(file_type: &fs::FileType) -> FileKind {
     }
 }
 
+/// The content digest of `bytes`: what [`TreeSnapshot::capture`] records for a regular
+/// file holding exactly these bytes, so a tree built in memory compares with a captured one.
+pub fn digest_bytes(bytes: &[u8]) -> Digest {
+    let mut digester = Digester::new();
+    digester.update(bytes);
+    digester.finish()
+}
+
 fn digest_file(path: &Path) -> Digest {
     let mut file = File::open(path).unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
-    let mut first = DefaultHasher::new();
-    let mut second = DefaultHasher::new();
-    first.write_u8(1);
-    second.write_u8(2);
+    let mut digester = Digester::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
     loop {
-        let n = match file.read(&mut buf) {
+        match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => digester.update(&buf[..n]),
             Err(err) if err.kind() == ErrorKind::Interrupted => continue,
             Err(err) => panic!("cannot read {}: {err}", path.display()),
-        };
-        first.write(&buf[..n]);
-        second.write(&buf[..n]);
-        total += n as u64;
+        }
     }
-    first.write_u64(total);
-    second.write_u64(total);
-    Digest([first.finish(), second.finish()])
+    digester.finish()
+}
+
+/// The content digest computed piece by piece (SipHash streams its input, so the pieces
+/// do not matter): the one algorithm behind [`digest_bytes`] and file digests.
+struct Digester {
+    first: DefaultHasher,
+    second: DefaultHasher,
+    total: u64,
+}
+
+impl Digester {
+    fn new() -> Self {
+        let (mut first, mut second) = (DefaultHasher::new(), DefaultHasher::new());
+        first.write_u8(1);
+        second.write_u8(2);
+        Digester { first, second, total: 0 }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.first.write(bytes);
+        self.second.write(bytes);
+        self.total += bytes.len() as u64;
+    }
+
+    fn finish(mut self) -> Digest {
+        self.first.write_u64(self.total);
+        self.second.write_u64(self.total);
+        Digest([self.first.finish(), self.second.finish()])
+    }
 }
 
 /// All xattrs of `path` itself (never following a symlink); empty where unsupported.
@@ -420,6 +450,21 @@ mod tests {
         let options = CompareOptions { fresh_since_ns: Some(1_000_000_123_456_789), ..options };
         let exact = diff_with(&TreeSnapshot::capture(pa), &TreeSnapshot::capture(pb), &options).join("\n");
         assert!(exact.contains("d/f: mtime_ns"), "{exact}");
+    }
+
+    /// Bytes digest like a file holding them, also when the file is read in several pieces.
+    #[test]
+    fn bytes_digest_like_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..(3 << 20) + 17).map(|i: u32| (i % 251) as u8).collect();
+        for (name, bytes) in [("empty", &b""[..]), ("small", b"hello"), ("big", &big)] {
+            fs::write(dir.path().join(name), bytes).expect("write");
+        }
+        let tree = TreeSnapshot::capture(dir.path());
+        for (name, bytes) in [("empty", &b""[..]), ("small", b"hello"), ("big", &big)] {
+            assert_eq!(tree.entries[name.as_bytes()].digest, Some(digest_bytes(bytes)), "{name}");
+        }
+        assert_ne!(digest_bytes(b""), digest_bytes(b"\0"));
     }
 
     #[test]
