@@ -45,6 +45,8 @@ pub enum Op {
     CloneRange,
     /// `FICLONE`.
     Clone,
+    /// `FS_IOC_ENABLE_VERITY`.
+    EnableVerity,
     /// `fstat(2)`.
     Fstat,
     /// `fstatfs(2)`.
@@ -72,6 +74,7 @@ impl Op {
             Op::TreeSearch => "BTRFS_IOC_TREE_SEARCH",
             Op::CloneRange => "FICLONERANGE",
             Op::Clone => "FICLONE",
+            Op::EnableVerity => "FS_IOC_ENABLE_VERITY",
             Op::Fstat => "fstat",
             Op::Fstatfs => "fstatfs",
             Op::Pipe => "pipe",
@@ -119,6 +122,16 @@ impl Op {
             (CloneRange | Clone, Errno::OPNOTSUPP) => "filesystem cannot share extents",
             (Splice, Errno::INVAL) => "output opened with O_APPEND, or a file type splice cannot write",
             (Send | Splice, Errno::PIPE) => "the reader of the output went away",
+            (EnableVerity, Errno::NOTTY | Errno::OPNOTSUPP) => {
+                "fs-verity is not supported by this kernel or filesystem (CONFIG_FS_VERITY, mkfs/tune2fs -O verity on ext4)"
+            }
+            (EnableVerity, Errno::TXTBSY) => "the file is open for writing elsewhere",
+            (EnableVerity, Errno::EXIST) => "fs-verity is already enabled on the file",
+            (EnableVerity, Errno::INVAL) => "unsupported block size or version, or salt/signature too long",
+            (EnableVerity, Errno::NOPKG) => "the kernel lacks the hash algorithm",
+            (EnableVerity, Errno::MSGSIZE) => "salt or signature too long",
+            (EnableVerity, Errno::BADMSG | Errno::KEYREJECTED) => "the signature is invalid",
+            (EnableVerity, Errno::NOKEY) => "no trusted key for the signature",
             (TreeSearch, Errno::OVERFLOW) => "item larger than the search buffer",
             _ => return None,
         })

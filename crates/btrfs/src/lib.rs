@@ -4,7 +4,7 @@
 //! takes a handful of btrfs-only ioctls: encoded (compressed) reads and
 //! writes, the kernel's send, subvolume creation, snapshots, the received
 //! UUID and read-only flag a receiver sets when it finishes, UUID-tree
-//! lookups to find parents, and reflinks. This crate is the only one in the
+//! lookups to find parents, reflinks, and fs-verity for protocol v3 streams. This crate is the only one in the
 //! workspace with `unsafe`: the kernel ABI structs live in a private `raw`
 //! module with layout tests, and everything public takes borrowed file
 //! descriptors (`impl AsFd`) and returns typed results.
@@ -27,6 +27,7 @@ mod search;
 mod send;
 mod subvol;
 mod uuid;
+mod verity;
 
 pub use clone::{clone_file, clone_range};
 pub use encoded::{
@@ -42,3 +43,4 @@ pub use subvol::{
     set_received_subvol, snapshot, subvolume_info,
 };
 pub use uuid::{ParseUuidError, Uuid};
+pub use verity::{Verity, enable_verity};

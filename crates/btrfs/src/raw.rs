@@ -235,6 +235,21 @@ pub const BTRFS_IOC_GET_SUBVOL_INFO: Opcode = opcode::read::<btrfs_ioctl_get_sub
 pub const BTRFS_IOC_ENCODED_READ: Opcode = opcode::read::<btrfs_ioctl_encoded_io_args>(MAGIC, 64);
 pub const BTRFS_IOC_ENCODED_WRITE: Opcode = opcode::write::<btrfs_ioctl_encoded_io_args>(MAGIC, 64);
 pub const FICLONERANGE: Opcode = opcode::write::<file_clone_range>(MAGIC, 13);
+pub const FS_IOC_ENABLE_VERITY: Opcode = opcode::write::<fsverity_enable_arg>(b'f', 133);
+
+/// `struct fsverity_enable_arg` (128 bytes, `<linux/fsverity.h>`).
+#[repr(C)]
+pub struct fsverity_enable_arg {
+    pub version: u32,
+    pub hash_algorithm: u32,
+    pub block_size: u32,
+    pub salt_size: u32,
+    pub salt_ptr: u64,
+    pub sig_size: u32,
+    pub __reserved1: u32,
+    pub sig_ptr: u64,
+    pub __reserved2: [u64; 11],
+}
 
 #[cfg(test)]
 mod tests {
@@ -256,6 +271,18 @@ mod tests {
         assert_eq!(offset_of!(T, compression), 56);
         assert_eq!(offset_of!(T, encryption), 60);
         assert_eq!(offset_of!(T, reserved), 64);
+    }
+
+    #[test]
+    fn fsverity_enable_arg_layout() {
+        type T = fsverity_enable_arg;
+        assert_eq!(size_of::<T>(), 128);
+        assert_eq!(offset_of!(T, salt_size), 12);
+        assert_eq!(offset_of!(T, salt_ptr), 16);
+        assert_eq!(offset_of!(T, sig_size), 24);
+        assert_eq!(offset_of!(T, sig_ptr), 32);
+        assert_eq!(offset_of!(T, __reserved2), 40);
+        assert_eq!(FS_IOC_ENABLE_VERITY, 0x4080_6685);
     }
 
     #[test]

@@ -82,8 +82,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         TargetChoice::Btrfs => Some(Kind::Btrfs),
         TargetChoice::Dir => Some(Kind::Dir),
     };
-    let target =
+    let mut target =
         FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
+    target.set_strict(args.strict);
     let opts = ReceiveOptions {
         reader,
         max_errors: args.max_errors,

@@ -15,11 +15,17 @@ use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 
 /// `fallocate` modes a stream may ask for: none, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE,
 /// ZERO_RANGE and ZERO_RANGE|KEEP_SIZE.
 const ALLOWED_FALLOCATE_MODES: [u32; 5] = [0x0, 0x1, 0x3, 0x10, 0x11];
+/// fs-verity hash algorithms: SHA-256 and SHA-512 (`FS_VERITY_HASH_ALG_*`).
+const VERITY_ALGORITHMS: [u32; 2] = [1, 2];
+/// Longest fs-verity salt (`FS_VERITY_MAX_SALT_SIZE`).
+const VERITY_MAX_SALT: usize = 32;
+/// Longest fs-verity builtin signature (`FS_VERITY_MAX_SIGNATURE_SIZE`).
+const VERITY_MAX_SIGNATURE: usize = 16128;
 /// Chunk size for copying a clone range when reflinks are not possible.
 const COPY_CHUNK: usize = 128 * 1024;
 
@@ -307,7 +313,11 @@ impl<T: Target> Receiver<T> {
                 };
                 self.encoded_write(path, &extent)
             }
-            Command::EnableVerity { .. } => Err(ErrorKind::Unsupported("fs-verity (ENABLE_VERITY)")),
+            Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
+                let verity = Verity { hash_algorithm: algorithm.into(), block_size, salt, signature: sig };
+                check_verity(&verity)?;
+                t.enable_verity(path, &verity)
+            }
             _ => Err(ErrorKind::Unsupported("unknown command")),
         }
     }
@@ -404,4 +414,18 @@ fn check_extent(extent: &EncodedExtent<'_>) -> Result<Compression> {
         return Err(ErrorKind::Invalid("file range overflows"));
     }
     Ok(compression)
+}
+
+/// Rejects fs-verity parameters the kernel would refuse, so every target agrees.
+fn check_verity(verity: &Verity<'_>) -> Result<()> {
+    if !VERITY_ALGORITHMS.contains(&verity.hash_algorithm) {
+        return Err(ErrorKind::Invalid("unknown fs-verity hash algorithm"));
+    }
+    if !verity.block_size.is_power_of_two() || !(1024..=65536).contains(&verity.block_size) {
+        return Err(ErrorKind::Invalid("fs-verity block size is not a power of two in 1 KiB..64 KiB"));
+    }
+    if verity.salt.len() > VERITY_MAX_SALT || verity.signature.len() > VERITY_MAX_SIGNATURE {
+        return Err(ErrorKind::Invalid("fs-verity salt or signature too long"));
+    }
+    Ok(())
 }

@@ -24,4 +24,4 @@ pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
-pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 
 use crate::error::{ErrorKind, Result};
-use crate::target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+use crate::target::{
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
+};
 
 /// Largest file the model holds, so a hostile stream cannot exhaust memory.
 const MAX_FILE_SIZE: u64 = 1 << 30;
@@ -54,6 +56,8 @@ pub struct Inode {
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// btrfs inode flags from FILEATTR.
     pub flags: u64,
+    /// fs-verity enabled (ENABLE_VERITY); the data can no longer change.
+    pub verity: bool,
 }
 
 /// One received subvolume.
@@ -116,8 +120,9 @@ impl Subvol {
     }
 
     fn file(&mut self, path: StreamPath<'_>) -> Result<&mut Vec<u8>> {
-        match &mut self.inode(path)?.content {
-            Content::File(bytes) => Ok(bytes),
+        match self.inode(path)? {
+            Inode { verity: true, .. } => Err(ErrorKind::Invalid("data command on a file with fs-verity")),
+            Inode { content: Content::File(bytes), .. } => Ok(bytes),
             _ => Err(ErrorKind::Invalid("data command on something that is not a regular file")),
         }
     }
@@ -163,6 +168,7 @@ impl Inode {
             mtime: Timespec::default(),
             xattrs: BTreeMap::new(),
             flags: 0,
+            verity: false,
         }
     }
 }
@@ -380,5 +386,17 @@ impl Target for ModelTarget {
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
         self.current()?.inode(path)?.flags = flags;
         Ok(())
+    }
+
+    fn enable_verity(&mut self, path: StreamPath<'_>, _: &Verity<'_>) -> Result<()> {
+        let inode = self.current()?.inode(path)?;
+        match inode.content {
+            Content::File(_) if !inode.verity => {
+                inode.verity = true;
+                Ok(())
+            }
+            Content::File(_) => Err(ErrorKind::io("enable verity", std::io::Error::from_raw_os_error(17))),
+            _ => Err(ErrorKind::Invalid("fs-verity on something that is not a regular file")),
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! cannot do, so that the engine can fall back. Paths are validated
 //! [`StreamPath`]s relative to the root of the subvolume being received.
 
+pub use rawsend_btrfs::Verity;
 use rawsend_stream::{Rdev, StreamPath, SymlinkTarget, Timespec, Uuid, XattrName};
 
 use crate::error::Result;
@@ -144,4 +145,6 @@ pub trait Target {
     fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()>;
     /// Applies inode flags (btrfs `BTRFS_INODE_*` bits).
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()>;
+    /// Enables fs-verity on a regular file (parameters already checked by the engine).
+    fn enable_verity(&mut self, path: StreamPath<'_>, verity: &Verity<'_>) -> Result<()>;
 }

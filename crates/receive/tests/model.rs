@@ -65,8 +65,9 @@ fn v1_v2_and_compressed_sends_of_the_same_snapshots_agree() {
     }
 }
 
+/// A v3 stream (v3 carries everything v2 does, plus ENABLE_VERITY).
 fn stream_of(commands: &[Command<'_>]) -> Vec<u8> {
-    let mut writer = StreamWriter::new(Vec::new(), 2).unwrap();
+    let mut writer = StreamWriter::new(Vec::new(), 3).unwrap();
     for command in commands {
         writer.write(command).unwrap();
     }
@@ -169,4 +170,54 @@ fn commands_before_any_subvolume_are_refused() {
     let failure =
         Receiver::new(ModelTarget::new(), ReceiveOptions::default()).receive(&bytes[..]).unwrap_err();
     assert!(failure.to_string().contains("outside a subvolume"), "{failure}");
+}
+
+fn verity<'a>(path: StreamPath<'a>, algorithm: u8, block_size: u32, salt: &'a [u8]) -> Command<'a> {
+    Command::EnableVerity { path, algorithm, block_size, salt, sig: b"" }
+}
+
+#[test]
+fn enable_verity_seals_the_file_in_the_model() {
+    let bytes = stream_of(&[
+        Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 },
+        Command::Mkfile { path: path(b"f"), ino: 257 },
+        Command::Write { path: path(b"f"), offset: 0, data: b"sealed" },
+        verity(path(b"f"), 1, 4096, b"salt"),
+        Command::End,
+    ]);
+    let (summary, model) = Receiver::new(ModelTarget::new(), ReceiveOptions::default())
+        .receive_into(&bytes[..])
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(summary.subvolumes.len(), 1);
+    let files = model.subvols[&b"vol"[..]].by_path(true);
+    assert!(files[&b"f"[..]].verity);
+}
+
+#[test]
+fn verity_files_cannot_change_and_bad_verity_parameters_are_refused() {
+    let bytes = stream_of(&[
+        Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 },
+        Command::Mkfile { path: path(b"f"), ino: 257 },
+        verity(path(b"f"), 1, 4096, b""),
+        Command::Write { path: path(b"f"), offset: 0, data: b"late" },
+        verity(path(b"f"), 3, 4096, b""),
+        verity(path(b"f"), 1, 3000, b""),
+        verity(path(b"f"), 1, 4096, &[0; 33]),
+        verity(path(b""), 1, 4096, b""),
+        Command::End,
+    ]);
+    let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
+    let failure = Receiver::new(ModelTarget::new(), opts).receive(&bytes[..]).unwrap_err();
+    let texts: Vec<String> = failure.errors.iter().map(ToString::to_string).collect();
+    let expected = [
+        ("(write)", "with fs-verity"),
+        ("(enable_verity)", "unknown fs-verity hash algorithm"),
+        ("(enable_verity)", "not a power of two"),
+        ("(enable_verity)", "salt or signature too long"),
+        ("(enable_verity)", "not a regular file"),
+    ];
+    assert_eq!(texts.len(), expected.len(), "{texts:?}");
+    for (text, (command, reason)) in texts.iter().zip(expected) {
+        assert!(text.contains(command) && text.contains(reason), "{text}");
+    }
 }

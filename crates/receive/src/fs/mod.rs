@@ -26,7 +26,9 @@ use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Timest
 use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result};
-use crate::target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target};
+use crate::target::{
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
+};
 use skips::Skips;
 use tree::{Tree, proc_path};
 
@@ -467,5 +469,21 @@ impl Target for FsTarget {
 
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
         self.apply_fileattr(path, flags)
+    }
+
+    fn enable_verity(&mut self, path: StreamPath<'_>, verity: &Verity<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        // The kernel refuses while any writable fd of the file is open.
+        tree.close_file();
+        let fd = tree.open_regular(path, OFlags::RDONLY)?;
+        match btrfs::enable_verity(&fd, verity) {
+            Err(err)
+                if matches!(err.errno(), Some(Errno::NOTTY | Errno::OPNOTSUPP))
+                    && self.skips.skip("fs-verity (not supported by the destination)") =>
+            {
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 }

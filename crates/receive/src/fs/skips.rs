@@ -37,12 +37,17 @@ impl Skips {
         op: &'static str,
     ) -> Result<()> {
         match result {
-            Err(errno) if self.allowed && refusals.contains(&errno) => {
-                *self.counts.entry(what).or_default() += 1;
-                Ok(())
-            }
+            Err(errno) if refusals.contains(&errno) && self.skip(what) => Ok(()),
             other => other.map_err(|e| ErrorKind::io(op, e)),
         }
+    }
+
+    /// Counts a skip of kind `what` and returns true, or returns false when skipping is not allowed.
+    pub fn skip(&mut self, what: &'static str) -> bool {
+        if self.allowed {
+            *self.counts.entry(what).or_default() += 1;
+        }
+        self.allowed
     }
 
     /// Like [`Skips::check`], returning whether the operation was done (`false`: skipped).

@@ -121,6 +121,11 @@ impl Tree {
             .map_err(|e| ErrorKind::io("reopen file", e))
     }
 
+    /// Closes the kept data file (fs-verity needs no writable fd open).
+    pub fn close_file(&mut self) {
+        self.file = None;
+    }
+
     /// Remembers a freshly created file's fd for the writes that follow.
     pub fn keep_file(&mut self, path: StreamPath<'_>, fd: OwnedFd) {
         self.file = Some((path.as_bytes().to_vec(), fd));
