@@ -10,6 +10,7 @@
 //! All path handling goes through [`tree::Tree`], which never follows a
 //! symlink and never leaves the subvolume.
 
+mod copy;
 mod locate;
 mod skips;
 pub mod tree;
