@@ -100,6 +100,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         for name in &summary.subvolumes {
             eprintln!("At subvol {name}");
         }
+        for record in target.completed() {
+            eprintln!("rawsend: complete: {record}");
+        }
     }
     if args.verbose > 0 {
         eprintln!(

@@ -17,10 +17,11 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
+use rawsend_testutil::tree::{CompareOptions, FileKind, TreeSnapshot, diff_with};
 use rawsend_testutil::{FsType, LoopFs, MIB, fixtures, require_root, run};
 
 const FS_SIZE: u64 = 1024 * MIB;
@@ -43,6 +44,14 @@ fn now_ns() -> i128 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     // Less a second: file times come from the kernel's coarse clock, which may lag.
     i128::try_from(now.as_nanos()).expect("time fits") - 1_000_000_000
+}
+
+/// Runs the tests of this file one at a time. Disk usage depends on when writeback
+/// happens: a file written before its `btrfs.compression` property is set is stored
+/// compressed only if it was not flushed in between, and concurrent tests cause flushes.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn btrfs_fs() -> LoopFs {
@@ -200,6 +209,7 @@ fn report(problems: &[String]) {
 /// Receives every chain `prefix*` of every variant with both tools, each chain in its own directory.
 fn conformance(prefix: &str) {
     require_root();
+    let _serial = serial();
     let since = now_ns();
     let mut problems = Vec::new();
     for variant in VARIANTS {
@@ -236,6 +246,7 @@ fn multi_chains_match_btrfs_receive() {
 #[test]
 fn force_decompress_matches_btrfs_receive() {
     require_root();
+    let _serial = serial();
     let since = now_ns();
     let mut problems = Vec::new();
     let (progs_fs, our_fs) = (btrfs_fs(), btrfs_fs());
@@ -285,19 +296,20 @@ fn summary_counts(stderr: &str) -> Option<(u64, u64)> {
     rest.contains("decompressed").then_some((passthrough, decompressed))
 }
 
-/// A tmpfs mounted on a temporary directory, unmounted on drop (also while unwinding).
-struct Tmpfs {
+/// A memory filesystem (tmpfs, ramfs) mounted on a temporary directory, unmounted on
+/// drop (also while unwinding).
+struct MemFs {
     dir: tempfile::TempDir,
     mounted: bool,
 }
 
-impl Tmpfs {
-    fn new(options: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("rawsend-tmpfs-").tempdir().expect("tempdir");
-        let mut tmpfs = Tmpfs { dir, mounted: false };
-        run(Command::new("mount").args(["-t", "tmpfs", "-o", options, "rawsend-test"]).arg(tmpfs.dir.path()));
-        tmpfs.mounted = true;
-        tmpfs
+impl MemFs {
+    fn new(fstype: &str, options: &str) -> MemFs {
+        let dir = tempfile::Builder::new().prefix("rawsend-memfs-").tempdir().expect("tempdir");
+        let mut fs = MemFs { dir, mounted: false };
+        run(Command::new("mount").args(["-t", fstype, "-o", options, "rawsend-test"]).arg(fs.dir.path()));
+        fs.mounted = true;
+        fs
     }
 
     fn path(&self) -> &Path {
@@ -305,7 +317,7 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for MemFs {
     fn drop(&mut self) {
         if self.mounted {
             let plain = Command::new("umount").arg(self.dir.path()).output();
@@ -319,84 +331,223 @@ impl Drop for Tmpfs {
 /// The dir target's received-state marker xattr (`rawsend_receive::fs::RECEIVED_XATTR`).
 const RECEIVED_XATTR: &str = "user.rawsend.received";
 
-/// Every full stream (the first of each chain, plus the other full sends `clone-base`
-/// and `multi-b`, which no chain starts with) received with `rawsend receive --target dir`
-/// onto ext4 and onto tmpfs, compared with `btrfs receive` of the same stream on btrfs.
+/// Every chain (full stream, then its incrementals) received with
+/// `rawsend receive --target dir` onto ext4, tmpfs and XFS (which reflinks), compared
+/// with `btrfs receive` of the same streams on btrfs. Incrementals exercise SNAPSHOT
+/// on the dir target (a reflinked or copied parent found by its received record) and
+/// clones from other received directories.
 ///
 /// Compared: file types, content, mode, uid/gid, mtime in ns, symlink targets, device
 /// numbers, hard-link groups and xattrs. Not compared: directory sizes (filesystem
 /// specific) and atimes (not part of the dir target's contract). Xattrs: every
-/// `user.*`, `trusted.*`, `security.*` and `system.*` (POSIX ACL) xattr, on ext4 and on
-/// tmpfs alike (tmpfs holds all four namespaces on the kernels we run, 6.6 and later
+/// `user.*`, `trusted.*`, `security.*` and `system.*` (POSIX ACL) xattr, on every
+/// filesystem (tmpfs holds all four namespaces on the kernels we run, 6.6 and later
 /// for `user.*`); not `btrfs.*` properties such as `btrfs.compression`, which only
 /// btrfs can hold: the dir target must receive streams carrying them (the receive must
-/// succeed) but cannot keep them. The subvolume directory's `user.rawsend.received`
-/// marker is checked against the received UUID and send transid instead.
+/// succeed) but cannot keep them. Each directory's `user.rawsend.received` record is
+/// checked against the received UUID and send transid instead. XFS's `trusted.SGI_ACL_*`
+/// (its on-disk form of the POSIX ACLs, listed as xattrs) is not compared.
 #[test]
 fn dir_target_matches_btrfs_receive() {
     require_root();
-    let mut full: BTreeSet<PathBuf> = BTreeSet::new();
-    for variant in VARIANTS {
-        for (_, streams) in chains("", variant) {
-            full.insert(streams[0].clone());
-        }
-        for extra in ["clone-base", "multi-b"] {
-            full.insert(fixtures::streams_dir().join(format!("{extra}.{variant}.stream")));
-        }
-    }
+    let _serial = serial();
+    let sets: Vec<(String, Vec<PathBuf>)> = VARIANTS.iter().flat_map(|variant| chains("", variant)).collect();
     let progs_fs = btrfs_fs();
     let ext4 = LoopFs::builder(FsType::Ext4, FS_SIZE).mount_options("noatime").build();
-    let tmpfs = Tmpfs::new("noatime,size=1g,mode=755");
+    let xfs = LoopFs::builder(FsType::Xfs, FS_SIZE).mount_options("noatime").build();
+    let tmpfs = MemFs::new("tmpfs", "noatime,size=1g,mode=755");
     let since = now_ns();
-    let all = CompareOptions {
+    let mut problems = Vec::new();
+    for (label, streams) in &sets {
+        let progs = progs_fs.path().join(label);
+        progs_receive(streams, &progs);
+        for (fs_name, root) in [("ext4", ext4.path()), ("tmpfs", tmpfs.path()), ("xfs", xfs.path())] {
+            let ours = root.join(label);
+            let before = problems.len();
+            rawsend_receive(streams, &ours, &["--target", "dir"], &mut problems);
+            if problems.len() == before {
+                compare_dir(&format!("{label} on {fs_name}"), (&progs, &ours), since, &mut problems);
+            }
+        }
+    }
+    report(&problems);
+}
+
+/// Compares every directory rawsend received under `ours` with the subvolume of the same
+/// name `btrfs receive` made under `progs`, and its received record.
+fn compare_dir(label: &str, (progs, ours): (&Path, &Path), since: i128, problems: &mut Vec<String>) {
+    let options = CompareOptions {
         dir_size: false,
         atime: false,
         xattr_prefixes: Some(&["user.", "trusted.", "security.", "system."]),
         root: true,
         fresh_since_ns: Some(since),
     };
+    let names = subvolumes(progs);
+    let our_names = subvolumes(ours);
+    if names != our_names {
+        problems.push(format!("{label}: top-level entries differ: {names:?} vs {our_names:?}"));
+    }
+    for name in names.intersection(&our_names) {
+        let left = TreeSnapshot::capture(progs.join(name));
+        let mut right = TreeSnapshot::capture(ours.join(name));
+        // There is no received UUID outside btrfs: the record must say what
+        // `btrfs subvolume show` says of the progs subvolume.
+        let (uuid, transid, _) = received_state(&progs.join(name));
+        let record =
+            right.entries.get_mut(&b"."[..]).and_then(|root| root.xattrs.remove(RECEIVED_XATTR.as_bytes()));
+        // XFS lists its on-disk form of POSIX ACLs as `trusted.SGI_ACL_*` too; the ACLs
+        // themselves are compared as `system.posix_acl_*`.
+        for entry in right.entries.values_mut() {
+            entry.xattrs.retain(|name, _| !name.starts_with(b"trusted.SGI_ACL_"));
+        }
+        let expected = format!("{uuid} {transid}");
+        if record.as_deref() != Some(expected.as_bytes()) {
+            problems.push(format!(
+                "{label}: {name}: {RECEIVED_XATTR} is {:?}, expected {expected:?}",
+                record.map(|value| value.escape_ascii().to_string())
+            ));
+        }
+        for line in diff_with(&left, &right, &options) {
+            problems
+                .push(format!("{label}: {name}: {line} (left = btrfs receive on btrfs, right = rawsend)"));
+        }
+    }
+}
+
+/// The user the unprivileged receive runs as (`nobody`).
+const NOBODY: &str = "65534";
+
+/// `rawsend receive` run as `nobody` through `setpriv`, from a copy of the binary and
+/// streams that `nobody` can reach.
+fn receive_as_nobody(workdir: &Path, streams: &[PathBuf], dest: &Path, extra: &[&str]) -> Vec<Output> {
+    let binary = workdir.join("rawsend");
+    fs::copy(env!("CARGO_BIN_EXE_rawsend"), &binary).expect("copy rawsend");
+    let mut outputs = Vec::new();
+    for stream in streams {
+        let copy = workdir.join(stream.file_name().expect("stream name"));
+        fs::copy(stream, &copy).expect("copy stream");
+        let output = Command::new("setpriv")
+            .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+            .arg(&binary)
+            .arg("receive")
+            .args(extra)
+            .arg("-f")
+            .arg(&copy)
+            .arg(dest)
+            .output()
+            .expect("start setpriv");
+        let failed = !output.status.success();
+        outputs.push(output);
+        if failed {
+            break;
+        }
+    }
+    outputs
+}
+
+/// Without privileges: the basic chain (owners of other users, device nodes, btrfs.* and
+/// security xattrs) received by `nobody` into a directory it owns on ext4. Everything
+/// `nobody` may do is done: the trees match `btrfs receive` except owners, device nodes
+/// and non-`user.` xattrs; each kind of skipped operation is reported once per receive;
+/// `--strict` fails instead.
+#[test]
+fn unprivileged_receive_does_what_it_may_and_warns_once_per_kind() {
+    require_root();
+    let _serial = serial();
+    let (_, streams) = chains("basic", "v2c").remove(0);
+    let progs_fs = btrfs_fs();
+    let ext4 = LoopFs::builder(FsType::Ext4, FS_SIZE).mount_options("noatime").build();
+    let workdir = ext4.path().join("work");
+    let dest = ext4.path().join("dest");
+    let strict_dest = ext4.path().join("dest-strict");
+    for dir in [&workdir, &dest, &strict_dest] {
+        fs::create_dir(dir).expect("mkdir");
+        run(Command::new("chown").arg(format!("{NOBODY}:{NOBODY}")).arg(dir));
+    }
+    let progs = progs_fs.path().join("progs");
+    progs_receive(&streams, &progs);
+    let since = now_ns();
+    let outputs = receive_as_nobody(&workdir, &streams, &dest, &[]);
+    for output in &outputs {
+        assert!(output.status.success(), "{}", output_text(output));
+    }
+    let full_stderr = String::from_utf8_lossy(&outputs[0].stderr);
+    for kind in ["chown (", "device nodes (", "btrfs.* xattrs ("] {
+        let warnings =
+            full_stderr.lines().filter(|line| line.contains("warning: skipped") && line.contains(kind));
+        assert_eq!(warnings.count(), 1, "one warning for {kind}:\n{full_stderr}");
+    }
     let mut problems = Vec::new();
-    for (index, stream) in full.iter().enumerate() {
-        let label = stream.file_name().expect("stream name").to_string_lossy().into_owned();
-        let progs = progs_fs.path().join(index.to_string());
-        progs_receive(std::slice::from_ref(stream), &progs);
-        for (fs_name, root, options) in [("ext4", ext4.path(), &all), ("tmpfs", tmpfs.path(), &all)] {
-            let ours = root.join(index.to_string());
-            let before = problems.len();
-            rawsend_receive(std::slice::from_ref(stream), &ours, &["--target", "dir"], &mut problems);
-            if problems.len() != before {
-                continue;
-            }
-            let names = subvolumes(&progs);
-            let our_names = subvolumes(&ours);
-            if names != our_names {
-                problems.push(format!(
-                    "{label} on {fs_name}: top-level entries differ: {names:?} vs {our_names:?}"
-                ));
-            }
-            for name in names.intersection(&our_names) {
-                let left = TreeSnapshot::capture(progs.join(name));
-                let mut right = TreeSnapshot::capture(ours.join(name));
-                // The dir target records the received state in a marker xattr on the
-                // subvolume directory (there is no received UUID outside btrfs): it must
-                // say what `btrfs subvolume show` says of the progs subvolume.
-                let (uuid, transid, _) = received_state(&progs.join(name));
-                let marker = right
-                    .entries
-                    .get_mut(&b"."[..])
-                    .and_then(|root| root.xattrs.remove(RECEIVED_XATTR.as_bytes()));
-                let expected = format!("{uuid} {transid}");
-                if marker.as_deref() != Some(expected.as_bytes()) {
-                    problems.push(format!(
-                        "rawsend receive --target dir -f {label} on {fs_name}: {name}: {RECEIVED_XATTR} is {:?}, expected {expected:?}",
-                        marker.map(|value| value.escape_ascii().to_string())
-                    ));
-                }
-                for line in diff_with(&left, &right, options) {
-                    problems.push(format!(
-                        "rawsend receive --target dir -f {label} on {fs_name}: {name}: {line} (left = btrfs receive on btrfs, right = rawsend)"
-                    ));
-                }
+    let options = CompareOptions {
+        dir_size: false,
+        atime: false,
+        xattr_prefixes: Some(&["user."]),
+        root: true,
+        fresh_since_ns: Some(since),
+    };
+    for name in subvolumes(&progs) {
+        let mut left = TreeSnapshot::capture(progs.join(&name));
+        let mut right = TreeSnapshot::capture(dest.join(&name));
+        right.entries.get_mut(&b"."[..]).and_then(|root| root.xattrs.remove(RECEIVED_XATTR.as_bytes()));
+        left.entries.retain(|_, entry| !matches!(entry.kind, FileKind::CharDevice | FileKind::BlockDevice));
+        assert!(left.entries.len() > 1 && right.entries.len() == left.entries.len(), "{name}: entry counts");
+        for entry in left.entries.values_mut().chain(right.entries.values_mut()) {
+            (entry.uid, entry.gid) = (0, 0);
+        }
+        for line in diff_with(&left, &right, &options) {
+            problems
+                .push(format!("{name}: {line} (left = btrfs receive as root, right = rawsend as nobody)"));
+        }
+    }
+    report(&problems);
+    let strict = receive_as_nobody(&workdir, &streams[..1], &strict_dest, &["--strict"]);
+    assert_eq!(strict[0].status.code(), Some(1), "{}", output_text(&strict[0]));
+}
+
+/// On a filesystem without user xattrs (ramfs), the dir target keeps its received records
+/// in `DEST/.rawsend-received/records/` instead, and incremental and clone chains still
+/// find their parents and sources by them; the trees match `btrfs receive` but for the
+/// xattrs the filesystem cannot hold (reported once per kind).
+#[test]
+fn dir_target_without_xattrs_keeps_records_in_files() {
+    require_root();
+    let _serial = serial();
+    let progs_fs = btrfs_fs();
+    let ramfs = MemFs::new("ramfs", "mode=755");
+    let since = now_ns();
+    let mut problems = Vec::new();
+    let options = CompareOptions {
+        dir_size: false,
+        atime: false,
+        xattr_prefixes: Some(&[]),
+        root: true,
+        fresh_since_ns: Some(since),
+    };
+    for (label, streams) in chains("basic", "v2c").into_iter().chain(chains("clone", "v2c")) {
+        let (progs, ours) = (progs_fs.path().join(&label), ramfs.path().join(&label));
+        progs_receive(&streams, &progs);
+        let before = problems.len();
+        let stderr = rawsend_receive(&streams, &ours, &["--target", "dir"], &mut problems).concat();
+        if problems.len() != before {
+            continue;
+        }
+        let has_user_xattrs = label.starts_with("basic");
+        assert_eq!(
+            stderr.contains("user.* xattrs (not supported by the destination)"),
+            has_user_xattrs,
+            "{stderr}"
+        );
+        for name in subvolumes(&progs) {
+            let (uuid, transid, _) = received_state(&progs.join(&name));
+            let record = fs::read_to_string(ours.join(".rawsend-received/records").join(&name))
+                .unwrap_or_else(|err| panic!("{label}: record of {name}: {err}"));
+            let ino = fs::metadata(ours.join(&name)).expect("stat").ino();
+            assert_eq!(record, format!("{ino}\n{uuid} {transid}"), "{label}: record of {name}");
+            let (left, right) =
+                (TreeSnapshot::capture(progs.join(&name)), TreeSnapshot::capture(ours.join(&name)));
+            for line in diff_with(&left, &right, &options) {
+                problems.push(format!("{label} on ramfs: {name}: {line}"));
             }
         }
     }

@@ -67,6 +67,8 @@ pub enum FsType {
     Btrfs,
     /// ext4, formatted with `mkfs.ext4`.
     Ext4,
+    /// XFS, formatted with `mkfs.xfs` (reflinks on by default; needs at least 300 MiB).
+    Xfs,
 }
 
 impl FsType {
@@ -74,6 +76,7 @@ impl FsType {
         match self {
             FsType::Btrfs => ("mkfs.btrfs", &["-f", "-q"]),
             FsType::Ext4 => ("mkfs.ext4", &["-F", "-q"]),
+            FsType::Xfs => ("mkfs.xfs", &["-f", "-q"]),
         }
     }
 
@@ -81,6 +84,7 @@ impl FsType {
         match self {
             FsType::Btrfs => "btrfs",
             FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
         }
     }
 }

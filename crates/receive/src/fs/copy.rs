@@ -49,7 +49,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::skips::Skips;
+use super::skips::{self, Skips};
 use super::tree::{open_dir_beneath, proc_path};
 use super::{RECEIVED_XATTR, pwrite_all};
 use crate::error::{ErrorKind, Result};
@@ -66,15 +66,11 @@ const COPY_RANGE_MAX: usize = 1 << 30;
 const REFLINK_FALLBACK: [Errno; 5] = [Errno::INVAL, Errno::XDEV, Errno::OPNOTSUPP, Errno::NOTTY, Errno::PERM];
 /// Errnos on which `copy_file_range` falls back to read/write.
 const COPY_RANGE_FALLBACK: [Errno; 4] = [Errno::XDEV, Errno::OPNOTSUPP, Errno::INVAL, Errno::NOSYS];
-/// The skip kind of a refused `chown`, shared with the dir target.
-const CHOWN_SKIP: &str = "chown (changing owners needs privileges)";
-/// The skip kind of a refused device node.
-const DEVICE_SKIP: &str = "device nodes (creating devices needs privileges)";
 
 /// Copies everything beneath directory `src` into the empty directory `dst`, then the
-/// root's own metadata, leaving out the xattr `RECEIVED_XATTR` on the root.
-#[cfg_attr(not(test), expect(dead_code, reason = "the dir target's SNAPSHOT is wired up separately"))]
-pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Skips) -> Result<()> {
+/// root's own metadata, leaving out the xattr `RECEIVED_XATTR` on the root. Returns the
+/// paths (relative to `dst`) of device nodes it was not allowed to create.
+pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Skips) -> Result<Vec<Vec<u8>>> {
     // Reopened: the caller's fds may be O_PATH, and must be directories.
     let (src_dir, dst_dir) = (open_dir_beneath(src, b".")?, open_dir_beneath(dst, b".")?);
     let stat = stat_fd(src_dir.as_fd())?;
@@ -88,21 +84,14 @@ pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Sk
         dst_root: dst,
         dst_root_id: dst_id,
         links: HashMap::new(),
+        absent: Vec::new(),
         names: vec![0; XATTR_MAX],
         value: vec![0; XATTR_MAX],
     };
     let level = Level::new(src_dir.as_fd(), stat, dst_id, 0)?;
     let current = Pair { src: src_dir, dst: dst_dir };
-    copier.walk(Walk { current, stack: vec![level], path: Vec::new() })
-}
-
-/// The skip kind of a refused xattr, by namespace (the dir target uses the same kinds).
-pub(super) fn xattr_skip_kind(name: &[u8]) -> &'static str {
-    match name {
-        n if n.starts_with(b"btrfs.") => "btrfs.* xattrs (btrfs properties, e.g. compression)",
-        n if n.starts_with(b"user.") => "user.* xattrs (not supported by the destination)",
-        _ => "trusted.*/security.*/system.* xattrs (need privileges or support the destination lacks)",
-    }
+    copier.walk(Walk { current, stack: vec![level], path: Vec::new() })?;
+    Ok(copier.absent)
 }
 
 /// Device and inode number: which inode a stat describes.
@@ -265,6 +254,8 @@ struct Copier<'a> {
     dst_root_id: Id,
     /// The first copy of each inode with more than one link, by relative path.
     links: HashMap<u64, Vec<u8>>,
+    /// Device nodes not created (no privileges), by relative path.
+    absent: Vec<Vec<u8>>,
     /// Buffers for xattr names and values.
     names: Vec<u8>,
     value: Vec<u8>,
@@ -308,8 +299,12 @@ impl Copier<'_> {
         if multiple && self.link_again(at.dst.as_fd(), name, stat.st_ino)? {
             return Ok(None);
         }
-        if self.node(at, name, &stat, kind)? && multiple {
-            self.links.insert(stat.st_ino, join(path, name.to_bytes()));
+        let copied = self.node(at, name, &stat, kind)?;
+        let path = join(path, name.to_bytes());
+        if !copied {
+            self.absent.push(path);
+        } else if multiple {
+            self.links.insert(stat.st_ino, path);
         }
         Ok(None)
     }
@@ -362,7 +357,7 @@ impl Copier<'_> {
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
                 let result = rustix::fs::mknodat(dst, name, kind, Mode::empty(), stat.st_rdev);
-                if !self.skips.done(result, &[Errno::PERM], DEVICE_SKIP, "mknod")? {
+                if !self.skips.done(result, &[Errno::PERM], skips::DEVICES, "mknod")? {
                     return Ok(false);
                 }
             }
@@ -377,8 +372,12 @@ impl Copier<'_> {
     /// Copies regular file `name`: its data, then its metadata through the open fds.
     fn file(&mut self, at: &Pair, name: &CStr, stat: &Stat) -> Result<()> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let src = rustix::fs::openat(&at.src, name, flags, Mode::empty())
-            .map_err(|e| ErrorKind::io("open file to copy", e))?;
+        let src = match rustix::fs::openat(&at.src, name, flags, Mode::empty()) {
+            Err(Errno::ACCESS) if stat.st_uid == rustix::process::geteuid().as_raw() => {
+                open_own_unreadable(at.src.as_fd(), name, stat)?
+            }
+            src => src.map_err(|e| ErrorKind::io("open file to copy", e))?,
+        };
         let opened = stat_fd(src.as_fd())?;
         if Id::of(&opened) != Id::of(stat) || FileType::from_raw_mode(opened.st_mode) != FileType::RegularFile
         {
@@ -393,7 +392,7 @@ impl Copier<'_> {
 
     /// Gives `dst` the owner, xattrs, mode and times in `stat` and `src`'s xattrs.
     fn metadata(&mut self, src: Node<'_>, dst: Node<'_>, stat: &Stat, root: bool) -> Result<()> {
-        self.skips.check(dst.chown(stat), &[Errno::PERM], CHOWN_SKIP, "chown")?;
+        self.skips.check(dst.chown(stat), &[Errno::PERM], skips::CHOWN, "chown")?;
         self.xattrs(src, dst, root)?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::Symlink {
@@ -420,10 +419,31 @@ impl Copier<'_> {
                 Err(e) => return Err(ErrorKind::io("read xattr", e)),
             };
             let result = dst.set_xattr(name, self.value.get(..len).unwrap_or_default());
-            self.skips.check(result, &[Errno::OPNOTSUPP, Errno::PERM], xattr_skip_kind(name), "set xattr")?;
+            self.skips.check(result, &skips::XATTR_REFUSALS, skips::xattr(name), "set xattr")?;
         }
         Ok(())
     }
+}
+
+/// Opens for reading a regular file the user owns but may not read (e.g. mode 000,
+/// received without privileges): grants itself read permission just long enough to
+/// open it, then puts the mode back (only the source's ctime changes).
+fn open_own_unreadable(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<OwnedFd> {
+    let node =
+        rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| ErrorKind::io("open file to copy", e))?;
+    let found = stat_fd(node.as_fd())?;
+    if Id::of(&found) != Id::of(stat) || FileType::from_raw_mode(found.st_mode) != FileType::RegularFile {
+        return Err(changed());
+    }
+    let path = proc_path(node.as_fd(), None);
+    let mode = Mode::from_raw_mode(found.st_mode & 0o7777);
+    rustix::fs::chmod(&path, mode | Mode::RUSR).map_err(|e| ErrorKind::io("chmod file to copy", e))?;
+    let opened = rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty());
+    let restored = rustix::fs::chmod(&path, mode);
+    let src = opened.map_err(|e| ErrorKind::io("open file to copy", e))?;
+    restored.map_err(|e| ErrorKind::io("restore the mode of a copied file", e))?;
+    Ok(src)
 }
 
 /// Copies the `size` bytes of `src` into the empty `dst`, keeping holes.

@@ -12,6 +12,7 @@
 
 mod copy;
 mod locate;
+mod received;
 mod skips;
 pub mod tree;
 
@@ -22,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rawsend_btrfs as btrfs;
-use rawsend_stream::{StreamPath, Timespec, Uuid, XattrName};
+use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
@@ -30,6 +31,8 @@ use crate::error::{ErrorKind, Result};
 use crate::target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
 };
+use received::Record;
+pub use received::{RECEIVED_XATTR, RECORDS_DIR};
 use skips::Skips;
 use tree::{Tree, proc_path};
 
@@ -64,6 +67,9 @@ const FILEATTR_MAP: [(u64, IFlags); 9] = [
     (1 << 7, IFlags::APPEND),
 ];
 
+/// FILEATTR bits only btrfs has: NOCOW (`BTRFS_INODE_NODATACOW`), NOCOMPRESS, COMPRESS.
+const BTRFS_ONLY_FLAGS: u64 = 1 << 1 | 1 << 3 | 1 << 11;
+
 /// The subvolume being received.
 struct Current {
     name: Vec<u8>,
@@ -83,6 +89,8 @@ pub struct FsTarget {
     kind: Kind,
     current: Option<Current>,
     skips: Skips,
+    /// Where the dir target recorded each directory it completed, for the user.
+    completed: Vec<String>,
 }
 
 impl FsTarget {
@@ -102,6 +110,7 @@ impl FsTarget {
             kind,
             current: None,
             skips: Skips::new(kind == Kind::Dir),
+            completed: Vec::new(),
         })
     }
 
@@ -113,6 +122,11 @@ impl FsTarget {
     /// With `strict`, the dir target fails instead of skipping what it may not do.
     pub fn set_strict(&mut self, strict: bool) {
         self.skips = Skips::new(self.kind == Kind::Dir && !strict);
+    }
+
+    /// For each directory the dir target completed: where its received state is recorded.
+    pub fn completed(&self) -> &[String] {
+        &self.completed
     }
 
     /// Operations the dir target skipped, by kind, with counts (for one warning per kind).
@@ -129,21 +143,31 @@ impl FsTarget {
     }
 
     /// Makes the new subvolume (btrfs) or directory, or the snapshot, and opens it.
-    fn make_subvol(&self, start: &SubvolStart<'_>) -> Result<OwnedFd> {
+    fn make_subvol(&mut self, start: &SubvolStart<'_>) -> Result<(OwnedFd, Vec<Vec<u8>>)> {
         let name = std::ffi::OsStr::from_bytes(start.name);
+        let dest = self.dest.as_fd();
         match (self.kind, start.parent) {
-            (Kind::Btrfs, None) => btrfs::create_subvolume(&self.dest, name)?,
+            (Kind::Btrfs, None) => btrfs::create_subvolume(dest, name)?,
             (Kind::Btrfs, Some((uuid, ctransid))) => {
-                let parent = locate::open_subvolume(self.dest.as_fd(), uuid, ctransid)?;
-                btrfs::snapshot(&parent, &self.dest, name, false)?;
+                let parent = locate::open_subvolume(dest, uuid, ctransid)?;
+                btrfs::snapshot(&parent, dest, name, false)?;
             }
-            (Kind::Dir, None) => rustix::fs::mkdirat(&self.dest, start.name, Mode::from_raw_mode(0o700))
-                .map_err(|e| ErrorKind::io("mkdir", e))?,
-            (Kind::Dir, Some(_)) => {
-                return Err(ErrorKind::Unsupported("incremental streams on the dir target"));
+            (Kind::Dir, parent) => {
+                // Find the parent first, so that a missing one leaves nothing behind.
+                let parent = parent.map(|(uuid, transid)| received::find(dest, uuid, transid)).transpose()?;
+                rustix::fs::mkdirat(dest, start.name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| ErrorKind::io("mkdir", e))?;
+                received::clear(dest, start.name)?;
+                let root = tree::open_dir_beneath(dest, start.name)?;
+                let mut absent = Vec::new();
+                if let Some(parent) = parent {
+                    absent = copy::copy_tree(parent.dir.as_fd(), root.as_fd(), &mut self.skips)?;
+                    absent.extend(parent.absent);
+                }
+                return Ok((root, absent));
             }
         }
-        tree::open_dir_beneath(self.dest.as_fd(), start.name)
+        Ok((tree::open_dir_beneath(dest, start.name)?, Vec::new()))
     }
 
     /// The source file of a clone, opened read-only (never a symlink or special file).
@@ -156,20 +180,65 @@ impl FsTarget {
         let tree = match current.sources.entry(source.uuid) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                if *kind != Kind::Btrfs {
-                    return Err(ErrorKind::SubvolumeNotFound {
-                        uuid: source.uuid,
-                        ctransid: source.ctransid,
-                    });
-                }
-                entry.insert(Tree::new(locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?))
+                let root = match kind {
+                    Kind::Btrfs => locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?,
+                    Kind::Dir => received::find(dest.as_fd(), source.uuid, source.ctransid)?.dir,
+                };
+                entry.insert(Tree::new(root))
             }
         };
         tree.open_regular(source.path, OFlags::RDONLY)
     }
 
+    /// Creates a device node; without privileges the dir target records it as absent instead.
+    fn create_device(
+        &mut self,
+        path: StreamPath<'_>,
+        dir: BorrowedFd<'_>,
+        mode: u64,
+        rdev: Rdev,
+    ) -> Result<()> {
+        let name = path.split_last().map_or(&b"."[..], |(_, name)| name);
+        let file_type = FileType::from_raw_mode(mode as u32);
+        let dev = rustix::fs::makedev(rdev.major(), rdev.minor());
+        let result = rustix::fs::mknodat(dir, name, file_type, Mode::empty(), dev);
+        if !self.skips.done(result, &[Errno::PERM], skips::DEVICES, "mknod")? {
+            self.tree()?.mark_absent(path.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Renames an absent node: whatever `to` names is replaced, as `rename(2)` would.
+    fn rename_absent(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) -> Result<()> {
+        let tree = self.tree()?;
+        let (dir, name) = tree.parent(to)?;
+        match rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(ErrorKind::io("rename", e)),
+        }
+        tree.renamed(from, to);
+        Ok(())
+    }
+
+    /// On the dir target, the stream may not touch the received record on a directory's root:
+    /// it would forge (or erase) the completion mark.
+    fn refuse_record_xattr(&self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
+        if self.kind == Kind::Dir && path.is_root() && name.as_bytes() == RECEIVED_XATTR.as_bytes() {
+            return Err(ErrorKind::Invalid(
+                "the xattr user.rawsend.received is reserved for the received state",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `path` is a device node the dir target was not allowed to create.
+    fn is_absent(&self, path: StreamPath<'_>) -> bool {
+        self.current.as_ref().is_some_and(|current| current.tree.is_absent(path))
+    }
+
     /// Applies a FILEATTR's flags to a regular file or directory.
     fn apply_fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
+        let flags = self.portable_flags(flags)?;
         let node = self.tree()?.node(path)?;
         let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
         let file_type = FileType::from_raw_mode(stat.st_mode);
@@ -179,10 +248,14 @@ impl FsTarget {
         let fd =
             rustix::fs::open(proc_path(node.as_fd(), None), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| ErrorKind::io("open for flags", e))?;
-        let current = rustix::fs::ioctl_getflags(&fd).map_err(|e| ErrorKind::io("FS_IOC_GETFLAGS", e))?;
+        let current = match rustix::fs::ioctl_getflags(&fd) {
+            Err(e) if skips::FLAGS_REFUSALS.contains(&e) && self.skips.skip(skips::FLAGS) => return Ok(()),
+            current => current.map_err(|e| ErrorKind::io("FS_IOC_GETFLAGS", e))?,
+        };
         let (now, later) = split_flags(current, flags);
         if now != current {
-            rustix::fs::ioctl_setflags(&fd, now).map_err(|e| ErrorKind::io("FS_IOC_SETFLAGS", e))?;
+            let result = rustix::fs::ioctl_setflags(&fd, now);
+            self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
         }
         if later != now {
             self.current()?.deferred_flags.push((fd, later));
@@ -190,8 +263,22 @@ impl FsTarget {
         Ok(())
     }
 
+    /// The FILEATTR flags this target can apply: on the dir target, without the btrfs-only
+    /// ones (skipped, or refused with `--strict`).
+    fn portable_flags(&mut self, flags: u64) -> Result<u64> {
+        if self.kind == Kind::Btrfs || flags & BTRFS_ONLY_FLAGS == 0 {
+            return Ok(flags);
+        }
+        if !self.skips.skip(skips::BTRFS_FLAGS) {
+            return Err(ErrorKind::Unsupported(
+                "btrfs-only file attributes (nocow, compression) on the dir target",
+            ));
+        }
+        Ok(flags & !BTRFS_ONLY_FLAGS)
+    }
+
     /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
-    fn mark_received(&self, current: &Current) -> Result<()> {
+    fn mark_received(&mut self, current: &Current) -> Result<()> {
         let root = current.tree.root();
         match self.kind {
             Kind::Btrfs => {
@@ -199,17 +286,22 @@ impl FsTarget {
                 btrfs::set_read_only(root, true)?;
             }
             Kind::Dir => {
-                let record = format!("{} {}", current.uuid, current.ctransid);
-                rustix::fs::fsetxattr(root, RECEIVED_XATTR, record.as_bytes(), XattrFlags::empty())
-                    .map_err(|e| ErrorKind::io("record received UUID", e))?;
+                let record = Record { uuid: current.uuid, transid: current.ctransid };
+                let absent: Vec<&[u8]> = current.tree.absent().collect();
+                let in_xattr = received::write(self.dest.as_fd(), &current.name, root, &record, &absent)?;
+                self.completed.push(format!(
+                    "{}/{}: received UUID {} transid {} recorded in {}",
+                    self.dest_path.display(),
+                    String::from_utf8_lossy(&current.name),
+                    current.uuid,
+                    current.ctransid,
+                    received::describe(in_xattr, &current.name)
+                ));
             }
         }
         Ok(())
     }
 }
-
-/// The xattr in which the dir target records a complete directory's received UUID and transid.
-pub const RECEIVED_XATTR: &str = "user.rawsend.received";
 
 /// Splits FILEATTR flags into what to set now and the final set (with IMMUTABLE/APPEND).
 fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
@@ -233,6 +325,27 @@ fn outcome(result: btrfs::Result<()>, fallback: &[Errno]) -> Result<Outcome> {
         Err(err) if err.errno().is_some_and(|e| fallback.contains(&e)) => Ok(Outcome::Fallback),
         Err(err) => Err(err.into()),
     }
+}
+
+/// What `fallocate` would leave, where the filesystem cannot do it (e.g. ramfs): zeros
+/// written over punched or zeroed ranges inside the file, the size extended unless
+/// `KEEP_SIZE`. The content is the same; only the space is not preallocated or freed.
+fn emulate_fallocate(fd: BorrowedFd<'_>, flags: FallocateFlags, offset: u64, len: u64) -> Result<()> {
+    let end = offset.checked_add(len).ok_or(ErrorKind::Invalid("fallocate range overflows"))?;
+    let size = rustix::fs::fstat(fd).map_err(|e| ErrorKind::io("stat", e))?.st_size as u64;
+    if flags.intersects(FallocateFlags::PUNCH_HOLE | FallocateFlags::ZERO_RANGE) {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = offset;
+        while at < end.min(size) {
+            let n = (end.min(size) - at).min(ZEROS.len() as u64) as usize;
+            pwrite_all(fd, &ZEROS[..n], at)?;
+            at += n as u64;
+        }
+    }
+    if !flags.contains(FallocateFlags::KEEP_SIZE) && end > size {
+        rustix::fs::ftruncate(fd, end).map_err(|e| ErrorKind::io("truncate", e))?;
+    }
+    Ok(())
 }
 
 fn pwrite_all(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> Result<()> {
@@ -262,12 +375,16 @@ impl Target for FsTarget {
     }
 
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
-        let root = self.make_subvol(start)?;
+        let (root, absent) = self.make_subvol(start)?;
+        let mut tree = Tree::new(root);
+        for path in absent {
+            tree.mark_absent(&path);
+        }
         self.current = Some(Current {
             name: start.name.to_vec(),
             uuid: start.uuid,
             ctransid: start.ctransid,
-            tree: Tree::new(root),
+            tree,
             sources: HashMap::new(),
             deferred_flags: Vec::new(),
         });
@@ -277,7 +394,8 @@ impl Target for FsTarget {
     fn finish_subvol(&mut self) -> Result<()> {
         let current = self.current.take().ok_or(ErrorKind::NoSubvolume)?;
         for (fd, flags) in &current.deferred_flags {
-            rustix::fs::ioctl_setflags(fd, *flags).map_err(|e| ErrorKind::io("FS_IOC_SETFLAGS", e))?;
+            let result = rustix::fs::ioctl_setflags(fd, *flags);
+            self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
         }
         self.mark_received(&current)
     }
@@ -289,25 +407,19 @@ impl Target for FsTarget {
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
-        let tree = self.tree()?;
-        let (dir, name) = tree.parent(path)?;
+        let (dir, name) = self.tree()?.parent(path)?;
         let private = Mode::from_raw_mode(0o600);
         match kind {
             NodeKind::File => {
                 let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let fd = rustix::fs::openat(dir.as_fd(), name, flags, private)
                     .map_err(|e| ErrorKind::io("create file", e))?;
-                tree.keep_file(path, fd);
+                self.tree()?.keep_file(path, fd);
                 Ok(())
             }
             NodeKind::Dir => rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))
                 .map_err(|e| ErrorKind::io("mkdir", e)),
-            NodeKind::Device { mode, rdev } => {
-                let file_type = FileType::from_raw_mode(mode as u32);
-                let dev = rustix::fs::makedev(rdev.major(), rdev.minor());
-                rustix::fs::mknodat(dir.as_fd(), name, file_type, Mode::empty(), dev)
-                    .map_err(|e| ErrorKind::io("mknod", e))
-            }
+            NodeKind::Device { mode, rdev } => self.create_device(path, dir.as_fd(), mode, rdev),
             NodeKind::Fifo => rustix::fs::mknodat(dir.as_fd(), name, FileType::Fifo, private, 0)
                 .map_err(|e| ErrorKind::io("mkfifo", e)),
             NodeKind::Socket => rustix::fs::mknodat(dir.as_fd(), name, FileType::Socket, private, 0)
@@ -318,6 +430,9 @@ impl Target for FsTarget {
     }
 
     fn rename(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) -> Result<()> {
+        if self.is_absent(from) {
+            return self.rename_absent(from, to);
+        }
         let tree = self.tree()?;
         let (from_dir, from_name) = tree.parent(from)?;
         let (to_dir, to_name) = tree.parent(to)?;
@@ -329,6 +444,10 @@ impl Target for FsTarget {
 
     fn link(&mut self, path: StreamPath<'_>, target: StreamPath<'_>) -> Result<()> {
         let tree = self.tree()?;
+        if tree.is_absent(target) {
+            tree.mark_absent(path.as_bytes());
+            return Ok(());
+        }
         let (target_dir, target_name) = tree.parent(target)?;
         let (dir, name) = tree.parent(path)?;
         rustix::fs::linkat(target_dir.as_fd(), target_name, dir.as_fd(), name, AtFlags::empty())
@@ -337,6 +456,10 @@ impl Target for FsTarget {
 
     fn unlink(&mut self, path: StreamPath<'_>) -> Result<()> {
         let tree = self.tree()?;
+        if tree.is_absent(path) {
+            tree.forget(path);
+            return Ok(());
+        }
         let (dir, name) = tree.parent(path)?;
         rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty()).map_err(|e| ErrorKind::io("unlink", e))?;
         tree.forget(path);
@@ -352,6 +475,10 @@ impl Target for FsTarget {
     }
 
     fn set_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>, value: &[u8]) -> Result<()> {
+        if self.is_absent(path) {
+            return Ok(());
+        }
+        self.refuse_record_xattr(path, name)?;
         let (dir, node) = at(self.tree()?, path)?;
         let result = rustix::fs::lsetxattr(
             proc_path(dir.as_fd(), Some(node)),
@@ -359,18 +486,18 @@ impl Target for FsTarget {
             value,
             XattrFlags::empty(),
         );
-        let what = match name.as_bytes() {
-            n if n.starts_with(b"btrfs.") => "btrfs.* xattrs (btrfs properties, e.g. compression)",
-            n if n.starts_with(b"user.") => "user.* xattrs (not supported by the destination)",
-            _ => "trusted.*/security.*/system.* xattrs (need privileges or support the destination lacks)",
-        };
-        self.skips.check(result, &[Errno::OPNOTSUPP, Errno::PERM], what, "set xattr")
+        self.skips.check(result, &skips::XATTR_REFUSALS, skips::xattr(name.as_bytes()), "set xattr")
     }
 
     fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
+        if self.is_absent(path) {
+            return Ok(());
+        }
+        self.refuse_record_xattr(path, name)?;
         let (dir, node) = at(self.tree()?, path)?;
-        rustix::fs::lremovexattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes())
-            .map_err(|e| ErrorKind::io("remove xattr", e))
+        let result = rustix::fs::lremovexattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes());
+        let (refusals, what) = (skips::remove_xattr_refusals(name.as_bytes()), skips::xattr(name.as_bytes()));
+        self.skips.check(result, refusals, what, "remove xattr")
     }
 
     fn write(&mut self, path: StreamPath<'_>, offset: u64, data: &[u8]) -> Result<()> {
@@ -423,6 +550,9 @@ impl Target for FsTarget {
     }
 
     fn chmod(&mut self, path: StreamPath<'_>, mode: u32) -> Result<()> {
+        if self.is_absent(path) {
+            return Ok(());
+        }
         let mode = Mode::from_raw_mode(mode);
         // A cached fd is a regular file or a directory, never a symlink.
         if let Some(fd) = self.tree()?.cached(path) {
@@ -437,6 +567,9 @@ impl Target for FsTarget {
     }
 
     fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()> {
+        if self.is_absent(path) {
+            return Ok(());
+        }
         let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
         let tree = self.tree()?;
         let result = match tree.cached(path) {
@@ -446,10 +579,13 @@ impl Target for FsTarget {
                 rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         };
-        self.skips.check(result, &[Errno::PERM], "chown (changing owners needs privileges)", "chown")
+        self.skips.check(result, &[Errno::PERM], skips::CHOWN, "chown")
     }
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {
+        if self.is_absent(path) {
+            return Ok(());
+        }
         let times = Timestamps { last_access: timestamp(atime), last_modification: timestamp(mtime) };
         let tree = self.tree()?;
         let result = match tree.cached(path) {
@@ -465,7 +601,10 @@ impl Target for FsTarget {
     fn fallocate(&mut self, path: StreamPath<'_>, mode: u32, offset: u64, len: u64) -> Result<()> {
         let fd = self.tree()?.file(path)?;
         let flags = FallocateFlags::from_bits(mode).ok_or(ErrorKind::Invalid("fallocate mode"))?;
-        rustix::fs::fallocate(fd, flags, offset, len).map_err(|e| ErrorKind::io("fallocate", e))
+        match rustix::fs::fallocate(fd, flags, offset, len) {
+            Err(Errno::OPNOTSUPP) => emulate_fallocate(fd, flags, offset, len),
+            result => result.map_err(|e| ErrorKind::io("fallocate", e)),
+        }
     }
 
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()> {
@@ -480,7 +619,7 @@ impl Target for FsTarget {
         match btrfs::enable_verity(&fd, verity) {
             Err(err)
                 if matches!(err.errno(), Some(Errno::NOTTY | Errno::OPNOTSUPP))
-                    && self.skips.skip("fs-verity (not supported by the destination)") =>
+                    && self.skips.skip(skips::VERITY) =>
             {
                 Ok(())
             }

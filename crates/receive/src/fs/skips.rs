@@ -13,6 +13,38 @@ use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result};
 
+/// Kind of skip: owner changes.
+pub const CHOWN: &str = "chown (changing owners needs privileges)";
+/// Kind of skip: device nodes.
+pub const DEVICES: &str = "device nodes (creating devices needs privileges)";
+/// Kind of skip: fs-verity.
+pub const VERITY: &str = "fs-verity (not supported by the destination)";
+
+/// Kind of skip: inode flags only btrfs has.
+pub const BTRFS_FLAGS: &str = "btrfs-only file attributes (nocow, compression)";
+/// Kind of skip: inode flags the destination refuses.
+pub const FLAGS: &str = "file attributes (chattr flags the destination refuses or that need privileges)";
+/// Errnos with which a destination refuses inode flags.
+pub const FLAGS_REFUSALS: [Errno; 4] = [Errno::OPNOTSUPP, Errno::NOTTY, Errno::INVAL, Errno::PERM];
+
+/// Kind of skip for setting the xattr `name`.
+pub fn xattr(name: &[u8]) -> &'static str {
+    match name {
+        n if n.starts_with(b"btrfs.") => "btrfs.* xattrs (btrfs properties, e.g. compression)",
+        n if n.starts_with(b"user.") => "user.* xattrs (not supported by the destination)",
+        _ => "trusted.*/security.*/system.* xattrs (need privileges or support the destination lacks)",
+    }
+}
+
+/// Errnos with which a destination refuses an xattr it may not or cannot hold.
+pub const XATTR_REFUSALS: [Errno; 2] = [Errno::OPNOTSUPP, Errno::PERM];
+/// Errnos with which a destination refuses to remove an xattr: also `ENODATA`, for one
+/// that was never set because it was skipped (only for namespaces other than `user.`,
+/// where a missing xattr would be a real divergence).
+pub fn remove_xattr_refusals(name: &[u8]) -> &'static [Errno] {
+    if name.starts_with(b"user.") { &XATTR_REFUSALS } else { &[Errno::OPNOTSUPP, Errno::PERM, Errno::NODATA] }
+}
+
 /// Whether refusals may be skipped, and how many were.
 #[derive(Debug, Default)]
 pub struct Skips {

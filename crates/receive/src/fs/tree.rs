@@ -11,6 +11,10 @@
 //!
 //! Directory fds are cached by path (invalidated on rename and rmdir), and
 //! the last data file stays open between writes.
+//!
+//! The tree also remembers *absent* nodes: device nodes the dir target was
+//! not allowed to create. Later commands on them are no-ops, and renames and
+//! removals keep the record in step with the stream's view of the tree.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -31,6 +35,7 @@ pub struct Tree {
     root: Rc<OwnedFd>,
     dirs: BTreeMap<Vec<u8>, Rc<OwnedFd>>,
     file: Option<(Vec<u8>, OwnedFd)>,
+    absent: BTreeMap<Vec<u8>, ()>,
 }
 
 /// Resolution flags for every lookup beneath the root.
@@ -58,7 +63,7 @@ pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> OsString {
 impl Tree {
     /// Wraps the open root directory of a subvolume.
     pub fn new(root: OwnedFd) -> Self {
-        Tree { root: Rc::new(root), dirs: BTreeMap::new(), file: None }
+        Tree { root: Rc::new(root), dirs: BTreeMap::new(), file: None, absent: BTreeMap::new() }
     }
 
     /// The root directory.
@@ -131,25 +136,44 @@ impl Tree {
         self.file = Some((path.as_bytes().to_vec(), fd));
     }
 
-    /// Forgets cached fds at or beneath `path` (after it was removed or replaced).
+    /// Forgets cached fds and absent nodes at or beneath `path` (after it was removed or replaced).
     pub fn forget(&mut self, path: StreamPath<'_>) {
-        self.take_under(path.as_bytes());
+        take_under(&mut self.dirs, path.as_bytes());
+        take_under(&mut self.absent, path.as_bytes());
         if self.file.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
             self.file = None;
         }
     }
 
-    /// Follows a rename in the caches: fds at or beneath `from` stay valid under `to`.
+    /// Follows a rename in the caches: fds and absent nodes at or beneath `from` move to `to`.
     pub fn renamed(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) {
         self.forget(to);
         let (from, to) = (from.as_bytes(), to.as_bytes());
         let rekey = |key: &[u8]| [to, &key[from.len()..]].concat();
-        for (key, fd) in self.take_under(from) {
+        for (key, fd) in take_under(&mut self.dirs, from) {
             self.dirs.insert(rekey(&key), fd);
+        }
+        for (key, ()) in take_under(&mut self.absent, from) {
+            self.absent.insert(rekey(&key), ());
         }
         if let Some((key, _)) = self.file.as_mut().filter(|(key, _)| is_under(key, from)) {
             *key = rekey(key);
         }
+    }
+
+    /// Records that the node at `path` (relative to the root) was not created.
+    pub fn mark_absent(&mut self, path: &[u8]) {
+        self.absent.insert(path.to_vec(), ());
+    }
+
+    /// The paths of every absent node.
+    pub fn absent(&self) -> impl Iterator<Item = &[u8]> {
+        self.absent.keys().map(Vec::as_slice)
+    }
+
+    /// Whether the node at `path` was not created (see [`Tree::mark_absent`]).
+    pub fn is_absent(&self, path: StreamPath<'_>) -> bool {
+        self.absent.contains_key(path.as_bytes())
     }
 
     /// An open fd of `path` if one is cached (its file or its directory), for fd-based calls.
@@ -162,26 +186,25 @@ impl Tree {
             _ => self.dirs.get(path.as_bytes()).map(|fd| fd.as_fd()),
         }
     }
+}
 
-    /// Removes and returns the cached directories at or beneath `prefix`.
-    fn take_under(&mut self, prefix: &[u8]) -> Vec<(Vec<u8>, Rc<OwnedFd>)> {
-        // Keys beneath `prefix` sort right after it: `prefix`, then `prefix/...`
-        // ('/' sorts before every other byte a later sibling could continue with).
-        let keys: Vec<Vec<u8>> = self
-            .dirs
-            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .map(|(key, _)| key)
-            .take_while(|key| key.starts_with(prefix))
-            .filter(|key| is_under(key, prefix))
-            .cloned()
-            .collect();
-        keys.into_iter()
-            .map(|key| {
-                let fd = self.dirs.remove(&key).expect("listed");
-                (key, fd)
-            })
-            .collect()
-    }
+/// Removes and returns the entries of `map` at or beneath path `prefix`.
+fn take_under<V>(map: &mut BTreeMap<Vec<u8>, V>, prefix: &[u8]) -> Vec<(Vec<u8>, V)> {
+    // Keys starting with `prefix` sort together right from it; of those, only
+    // `prefix` itself and `prefix/...` are beneath it.
+    let keys: Vec<Vec<u8>> = map
+        .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+        .map(|(key, _)| key)
+        .take_while(|key| key.starts_with(prefix))
+        .filter(|key| is_under(key, prefix))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .map(|key| {
+            let value = map.remove(&key).expect("listed");
+            (key, value)
+        })
+        .collect()
 }
 
 /// Whether `key` is `prefix` itself or a path beneath it.

@@ -1,0 +1,291 @@
+//! The dir target's received-state records: which directories of DEST are
+//! complete receives, of which sent subvolume.
+//!
+//! btrfs keeps a received UUID and send transid in the subvolume's root item;
+//! a plain directory has nowhere to put them, so the dir target writes
+//! `"<uuid> <transid>"` into the xattr `user.rawsend.received` of the
+//! received directory, and only once the directory applied cleanly (the
+//! same no-data-loss rule as btrfs: a partial receive carries no record).
+//! Where the filesystem holds no user xattrs (`EOPNOTSUPP`), the record goes
+//! to `DEST/.rawsend-received/records/<name>` instead.
+//!
+//! A directory received without privileges lacks the device nodes of the
+//! stream; their paths are kept in `DEST/.rawsend-received/absent/<name>`,
+//! so that an incremental receive on top knows them (a later stream may
+//! rename or remove them) even though they are not there.
+//!
+//! Files under `.rawsend-received` start with the inode number of the
+//! directory they describe, so a file left behind by a deleted directory
+//! never vouches for a new one of the same name; they are also removed when
+//! a directory of that name starts being received.
+//!
+//! SNAPSHOT parents and CLONE sources are found among DEST's direct
+//! children by these records, as btrfs-progs finds them by received UUID.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::str::FromStr;
+
+use rawsend_btrfs as btrfs;
+use rawsend_stream::Uuid;
+use rustix::fs::{AtFlags, Dir, Mode, OFlags, XattrFlags};
+use rustix::io::Errno;
+
+use super::tree::open_dir_beneath;
+use crate::error::{ErrorKind, Result};
+
+/// The xattr holding a complete directory's received UUID and send transid.
+pub const RECEIVED_XATTR: &str = "user.rawsend.received";
+/// The directory in DEST holding what does not fit in xattrs.
+pub const RECORDS_DIR: &str = ".rawsend-received";
+/// Longest record read back from the xattr (a UUID and an integer fit easily).
+const RECORD_MAX: usize = 128;
+/// Largest file read back from `RECORDS_DIR` (a list of absent paths).
+const FILE_MAX: u64 = 64 << 20;
+
+/// What a file under `RECORDS_DIR` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// Received records where xattrs are unsupported.
+    Records,
+    /// Paths of device nodes not created.
+    Absent,
+}
+
+impl Store {
+    fn dir(self) -> &'static str {
+        match self {
+            Store::Records => "records",
+            Store::Absent => "absent",
+        }
+    }
+}
+
+/// A received directory's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The sent subvolume's UUID.
+    pub uuid: Uuid,
+    /// Its ctransid when sent.
+    pub transid: u64,
+}
+
+impl Record {
+    fn text(&self) -> String {
+        format!("{} {}", self.uuid, self.transid)
+    }
+
+    /// Parses `"<uuid> <transid>"`.
+    fn parse(text: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut words = text.split_ascii_whitespace();
+        let uuid = Uuid(btrfs::Uuid::from_str(words.next()?).ok()?.0);
+        let transid = words.next()?.parse().ok()?;
+        words.next().is_none().then_some(Record { uuid, transid })
+    }
+}
+
+/// A complete directory found by its record.
+pub struct Found {
+    /// The directory, open.
+    pub dir: OwnedFd,
+    /// Paths (relative to it) of device nodes it should have but lacks.
+    pub absent: Vec<Vec<u8>>,
+}
+
+/// Where a record was stored, for the user.
+pub fn describe(stored_in_xattr: bool, name: &[u8]) -> String {
+    if stored_in_xattr {
+        format!("xattr {RECEIVED_XATTR}")
+    } else {
+        format!("{RECORDS_DIR}/{}/{}", Store::Records.dir(), String::from_utf8_lossy(name))
+    }
+}
+
+/// Records `root` (the directory `name` in `dest`) as complete, lacking the
+/// device nodes `absent`; returns whether the xattr held the record (false:
+/// the fallback file did).
+pub fn write(
+    dest: BorrowedFd<'_>,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+    record: &Record,
+    absent: &[&[u8]],
+) -> Result<bool> {
+    if !absent.is_empty() {
+        store(dest, Store::Absent, name, root, &absent.join(&0u8))?;
+    }
+    let text = record.text();
+    match rustix::fs::fsetxattr(root, RECEIVED_XATTR, text.as_bytes(), XattrFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::OPNOTSUPP) => store(dest, Store::Records, name, root, text.as_bytes()).map(|()| false),
+        Err(e) => Err(ErrorKind::io("record received state", e)),
+    }
+}
+
+/// Forgets what `RECORDS_DIR` says of `name` (a new directory of that name is starting).
+pub fn clear(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+    for store in [Store::Records, Store::Absent] {
+        let Some(dir) = open_store(dest, store)? else { continue };
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(ErrorKind::io("remove a stale received record", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the complete directory of DEST received from `uuid`, checking its transid.
+pub fn find(dest: BorrowedFd<'_>, uuid: Uuid, transid: u64) -> Result<Found> {
+    let not_found = ErrorKind::SubvolumeNotFound { uuid, ctransid: transid };
+    let (name, dir, record) = find_record(dest, uuid)?.ok_or(not_found)?;
+    if record.transid != transid {
+        return Err(ErrorKind::TransidMismatch { uuid, expected: transid, found: record.transid });
+    }
+    let absent = load(dest, Store::Absent, &name, dir.as_fd())?.unwrap_or_default();
+    let absent = absent.split(|&byte| byte == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect();
+    Ok(Found { dir, absent })
+}
+
+/// The directory of DEST whose record names `uuid`: its name, the open directory, the record.
+fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, OwnedFd, Record)>> {
+    for name in names(dest)? {
+        if name == RECORDS_DIR.as_bytes() {
+            continue;
+        }
+        let Ok(dir) = open_dir_beneath(dest, &name) else { continue };
+        let mut buf = [0u8; RECORD_MAX];
+        let record = match rustix::fs::fgetxattr(&dir, RECEIVED_XATTR, &mut buf) {
+            Ok(len) => Record::parse(&buf[..len]),
+            Err(Errno::OPNOTSUPP) => {
+                load(dest, Store::Records, &name, dir.as_fd())?.and_then(|text| Record::parse(&text))
+            }
+            Err(_) => None,
+        };
+        if let Some(record) = record.filter(|record| record.uuid == uuid) {
+            return Ok(Some((name, dir, record)));
+        }
+    }
+    Ok(None)
+}
+
+/// The names in directory `dir` (without `.` and `..`).
+fn names(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir).map_err(|e| ErrorKind::io("list the destination", e))? {
+        let entry = entry.map_err(|e| ErrorKind::io("list the destination", e))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// The directory of `store`, if it exists.
+fn open_store(dest: BorrowedFd<'_>, store: Store) -> Result<Option<OwnedFd>> {
+    let path = format!("{RECORDS_DIR}/{}", store.dir());
+    match open_dir_beneath(dest, path.as_bytes()) {
+        Err(e) if e.errno() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
+        dir => dir.map(Some),
+    }
+}
+
+/// Writes `content` about directory `root` (named `name`) into `store`, atomically.
+fn store(
+    dest: BorrowedFd<'_>,
+    store: Store,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+    content: &[u8],
+) -> Result<()> {
+    let io = |op| move |e: Errno| ErrorKind::io(op, e);
+    let mut dir = dest.try_clone_to_owned().map_err(|e| ErrorKind::io("open the destination", e))?;
+    for part in [RECORDS_DIR, store.dir()] {
+        match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io("create the records directory")(e)),
+        }
+        dir = open_dir_beneath(dir.as_fd(), part.as_bytes())?;
+    }
+    let ino = rustix::fs::fstat(root).map_err(io("stat"))?.st_ino;
+    let content = [format!("{ino}\n").as_bytes(), content].concat();
+    let temporary = [b".tmp.", name].concat();
+    let flags = OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::openat(&dir, &temporary[..], flags, Mode::from_raw_mode(0o644))
+        .map_err(io("write a received record"))?;
+    super::pwrite_all(file.as_fd(), &content, 0)?;
+    rustix::fs::fsync(&file).map_err(io("sync a received record"))?;
+    rustix::fs::renameat(&dir, &temporary[..], &dir, name).map_err(io("write a received record"))
+}
+
+/// Reads what `store` says of directory `root` (named `name`), if it is about that directory.
+fn load(dest: BorrowedFd<'_>, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    let Some(dir) = open_store(dest, store)? else { return Ok(None) };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+        Err(Errno::NOENT) => return Ok(None),
+        file => file.map_err(|e| ErrorKind::io("open a received record", e))?,
+    };
+    let stat = rustix::fs::fstat(&file).map_err(|e| ErrorKind::io("stat", e))?;
+    if !rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() || stat.st_size as u64 > FILE_MAX {
+        return Ok(None);
+    }
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(file), &mut content)
+        .map_err(|e| ErrorKind::io("read a received record", e))?;
+    let ino = rustix::fs::fstat(root).map_err(|e| ErrorKind::io("stat", e))?.st_ino;
+    let Some(newline) = content.iter().position(|&byte| byte == b'\n') else { return Ok(None) };
+    let about_root = std::str::from_utf8(&content[..newline]).ok().and_then(|s| s.parse().ok()) == Some(ino);
+    Ok(about_root.then(|| content.split_off(newline + 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn records_parse_back() {
+        let record = Record { uuid: Uuid([0xab; 16]), transid: 42 };
+        assert_eq!(Record::parse(record.text().as_bytes()), Some(record));
+        assert_eq!(Record::parse(format!("{}\n", record.text()).as_bytes()), Some(record));
+        for bad in [&b""[..], b"nonsense 1", b"abababab-abab-abab-abab-abababababab", b"\xff"] {
+            assert_eq!(Record::parse(bad), None);
+        }
+        assert_eq!(Record::parse(format!("{} 3", record.text()).as_bytes()), None);
+    }
+
+    #[test]
+    fn find_checks_uuid_and_transid_and_reads_absent_nodes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = open(tmp.path());
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        let a = open(&tmp.path().join("a"));
+        let record = Record { uuid: Uuid([1; 16]), transid: 5 };
+        let absent: [&[u8]; 2] = [b"dev/null", b"dev/with\nnewline"];
+        assert!(write(dest.as_fd(), b"a", a.as_fd(), &record, &absent).unwrap(), "user xattrs expected");
+        let found = find(dest.as_fd(), Uuid([1; 16]), 5).unwrap();
+        assert_eq!(found.absent, absent.map(<[u8]>::to_vec));
+        assert!(matches!(find(dest.as_fd(), Uuid([1; 16]), 6), Err(ErrorKind::TransidMismatch { .. })));
+        assert!(matches!(find(dest.as_fd(), Uuid([2; 16]), 5), Err(ErrorKind::SubvolumeNotFound { .. })));
+        clear(dest.as_fd(), b"a").unwrap();
+        assert!(find(dest.as_fd(), Uuid([1; 16]), 5).unwrap().absent.is_empty());
+    }
+
+    #[test]
+    fn stored_files_about_another_directory_are_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = open(tmp.path());
+        for name in ["b", "c"] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        let (b, c) = (open(&tmp.path().join("b")), open(&tmp.path().join("c")));
+        store(dest.as_fd(), Store::Records, b"b", c.as_fd(), b"about c").unwrap();
+        assert_eq!(load(dest.as_fd(), Store::Records, b"b", b.as_fd()).unwrap(), None);
+        store(dest.as_fd(), Store::Records, b"b", b.as_fd(), b"about b").unwrap();
+        assert_eq!(load(dest.as_fd(), Store::Records, b"b", b.as_fd()).unwrap(), Some(b"about b".to_vec()));
+    }
+}
