@@ -21,7 +21,9 @@
 //!   `DEST/.rawsend-received/NAME` record.
 //!
 //! A few attacks only concern one target: forging the dir target's
-//! completion marker (`dir::`), and the btrfs-progs contrast (`btrfs::`).
+//! completion marker (`dir::`; some of them on a ramfs, where the dir target
+//! keeps its records in files since there are no user xattrs), and the
+//! btrfs-progs contrast (`btrfs::`).
 //!
 //! See DESIGN.md "Paths are untrusted" and PROTOCOL.md §5.7.
 
@@ -33,13 +35,14 @@ use std::time::{Duration, Instant};
 
 use rawsend_stream::command_crc;
 use rawsend_testutil::tree::TreeSnapshot;
-use rawsend_testutil::{FsType, LoopFs, MIB, require_root};
+use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
 
 // Command numbers (PROTOCOL.md §2).
 const C_SUBVOL: u16 = 1;
 const C_SNAPSHOT: u16 = 2;
 const C_MKFILE: u16 = 3;
 const C_MKDIR: u16 = 4;
+const C_MKFIFO: u16 = 6;
 const C_SYMLINK: u16 = 8;
 const C_RENAME: u16 = 9;
 const C_LINK: u16 = 10;
@@ -63,6 +66,7 @@ const A_SIZE: u16 = 4;
 const A_MODE: u16 = 5;
 const A_UID: u16 = 6;
 const A_GID: u16 = 7;
+const A_RDEV: u16 = 8;
 const A_CTIME: u16 = 9;
 const A_MTIME: u16 = 10;
 const A_ATIME: u16 = 11;
@@ -93,8 +97,11 @@ const LOCAL: &[u8] = b"local data, 20 bytes";
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The dir target's completion marker: an xattr on the subvolume's directory.
 const MARKER_XATTR: &str = "user.rawsend.received";
-/// The dir target's marker store where user xattrs are missing: `DEST/.rawsend-received/NAME`.
+/// The dir target's directory in DEST for what does not fit in xattrs.
 const MARKER_STORE: &str = ".rawsend-received";
+/// Where the dir target keeps completion records when user xattrs are missing:
+/// `DEST/.rawsend-received/records/NAME`, starting with the directory's inode number.
+const MARKER_RECORDS: &str = ".rawsend-received/records";
 
 /// Which receive target an attack runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,11 +114,11 @@ enum Target {
 
 impl Target {
     /// A fresh filesystem for one arena.
-    fn filesystem(self) -> LoopFs {
-        match self {
+    fn filesystem(self) -> Filesystem {
+        Filesystem::Loop(match self {
             Target::Btrfs => LoopFs::btrfs(256 * MIB),
             Target::Dir => LoopFs::builder(FsType::Ext4, 32 * MIB).build(),
-        }
+        })
     }
 
     /// The value of `rawsend receive --target`.
@@ -120,6 +127,54 @@ impl Target {
             Target::Btrfs => "btrfs",
             Target::Dir => "dir",
         }
+    }
+}
+
+/// The filesystem under an arena.
+enum Filesystem {
+    /// A loop-mounted image: btrfs or ext4.
+    Loop(LoopFs),
+    /// A ramfs: no user xattrs, so the dir target keeps its records in files.
+    Ram(RamFs),
+}
+
+impl Filesystem {
+    fn path(&self) -> &Path {
+        match self {
+            Filesystem::Loop(fs) => fs.path(),
+            Filesystem::Ram(fs) => &fs.mountpoint,
+        }
+    }
+}
+
+/// A ramfs mounted on a temporary directory, unmounted on drop (also while unwinding).
+struct RamFs {
+    mountpoint: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RamFs {
+    fn mount() -> Self {
+        let dir = tempfile::Builder::new().prefix("rawsend-ramfs-").tempdir().expect("tempdir");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("mkdir mount point");
+        run(Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(&mountpoint));
+        RamFs { mountpoint, _dir: dir }
+    }
+}
+
+impl Drop for RamFs {
+    fn drop(&mut self) {
+        for lazy in [false, true] {
+            let mut umount = Command::new("umount");
+            if lazy {
+                umount.arg("-l");
+            }
+            if umount.arg(&self.mountpoint).status().is_ok_and(|status| status.success()) {
+                return;
+            }
+        }
+        eprintln!("cannot unmount {}", self.mountpoint.display());
     }
 }
 
@@ -391,7 +446,7 @@ fn walk(root: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Meta>) {
 /// A filesystem for one target, with sentinels and a destination directory.
 struct Arena {
     target: Target,
-    fs: LoopFs,
+    fs: Filesystem,
     /// DEST (`<mnt>/dest`).
     dest: PathBuf,
     /// The sentinel directory next to DEST, on the same filesystem.
@@ -414,7 +469,17 @@ fn make_sentinel_dir(dir: &Path) {
 impl Arena {
     fn new(target: Target) -> Self {
         require_root();
-        let fs = target.filesystem();
+        Self::on(target, target.filesystem())
+    }
+
+    /// The dir target on a ramfs, where it keeps its records in files (no user xattrs).
+    fn without_xattrs(target: Target) -> Self {
+        assert_eq!(target, Target::Dir, "only the dir target receives into a ramfs");
+        require_root();
+        Self::on(Target::Dir, Filesystem::Ram(RamFs::mount()))
+    }
+
+    fn on(target: Target, fs: Filesystem) -> Self {
         let near = fs.path().join("sentinel");
         make_sentinel_dir(&near);
         let far = tempfile::Builder::new().prefix("rawsend-hostile-far-").tempdir().expect("tempdir");
@@ -527,7 +592,7 @@ impl Arena {
 
     /// No marker xattr on the directory, no record in the marker store.
     fn assert_not_received_dir(&self, name: &str) {
-        let record = self.dest.join(MARKER_STORE).join(name);
+        let record = self.dest.join(MARKER_RECORDS).join(name);
         assert!(record.symlink_metadata().is_err(), "{} marked received by {}", name, record.display());
         let path = self.dest.join(name);
         let Ok(meta) = path.symlink_metadata() else {
@@ -1319,25 +1384,51 @@ fn dir_forged_marker_on_a_complete_stream(target: Target) {
     expect_rejected(&arena, &stream, &[], &want);
 }
 
-/// A subvolume named like the marker store, holding a forged record for `vol`
-/// and a symlink `lnk` to the far sentinel, must be refused. Were it accepted,
-/// a failed `vol` would look received, and the record of a complete `lnk`
-/// could be written through the symlink.
-fn dir_subvol_named_like_the_marker_store(target: Target) {
-    let arena = Arena::new(target);
-    let mut store = Stream::header(1);
-    let index = store.cmd(
+/// A stream naming its subvolume like the marker store (`SUBVOL .rawsend-received`,
+/// `MKDIR records`), then `contents`: returns it and the SUBVOL's index.
+fn store_stream(contents: Vec<(u16, Attrs)>) -> (Stream, usize) {
+    let mut stream = Stream::header(1);
+    let index = stream.cmd(
         C_SUBVOL,
         vec![bytes(A_PATH, MARKER_STORE.as_bytes()), bytes(A_UUID, &[9; 16]), u64a(A_CTRANSID, 3)],
     );
-    let far_secret = link_target(&arena, LinkTo::AbsFarFile);
-    store.cmds(vec![mkfile(b"vol"), write_v1(b"vol", &forged_record()), symlink(b"lnk", &far_secret)]);
-    store.end();
-    let (store_code, store_stderr) = arena.receive(&store.bytes, &[]);
-    eprintln!("rawsend receive: exit {store_code}: {}", store_stderr.trim_end());
-    arena.assert_outside_untouched();
+    stream.cmds(vec![(C_MKDIR, vec![bytes(A_PATH, b"records"), u64a(A_INO, 258)])]);
+    stream.cmds(contents);
+    stream.end();
+    (stream, index)
+}
 
-    // Safety first, whatever became of the store stream.
+/// Receives a [`store_stream`], returning its exit status and stderr for
+/// [`assert_store_refused`]: the tests first check what a store planted by a
+/// stream could lead to, then that it was refused in the first place.
+fn receive_store(arena: &Arena, stream: &Stream) -> (i32, String) {
+    let (code, stderr) = arena.receive(&stream.bytes, &[]);
+    eprintln!("rawsend receive: exit {code}: {}", stderr.trim_end());
+    arena.assert_outside_untouched();
+    (code, stderr)
+}
+
+/// The dir target must refuse a subvolume named like its marker store.
+fn assert_store_refused(stream: &Stream, index: usize, (code, stderr): (i32, String)) {
+    assert_eq!(code, 1, "a subvolume named {MARKER_STORE} was accepted:\n{stderr}");
+    let want =
+        Expect { index: Some(index), name: Some("subvol"), path: Some(MARKER_STORE.as_bytes()), message: "" };
+    assert_error(stream, &stderr, &want);
+}
+
+/// A subvolume named like the marker store, holding a record for `vol` and a
+/// symlink `records/lnk` to the far sentinel, must be refused. Were it
+/// accepted, a failed `vol` would look received, and the record of a complete
+/// `lnk` could be written through the symlink.
+fn dir_subvol_named_like_the_marker_store(target: Target) {
+    let arena = Arena::new(target);
+    let far_secret = link_target(&arena, LinkTo::AbsFarFile);
+    let (store, index) = store_stream(vec![
+        mkfile(b"records/vol"),
+        write_v1(b"records/vol", &forged_record()),
+        symlink(b"records/lnk", &far_secret),
+    ]);
+    let outcome = receive_store(&arena, &store);
     let mut failing = Stream::vol(1);
     let at = failing.cmds(vec![write_v1(b"missing", b"x")]);
     failing.end();
@@ -1347,11 +1438,43 @@ fn dir_subvol_named_like_the_marker_store(target: Target) {
     complete.cmd(C_SUBVOL, vec![bytes(A_PATH, b"lnk"), bytes(A_UUID, &SNAP_UUID), u64a(A_CTRANSID, 5)]);
     complete.end();
     expect_received(&arena, &complete);
+    assert_store_refused(&store, index, outcome);
+}
 
-    assert_eq!(store_code, 1, "a subvolume named {MARKER_STORE} was accepted:\n{store_stderr}");
-    let want =
-        Expect { index: Some(index), name: Some("subvol"), path: Some(MARKER_STORE.as_bytes()), message: "" };
-    assert_error(&store, &store_stderr, &want);
+/// Without user xattrs, records live in files: a stream that plants one
+/// (guessing the inode number, which ramfs hands out in sequence) must not
+/// make a failed receive look complete, nor let it serve as a SNAPSHOT parent.
+fn dir_record_forged_without_xattrs(target: Target) {
+    let arena = Arena::without_xattrs(target);
+    let mut failing = Stream::vol(1);
+    let at = failing.cmds(vec![mkfile(b"f"), write_v1(b"missing", b"x")]);
+    failing.end();
+    let want = Expect { index: Some(at), name: Some("write"), path: Some(b"missing"), message: "" };
+    expect_rejected(&arena, &failing, &[], &want);
+    let ino = std::fs::symlink_metadata(arena.dest.join("vol")).expect("the partial vol").ino();
+    let record = [format!("{ino}\n").into_bytes(), forged_record()].concat();
+    let (store, index) = store_stream(vec![mkfile(b"records/vol"), write_v1(b"records/vol", &record)]);
+    let outcome = receive_store(&arena, &store);
+    expect_snapshot_refused(&arena, VOL_UUID, 7);
+    arena.assert_not_received("vol");
+    assert_store_refused(&store, index, outcome);
+}
+
+/// Without user xattrs, a complete receive writes its record through a
+/// temporary file in the store: one planted as a FIFO must not hang it.
+fn dir_record_fifo_without_xattrs(target: Target) {
+    let arena = Arena::without_xattrs(target);
+    let fifo = (
+        C_MKFIFO,
+        vec![bytes(A_PATH, b"records/.tmp.vol"), u64a(A_INO, 259), u64a(A_MODE, 0o10600), u64a(A_RDEV, 0)],
+    );
+    let (store, index) = store_stream(vec![fifo]);
+    let outcome = receive_store(&arena, &store);
+    let mut complete = Stream::vol(1);
+    complete.cmds(vec![mkfile(b"f"), write_v1(b"f", LOCAL)]);
+    complete.end();
+    expect_received(&arena, &complete);
+    assert_store_refused(&store, index, outcome);
 }
 
 // ---------------------------------------------------------------------------
@@ -1490,5 +1613,7 @@ attacks! {
         forged_marker_then_failure: dir_forged_marker_then_failure();
         forged_marker_on_a_complete_stream: dir_forged_marker_on_a_complete_stream();
         subvol_named_like_the_marker_store: dir_subvol_named_like_the_marker_store();
+        record_forged_without_xattrs: dir_record_forged_without_xattrs();
+        record_fifo_without_xattrs: dir_record_fifo_without_xattrs();
     }
 }
