@@ -18,7 +18,7 @@
 //!   UUID and not read-only;
 //! - dir: DEST on a loop-mounted ext4; "not received" means no
 //!   `user.rawsend.received` xattr on the directory and no
-//!   `DEST/.rawsend-received/NAME` record.
+//!   `DEST/.rawsend-received/records/NAME` record.
 //!
 //! A few attacks only concern one target: forging the dir target's
 //! completion marker (`dir::`; some of them on a ramfs, where the dir target
