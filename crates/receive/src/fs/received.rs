@@ -210,7 +210,13 @@ fn store(
     let ino = rustix::fs::fstat(root).map_err(io("stat"))?.st_ino;
     let content = [format!("{ino}\n").as_bytes(), content].concat();
     let temporary = [b".tmp.", name].concat();
-    let flags = OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Whatever is there (a leftover, or a FIFO someone planted) goes; O_EXCL then
+    // guarantees a fresh regular file, so nothing can make this open block.
+    match rustix::fs::unlinkat(&dir, &temporary[..], AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(io("write a received record")(e)),
+    }
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let file = rustix::fs::openat(&dir, &temporary[..], flags, Mode::from_raw_mode(0o644))
         .map_err(io("write a received record"))?;
     super::pwrite_all(file.as_fd(), &content, 0)?;
@@ -287,5 +293,25 @@ mod tests {
         assert_eq!(load(dest.as_fd(), Store::Records, b"b", b.as_fd()).unwrap(), None);
         store(dest.as_fd(), Store::Records, b"b", b.as_fd(), b"about b").unwrap();
         assert_eq!(load(dest.as_fd(), Store::Records, b"b", b.as_fd()).unwrap(), Some(b"about b".to_vec()));
+    }
+
+    #[test]
+    fn a_fifo_at_the_temporary_name_cannot_block_a_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = open(tmp.path());
+        std::fs::create_dir_all(tmp.path().join(".rawsend-received/absent")).unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let fifo = tmp.path().join(".rawsend-received/absent/.tmp.d");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let d = open(&tmp.path().join("d"));
+        store(dest.as_fd(), Store::Absent, b"d", d.as_fd(), b"dev/null").unwrap();
+        assert_eq!(load(dest.as_fd(), Store::Absent, b"d", d.as_fd()).unwrap(), Some(b"dev/null".to_vec()));
     }
 }
