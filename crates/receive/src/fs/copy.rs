@@ -45,12 +45,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rawsend_btrfs as btrfs;
 use rustix::fs::{
-    AtFlags, Dir, FileType, Gid, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, Uid, XattrFlags,
+    AtFlags, FileType, Gid, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, Uid, XattrFlags,
 };
 use rustix::io::Errno;
 
 use super::skips::{self, Skips};
-use super::tree::{open_dir_beneath, proc_path};
+use super::tree::{list, open_dir_beneath, proc_path};
 use super::{RECEIVED_XATTR, pwrite_all};
 use crate::error::{ErrorKind, Result};
 
@@ -507,19 +507,6 @@ fn copy_by_reading(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u6
         offset += n as u64;
     }
     Ok(())
-}
-
-/// The names in directory `dir`, without `.` and `..`.
-fn list(dir: BorrowedFd<'_>) -> Result<Vec<CString>> {
-    let mut names = Vec::new();
-    for entry in Dir::read_from(dir).map_err(|e| ErrorKind::io("read directory", e))? {
-        let entry = entry.map_err(|e| ErrorKind::io("read directory", e))?;
-        let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
 }
 
 /// Opens the parent of directory `child` through `..`, checking it is `expected`.

@@ -27,10 +27,10 @@ use std::str::FromStr;
 
 use rawsend_btrfs as btrfs;
 use rawsend_stream::Uuid;
-use rustix::fs::{AtFlags, Dir, Mode, OFlags, XattrFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
-use super::tree::open_dir_beneath;
+use super::tree::{list, open_dir_beneath};
 use crate::error::{ErrorKind, Result};
 
 /// The xattr holding a complete directory's received UUID and send transid.
@@ -148,7 +148,8 @@ pub fn find(dest: BorrowedFd<'_>, uuid: Uuid, transid: u64) -> Result<Found> {
 
 /// The directory of DEST whose record names `uuid`: its name, the open directory, the record.
 fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, OwnedFd, Record)>> {
-    for name in names(dest)? {
+    for name in list(dest)? {
+        let name = name.into_bytes();
         if name == RECORDS_DIR.as_bytes() {
             continue;
         }
@@ -166,19 +167,6 @@ fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, Owne
         }
     }
     Ok(None)
-}
-
-/// The names in directory `dir` (without `.` and `..`).
-fn names(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>> {
-    let mut names = Vec::new();
-    for entry in Dir::read_from(dir).map_err(|e| ErrorKind::io("list the destination", e))? {
-        let entry = entry.map_err(|e| ErrorKind::io("list the destination", e))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
-        }
-    }
-    Ok(names)
 }
 
 /// The directory of `store`, if it exists.

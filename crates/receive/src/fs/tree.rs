@@ -17,13 +17,13 @@
 //! removals keep the record in step with the stream's view of the tree.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::rc::Rc;
 
 use rawsend_stream::StreamPath;
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Dir, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::error::{ErrorKind, Result};
 
@@ -48,6 +48,19 @@ pub fn open_dir_beneath(base: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd> {
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     rustix::fs::openat2(base, path, flags, Mode::empty(), beneath())
         .map_err(|e| ErrorKind::io("open directory", e))
+}
+
+/// The names in directory `dir`, without `.` and `..`.
+pub fn list(dir: BorrowedFd<'_>) -> Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir).map_err(|e| ErrorKind::io("read directory", e))? {
+        let entry = entry.map_err(|e| ErrorKind::io("read directory", e))?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// `/proc/self/fd/N` (plus `/name` when given): reaches exactly the inode an fd holds.
