@@ -185,7 +185,9 @@ fn received_differences(subvol: &Subvol, dir: &Path, target: Dest, tree: &mut Tr
         Dest::Dir => {
             let root = tree.entries.get_mut(&b"."[..]).expect("captured root");
             let record = root.xattrs.remove(RECEIVED_XATTR.as_bytes());
-            (record.map(|value| String::from_utf8_lossy(&value).into_owned()), None)
+            // "<uuid> <transid>", then the fingerprint of the tree.
+            let uuid_transid = |text: &str| text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            (record.map(|value| uuid_transid(&String::from_utf8_lossy(&value))), None)
         }
     };
     let mut out = Vec::new();

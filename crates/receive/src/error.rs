@@ -44,6 +44,17 @@ pub enum ErrorKind {
         /// ctransid asked for.
         ctransid: u64,
     },
+    /// The dir target's SNAPSHOT parent was edited after it was received.
+    #[error(
+        "the parent directory {parent} changed after it was received ({changes}): \
+         an incremental on top of it would differ from the source; receive a full stream again"
+    )]
+    ParentChanged {
+        /// The parent directory's name in the destination.
+        parent: String,
+        /// The changed entries (paths relative to the parent) and counts.
+        changes: String,
+    },
     /// The parent was found but has changed since the sender's copy.
     #[error("subvolume {uuid} found but its transid is {found}, the stream expects {expected}")]
     TransidMismatch {

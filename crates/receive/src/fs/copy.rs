@@ -40,8 +40,9 @@
 //! the stream applies next, and most flags mean nothing across filesystems.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rawsend_btrfs as btrfs;
 use rustix::fs::{
@@ -49,8 +50,10 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use super::fingerprint::{Drift, Fingerprint};
+use super::setid::{self, Id, Unowned};
 use super::skips::{self, Skips};
-use super::tree::{list, open_dir_beneath, proc_path};
+use super::tree::{list, open_dir_beneath, open_dir_noatime, open_noatime, proc_path};
 use super::{RECEIVED_XATTR, pwrite_all};
 use crate::error::{ErrorKind, Result};
 
@@ -69,10 +72,19 @@ const COPY_RANGE_FALLBACK: [Errno; 4] = [Errno::XDEV, Errno::OPNOTSUPP, Errno::I
 
 /// Copies everything beneath directory `src` into the empty directory `dst`, then the
 /// root's own metadata, leaving out the xattr `RECEIVED_XATTR` on the root. Returns the
-/// paths (relative to `dst`) of device nodes it was not allowed to create.
-pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Skips) -> Result<Vec<Vec<u8>>> {
+/// paths (relative to `dst`) of device nodes it was not allowed to create, and how `src`
+/// differs from its fingerprint `expected`. Copies whose owner could not be kept (or, by
+/// `expected`, was not kept in `src`) lose the set-id bits that owner would need, and are
+/// added to `unowned` for the commands that follow.
+pub(super) fn copy_tree(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    skips: &mut Skips,
+    unowned: &mut Unowned,
+    expected: Option<Fingerprint>,
+) -> Result<Copied> {
     // Reopened: the caller's fds may be O_PATH, and must be directories.
-    let (src_dir, dst_dir) = (open_dir_beneath(src, b".")?, open_dir_beneath(dst, b".")?);
+    let (src_dir, dst_dir) = (open_dir_noatime(src, b".")?, open_dir_beneath(dst, b".")?);
     let stat = stat_fd(src_dir.as_fd())?;
     if !list(dst_dir.as_fd())?.is_empty() {
         return Err(ErrorKind::io("copy into a directory that is not empty", Errno::NOTEMPTY));
@@ -80,6 +92,9 @@ pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Sk
     let dst_id = Id::of(&stat_fd(dst_dir.as_fd())?);
     let mut copier = Copier {
         skips,
+        unowned,
+        owners_known: expected.is_none_or(|expected| expected.owners_kept),
+        drift: expected.map(Drift::new),
         dev: stat.st_dev,
         dst_root: dst,
         dst_root_id: dst_id,
@@ -91,20 +106,17 @@ pub(super) fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, skips: &mut Sk
     let level = Level::new(src_dir.as_fd(), stat, dst_id, 0)?;
     let current = Pair { src: src_dir, dst: dst_dir };
     copier.walk(Walk { current, stack: vec![level], path: Vec::new() })?;
-    Ok(copier.absent)
+    let changes = copier.drift.as_ref().and_then(Drift::changes);
+    Ok(Copied { absent: copier.absent, changes })
 }
 
-/// Device and inode number: which inode a stat describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Id {
-    dev: u64,
-    ino: u64,
-}
-
-impl Id {
-    fn of(stat: &Stat) -> Id {
-        Id { dev: stat.st_dev, ino: stat.st_ino }
-    }
+/// What [`copy_tree`] found.
+#[derive(Debug)]
+pub(super) struct Copied {
+    /// Device nodes not created (no privileges), by relative path.
+    pub absent: Vec<Vec<u8>>,
+    /// How the source differs from its fingerprint, if it does.
+    pub changes: Option<String>,
 }
 
 /// A source directory and its copy, open.
@@ -184,6 +196,15 @@ enum Node<'a> {
 }
 
 impl Node<'_> {
+    fn stat(self) -> Result<Stat> {
+        match self {
+            Node::Open(fd) => stat_fd(fd),
+            Node::At(dir, name) => {
+                rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ErrorKind::io("stat", e))
+            }
+        }
+    }
+
     fn chown(self, stat: &Stat) -> rustix::io::Result<()> {
         let (uid, gid) = (Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)));
         match self {
@@ -248,6 +269,13 @@ impl Node<'_> {
 /// The copy in progress.
 struct Copier<'a> {
     skips: &'a mut Skips,
+    /// Copies whose owner is not the parent's.
+    unowned: &'a mut Unowned,
+    /// Whether the source's owners are the stream's (false: a parent received without
+    /// keeping them, whose copies may not have set-id bits).
+    owners_known: bool,
+    /// The comparison with the source's fingerprint, if it has one.
+    drift: Option<Drift>,
     /// The source's filesystem: a node on another is a mount point.
     dev: u64,
     dst_root: BorrowedFd<'a>,
@@ -275,6 +303,9 @@ impl Copier<'_> {
             let Some(level) = walk.stack.pop() else { return Ok(()) };
             let parent = walk.parent()?;
             let (src, dst) = (Node::Open(walk.current.src.as_fd()), Node::Open(walk.current.dst.as_fd()));
+            if let Some(drift) = self.drift.as_mut().filter(|_| parent.is_none()) {
+                drift.root(&level.stat);
+            }
             self.metadata(src, dst, &level.stat, parent.is_none())?;
             walk.path.truncate(level.path_len);
             match parent {
@@ -290,6 +321,9 @@ impl Copier<'_> {
             .map_err(|e| ErrorKind::io("stat in the parent directory", e))?;
         if stat.st_dev != self.dev {
             return Err(mount_point());
+        }
+        if let Some(drift) = &mut self.drift {
+            drift.entry(&join(path, name.to_bytes()), &stat);
         }
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind == FileType::Directory {
@@ -311,7 +345,7 @@ impl Copier<'_> {
 
     /// Creates the copy of directory `name` and opens both; metadata follows its contents.
     fn dir(&mut self, at: &Pair, name: &CStr, stat: Stat) -> Result<Child> {
-        let src = open_dir_beneath(at.src.as_fd(), name.to_bytes()).map_err(|err| {
+        let src = open_dir_noatime(at.src.as_fd(), name.to_bytes()).map_err(|err| {
             if err.errno() == Some(Errno::XDEV.raw_os_error()) { mount_point() } else { err }
         })?;
         let id = Id::of(&stat_fd(src.as_fd())?);
@@ -372,7 +406,7 @@ impl Copier<'_> {
     /// Copies regular file `name`: its data, then its metadata through the open fds.
     fn file(&mut self, at: &Pair, name: &CStr, stat: &Stat) -> Result<()> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let src = match rustix::fs::openat(&at.src, name, flags, Mode::empty()) {
+        let src = match open_noatime(at.src.as_fd(), OsStr::from_bytes(name.to_bytes()), flags) {
             Err(Errno::ACCESS) if stat.st_uid == rustix::process::geteuid().as_raw() => {
                 open_own_unreadable(at.src.as_fd(), name, stat)?
             }
@@ -392,13 +426,32 @@ impl Copier<'_> {
 
     /// Gives `dst` the owner, xattrs, mode and times in `stat` and `src`'s xattrs.
     fn metadata(&mut self, src: Node<'_>, dst: Node<'_>, stat: &Stat, root: bool) -> Result<()> {
-        self.skips.check(dst.chown(stat), &[Errno::PERM], skips::CHOWN, "chown")?;
+        let owned = self.skips.done(dst.chown(stat), &[Errno::PERM], skips::CHOWN, "chown")?;
         self.xattrs(src, dst, root)?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::Symlink {
-            dst.chmod(Mode::from_raw_mode(stat.st_mode & 0o7777), kind)?;
+            let mode = if owned && self.owners_known {
+                stat.st_mode & 0o7777
+            } else {
+                self.unowned_mode(dst, stat, kind)?
+            };
+            dst.chmod(Mode::from_raw_mode(mode), kind)?;
         }
         dst.set_times(stat).map_err(|e| ErrorKind::io("utimes", e))
+    }
+
+    /// The mode of `dst`, a copy of `stat` whose owner could not be kept: without the
+    /// set-id bits its actual owner may not have (see [`setid`]).
+    fn unowned_mode(&mut self, dst: Node<'_>, stat: &Stat, kind: FileType) -> Result<u32> {
+        let copy = dst.stat()?;
+        let forbidden = if self.owners_known {
+            setid::forbidden((stat.st_uid, stat.st_gid), (copy.st_uid, copy.st_gid), kind)
+        } else {
+            setid::forbidden_unknown(kind)
+        };
+        self.unowned.set(Id::of(&copy), forbidden);
+        let allowed = self.unowned.allowed(Id::of(&copy), stat.st_mode & 0o7777);
+        setid::count(self.skips, allowed)
     }
 
     /// Copies the xattrs of `src` to `dst`, but the received record on the root.
@@ -439,7 +492,7 @@ fn open_own_unreadable(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<
     let path = proc_path(node.as_fd(), None);
     let mode = Mode::from_raw_mode(found.st_mode & 0o7777);
     rustix::fs::chmod(&path, mode | Mode::RUSR).map_err(|e| ErrorKind::io("chmod file to copy", e))?;
-    let opened = rustix::fs::open(&path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty());
+    let opened = open_noatime(rustix::fs::CWD, &path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC);
     let restored = rustix::fs::chmod(&path, mode);
     let src = opened.map_err(|e| ErrorKind::io("open file to copy", e))?;
     restored.map_err(|e| ErrorKind::io("restore the mode of a copied file", e))?;
@@ -510,7 +563,7 @@ fn copy_by_reading(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u6
 }
 
 /// Opens the parent of directory `child` through `..`, checking it is `expected`.
-fn reopen_parent(child: BorrowedFd<'_>, expected: Id) -> Result<OwnedFd> {
+pub(super) fn reopen_parent(child: BorrowedFd<'_>, expected: Id) -> Result<OwnedFd> {
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let parent =
         rustix::fs::openat(child, c"..", flags, Mode::empty()).map_err(|e| ErrorKind::io("open ..", e))?;
@@ -525,7 +578,7 @@ fn stat_fd(fd: BorrowedFd<'_>) -> Result<Stat> {
 }
 
 /// `path/name`, or `name` when `path` is empty.
-fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
+pub(super) fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
     if path.is_empty() { name.to_vec() } else { [path, b"/", name].concat() }
 }
 
@@ -567,7 +620,7 @@ mod tests {
     /// Copies `src` into `dst` (strictly as root: nothing may be refused).
     fn copy(src: &Path, dst: &Path) -> Result<Skips> {
         let mut skips = Skips::new(!is_root());
-        copy_tree(open_dir(src).as_fd(), open_dir(dst).as_fd(), &mut skips)?;
+        copy_tree(open_dir(src).as_fd(), open_dir(dst).as_fd(), &mut skips, &mut Unowned::default(), None)?;
         Ok(skips)
     }
 
@@ -755,6 +808,123 @@ mod tests {
         assert!(allocated(&dir.path().join("dst")) < MIB, "the range before was not written");
     }
 
+    /// A source with a setuid file, a setgid file and a setgid directory, and its fingerprint.
+    fn set_id_source(owners_kept: bool) -> (TempDir, Fingerprint) {
+        let src = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(src.path().join("shared")).expect("mkdir");
+        fs::write(src.path().join("setuid"), b"#!/bin/sh\n").expect("write");
+        fs::write(src.path().join("shared/setgid"), b"#!/bin/sh\n").expect("write");
+        chmod(&src.path().join("setuid"), 0o4755);
+        chmod(&src.path().join("shared/setgid"), 0o2711);
+        chmod(&src.path().join("shared"), 0o2775);
+        let fingerprint = super::super::fingerprint::take(open_dir(src.path()).as_fd(), owners_kept);
+        (src, fingerprint.expect("fingerprint"))
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).expect("stat").mode() & 0o7777
+    }
+
+    /// A parent received without keeping owners: its copies lose their set-id bits (counted
+    /// once per file), directories keep S_ISGID, and `--strict` refuses instead.
+    #[test]
+    fn copies_of_a_parent_without_its_owners_lose_set_id_bits() {
+        let (src, fingerprint) = set_id_source(false);
+        let dst = tempfile::tempdir().expect("tempdir");
+        let (mut skips, mut unowned) = (Skips::new(true), Unowned::default());
+        let copied = copy_tree(
+            open_dir(src.path()).as_fd(),
+            open_dir(dst.path()).as_fd(),
+            &mut skips,
+            &mut unowned,
+            Some(fingerprint),
+        )
+        .expect("copy");
+        assert_eq!(copied.changes, None);
+        assert_eq!(mode(&dst.path().join("setuid")), 0o755);
+        assert_eq!(mode(&dst.path().join("shared/setgid")), 0o711);
+        assert_eq!(mode(&dst.path().join("shared")), 0o2775, "a setgid directory grants nothing");
+        assert_eq!(skips.counts().get(skips::SETID), Some(&2));
+        assert!(!unowned.is_empty(), "later CHMODs of the copies are masked too");
+
+        let (src, fingerprint) = set_id_source(true);
+        let dst = tempfile::tempdir().expect("tempdir");
+        copy_tree(
+            open_dir(src.path()).as_fd(),
+            open_dir(dst.path()).as_fd(),
+            &mut skips,
+            &mut Unowned::default(),
+            Some(fingerprint),
+        )
+        .expect("copy");
+        assert_eq!(mode(&dst.path().join("setuid")), 0o4755, "owners kept: bits kept");
+
+        let (src, fingerprint) = set_id_source(false);
+        let dst = tempfile::tempdir().expect("tempdir");
+        let mut strict = Skips::new(false);
+        let err = copy_tree(
+            open_dir(src.path()).as_fd(),
+            open_dir(dst.path()).as_fd(),
+            &mut strict,
+            &mut Unowned::default(),
+            Some(fingerprint),
+        )
+        .expect_err("strict");
+        assert!(matches!(err, ErrorKind::Unsupported(m) if m.contains("set-id")), "{err}");
+    }
+
+    /// The copy compares the parent with its fingerprint and names what changed since.
+    #[test]
+    fn copies_report_changes_since_the_fingerprint() {
+        let (src, fingerprint) = set_id_source(true);
+        fs::write(src.path().join("shared/setgid"), b"appended").expect("write");
+        let dst = tempfile::tempdir().expect("tempdir");
+        let copied = copy_tree(
+            open_dir(src.path()).as_fd(),
+            open_dir(dst.path()).as_fd(),
+            &mut Skips::new(true),
+            &mut Unowned::default(),
+            Some(fingerprint),
+        )
+        .expect("copy");
+        assert_eq!(copied.changes.as_deref(), Some("\"shared/setgid\""));
+    }
+
+    /// Copying reads the parent with O_NOATIME: as root (or its owner), no atime changes,
+    /// even on a filesystem that updates atimes on every read (`strictatime`).
+    #[test]
+    fn copies_leave_the_source_atimes_alone() {
+        if !is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let mnt = tempfile::tempdir().expect("tempdir");
+        let flags = rustix::mount::MountFlags::STRICTATIME;
+        rustix::mount::mount("tmpfs", mnt.path(), "tmpfs", flags, None).expect("mount tmpfs");
+        let _mounted = Mounted(mnt.path().to_path_buf());
+        let src = source_in(mnt.path());
+        let before = atimes(src.path());
+        assert!(before.len() > 10, "{before:?}");
+        let dst = tempfile::tempdir().expect("tempdir");
+        copy(src.path(), dst.path()).expect("copy");
+        assert_eq!(atimes(src.path()), before);
+        restore_permissions(src.path());
+        restore_permissions(dst.path());
+    }
+
+    /// The atimes of every entry under `root` but symlinks (reading a symlink updates its
+    /// atime, with no way around it), read without changing any.
+    fn atimes(root: &Path) -> Vec<(Vec<u8>, i64, u64)> {
+        let mut atimes = Vec::new();
+        super::super::fingerprint::walk(open_dir(root).as_fd(), |path, stat| {
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
+                atimes.push((path.to_vec(), stat.st_atime, stat.st_atime_nsec));
+            }
+        })
+        .expect("walk");
+        atimes
+    }
+
     /// Lets a non-root owner delete the tree again.
     fn restore_permissions(root: &Path) {
         chmod(&root.join("a/sub"), 0o755);
@@ -788,9 +958,12 @@ mod tests {
             rustix::fs::open(dir.path().join(name), flags, Mode::empty()).expect("open symlink")
         };
         let mut skips = Skips::new(true);
-        let err = copy_tree(link("src-link").as_fd(), open_dir(&dst).as_fd(), &mut skips).expect_err("src");
+        let unowned = &mut Unowned::default();
+        let err = copy_tree(link("src-link").as_fd(), open_dir(&dst).as_fd(), &mut skips, unowned, None)
+            .expect_err("src");
         assert_eq!(err.errno(), Some(Errno::NOTDIR.raw_os_error()), "{err}");
-        let err = copy_tree(open_dir(&src).as_fd(), link("dst-link").as_fd(), &mut skips).expect_err("dst");
+        let err = copy_tree(open_dir(&src).as_fd(), link("dst-link").as_fd(), &mut skips, unowned, None)
+            .expect_err("dst");
         assert_eq!(err.errno(), Some(Errno::NOTDIR.raw_os_error()), "{err}");
         assert_eq!(fs::read_dir(&dst).expect("list").count(), 0, "nothing was written through the link");
     }

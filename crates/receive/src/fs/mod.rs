@@ -11,8 +11,10 @@
 //! symlink and never leaves the subvolume.
 
 mod copy;
+mod fingerprint;
 mod locate;
 mod received;
+mod setid;
 mod skips;
 pub mod tree;
 
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use rawsend_btrfs as btrfs;
 use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
-use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result};
@@ -33,6 +35,7 @@ use crate::target::{
 };
 use received::Record;
 pub use received::{RECEIVED_XATTR, RECORDS_DIR};
+use setid::Unowned;
 use skips::Skips;
 use tree::{Tree, proc_path};
 
@@ -80,6 +83,8 @@ struct Current {
     sources: HashMap<Uuid, Tree>,
     /// IMMUTABLE/APPEND flags, applied when the subvolume is complete.
     deferred_flags: Vec<(OwnedFd, IFlags)>,
+    /// Inodes whose owner could not be set, and the set-id bits they may not have.
+    unowned: Unowned,
 }
 
 /// Receives into a directory. See the module docs.
@@ -172,9 +177,20 @@ impl FsTarget {
     /// parent lacks, or that could not be copied, are absent from the copy too.
     fn copy_parent(&mut self, parent: received::Found) -> Result<()> {
         let FsTarget { current, skips, .. } = self;
-        let tree = &mut current.as_mut().ok_or(ErrorKind::NoSubvolume)?.tree;
-        let not_copied = copy::copy_tree(parent.dir.as_fd(), tree.root(), skips)?;
-        for path in not_copied.iter().chain(&parent.absent) {
+        let Current { tree, unowned, .. } = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
+        if parent.fingerprint.is_none() && !skips.skip(skips::UNCHECKED_PARENT) {
+            return Err(ErrorKind::Unsupported(
+                "a parent recorded by an older rawsend, which cannot be checked for changes",
+            ));
+        }
+        let copied = copy::copy_tree(parent.dir.as_fd(), tree.root(), skips, unowned, parent.fingerprint)?;
+        if let Some(changes) = copied.changes {
+            return Err(ErrorKind::ParentChanged {
+                parent: String::from_utf8_lossy(&parent.name).into(),
+                changes,
+            });
+        }
+        for path in copied.absent.iter().chain(&parent.absent) {
             tree.mark_absent(path);
         }
         Ok(())
@@ -185,7 +201,7 @@ impl FsTarget {
         let FsTarget { dest, kind, current, .. } = self;
         let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
         if source.uuid == current.uuid {
-            return current.tree.open_regular(source.path, OFlags::RDONLY);
+            return current.tree.open_reading(source.path);
         }
         let tree = match current.sources.entry(source.uuid) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -197,7 +213,7 @@ impl FsTarget {
                 entry.insert(Tree::new(root))
             }
         };
-        tree.open_regular(source.path, OFlags::RDONLY)
+        tree.open_reading(source.path)
     }
 
     /// Creates a device node; without privileges the dir target records it as absent instead.
@@ -287,6 +303,71 @@ impl FsTarget {
         Ok(flags & !BTRFS_ONLY_FLAGS)
     }
 
+    /// The stat of the node at `path` itself (a final symlink is not followed).
+    fn stat_node(&mut self, path: StreamPath<'_>) -> Result<Stat> {
+        let tree = self.tree()?;
+        let result = match tree.cached(path) {
+            Some(fd) => rustix::fs::fstat(fd),
+            None => {
+                let (dir, name) = at(tree, path)?;
+                rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        };
+        result.map_err(|e| ErrorKind::io("stat", e))
+    }
+
+    /// Sets the mode of the node at `path`, which must not be a symlink.
+    fn set_mode(&mut self, path: StreamPath<'_>, mode: Mode) -> Result<()> {
+        // A cached fd is a regular file or a directory, never a symlink.
+        if let Some(fd) = self.tree()?.cached(path) {
+            return rustix::fs::fchmod(fd, mode).map_err(|e| ErrorKind::io("chmod", e));
+        }
+        let node = self.tree()?.node(path)?;
+        let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+            return Err(ErrorKind::Invalid("chmod on a symlink"));
+        }
+        rustix::fs::chmod(proc_path(node.as_fd(), None), mode).map_err(|e| ErrorKind::io("chmod", e))
+    }
+
+    /// `mode` without the set-id bits the node at `path` may not have (its owner is not
+    /// the stream's), counting the node the first time bits are cleared.
+    fn allowed_mode(&mut self, path: StreamPath<'_>, mode: u32) -> Result<u32> {
+        if mode & setid::SETID == 0 || self.current()?.unowned.is_empty() {
+            return Ok(mode);
+        }
+        let id = setid::Id::of(&self.stat_node(path)?);
+        let allowed = self.current()?.unowned.allowed(id, mode);
+        setid::count(&mut self.skips, allowed)
+    }
+
+    /// After a CHOWN to `wanted` (`done`: it was not skipped): remembers which set-id bits
+    /// the node may not have, and clears those a CHMOD already set.
+    fn track_owner(&mut self, path: StreamPath<'_>, wanted: (u32, u32), done: bool) -> Result<()> {
+        if done && self.current()?.unowned.is_empty() {
+            return Ok(());
+        }
+        let stat = self.stat_node(path)?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        let forbidden = if done { 0 } else { setid::forbidden(wanted, (stat.st_uid, stat.st_gid), kind) };
+        self.current()?.unowned.set(setid::Id::of(&stat), forbidden);
+        let mode = self.allowed_mode(path, stat.st_mode & 0o7777)?;
+        if mode != stat.st_mode & 0o7777 {
+            self.set_mode(path, Mode::from_raw_mode(mode))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets what was known of the inode number a new node at `path` reuses.
+    fn forget_owner(&mut self, path: StreamPath<'_>) -> Result<()> {
+        if self.current()?.unowned.is_empty() || self.is_absent(path) {
+            return Ok(());
+        }
+        let id = setid::Id::of(&self.stat_node(path)?);
+        self.current()?.unowned.forget(id);
+        Ok(())
+    }
+
     /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
     fn mark_received(&mut self, current: &Current) -> Result<()> {
         let root = current.tree.root();
@@ -296,7 +377,8 @@ impl FsTarget {
                 btrfs::set_read_only(root, true)?;
             }
             Kind::Dir => {
-                let record = Record { uuid: current.uuid, transid: current.ctransid };
+                let fingerprint = Some(fingerprint::take(root, current.unowned.is_empty())?);
+                let record = Record { uuid: current.uuid, transid: current.ctransid, fingerprint };
                 let absent: Vec<&[u8]> = current.tree.absent().collect();
                 let in_xattr = received::write(self.dest.as_fd(), &current.name, root, &record, &absent)?;
                 self.completed.push(format!(
@@ -394,6 +476,7 @@ impl Target for FsTarget {
             tree: Tree::new(root),
             sources: HashMap::new(),
             deferred_flags: Vec::new(),
+            unowned: Unowned::default(),
         });
         parent.map_or(Ok(()), |parent| self.copy_parent(parent))
     }
@@ -416,7 +499,7 @@ impl Target for FsTarget {
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
         let (dir, name) = self.tree()?.parent(path)?;
         let private = Mode::from_raw_mode(0o600);
-        match kind {
+        let created = match kind {
             NodeKind::File => {
                 let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let fd = rustix::fs::openat(dir.as_fd(), name, flags, private)
@@ -433,7 +516,9 @@ impl Target for FsTarget {
                 .map_err(|e| ErrorKind::io("mksock", e)),
             NodeKind::Symlink(target) => rustix::fs::symlinkat(target.as_bytes(), dir.as_fd(), name)
                 .map_err(|e| ErrorKind::io("symlink", e)),
-        }
+        };
+        created?;
+        self.forget_owner(path)
     }
 
     fn rename(&mut self, from: StreamPath<'_>, to: StreamPath<'_>) -> Result<()> {
@@ -560,23 +645,15 @@ impl Target for FsTarget {
         if self.is_absent(path) {
             return Ok(());
         }
-        let mode = Mode::from_raw_mode(mode);
-        // A cached fd is a regular file or a directory, never a symlink.
-        if let Some(fd) = self.tree()?.cached(path) {
-            return rustix::fs::fchmod(fd, mode).map_err(|e| ErrorKind::io("chmod", e));
-        }
-        let node = self.tree()?.node(path)?;
-        let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
-        if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
-            return Err(ErrorKind::Invalid("chmod on a symlink"));
-        }
-        rustix::fs::chmod(proc_path(node.as_fd(), None), mode).map_err(|e| ErrorKind::io("chmod", e))
+        let mode = self.allowed_mode(path, mode)?;
+        self.set_mode(path, Mode::from_raw_mode(mode))
     }
 
     fn chown(&mut self, path: StreamPath<'_>, uid: u32, gid: u32) -> Result<()> {
         if self.is_absent(path) {
             return Ok(());
         }
+        let wanted = (uid, gid);
         let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
         let tree = self.tree()?;
         let result = match tree.cached(path) {
@@ -586,7 +663,8 @@ impl Target for FsTarget {
                 rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         };
-        self.skips.check(result, &[Errno::PERM], skips::CHOWN, "chown")
+        let done = self.skips.done(result, &[Errno::PERM], skips::CHOWN, "chown")?;
+        self.track_owner(path, wanted, done)
     }
 
     fn utimes(&mut self, path: StreamPath<'_>, atime: Timespec, mtime: Timespec) -> Result<()> {

@@ -30,6 +30,7 @@ use rawsend_stream::Uuid;
 use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
+use super::fingerprint::Fingerprint;
 use super::tree::{list, open_dir_beneath};
 use crate::error::{ErrorKind, Result};
 
@@ -37,8 +38,8 @@ use crate::error::{ErrorKind, Result};
 pub const RECEIVED_XATTR: &str = "user.rawsend.received";
 /// The directory in DEST holding what does not fit in xattrs.
 pub const RECORDS_DIR: &str = ".rawsend-received";
-/// Longest record read back from the xattr (a UUID and an integer fit easily).
-const RECORD_MAX: usize = 128;
+/// Longest record read back from the xattr (a UUID, an integer and a fingerprint fit easily).
+const RECORD_MAX: usize = 512;
 /// Largest file read back from `RECORDS_DIR` (a list of absent paths).
 const FILE_MAX: u64 = 64 << 20;
 
@@ -67,27 +68,40 @@ pub struct Record {
     pub uuid: Uuid,
     /// Its ctransid when sent.
     pub transid: u64,
+    /// What the directory looked like when recorded (`None`: recorded by an older rawsend).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl Record {
     fn text(&self) -> String {
-        format!("{} {}", self.uuid, self.transid)
+        match &self.fingerprint {
+            Some(fingerprint) => format!("{} {} {fingerprint}", self.uuid, self.transid),
+            None => format!("{} {}", self.uuid, self.transid),
+        }
     }
 
-    /// Parses `"<uuid> <transid>"`.
+    /// Parses `"<uuid> <transid>"`, optionally followed by a fingerprint.
     fn parse(text: &[u8]) -> Option<Record> {
         let text = std::str::from_utf8(text).ok()?;
-        let mut words = text.split_ascii_whitespace();
+        let mut words = text.split_ascii_whitespace().peekable();
         let uuid = Uuid(btrfs::Uuid::from_str(words.next()?).ok()?.0);
         let transid = words.next()?.parse().ok()?;
-        words.next().is_none().then_some(Record { uuid, transid })
+        let fingerprint = match words.peek() {
+            None => None,
+            Some(_) => Some(Fingerprint::parse(words)?),
+        };
+        Some(Record { uuid, transid, fingerprint })
     }
 }
 
 /// A complete directory found by its record.
 pub struct Found {
+    /// Its name in the destination.
+    pub name: Vec<u8>,
     /// The directory, open.
     pub dir: OwnedFd,
+    /// What it looked like when recorded (`None`: recorded by an older rawsend).
+    pub fingerprint: Option<Fingerprint>,
     /// Paths (relative to it) of device nodes it should have but lacks.
     pub absent: Vec<Vec<u8>>,
 }
@@ -143,7 +157,7 @@ pub fn find(dest: BorrowedFd<'_>, uuid: Uuid, transid: u64) -> Result<Found> {
     }
     let absent = load(dest, Store::Absent, &name, dir.as_fd())?.unwrap_or_default();
     let absent = absent.split(|&byte| byte == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect();
-    Ok(Found { dir, absent })
+    Ok(Found { name, dir, fingerprint: record.fingerprint, absent })
 }
 
 /// The directory of DEST whose record names `uuid`: its name, the open directory, the record.
@@ -243,13 +257,19 @@ mod tests {
 
     #[test]
     fn records_parse_back() {
-        let record = Record { uuid: Uuid([0xab; 16]), transid: 42 };
-        assert_eq!(Record::parse(record.text().as_bytes()), Some(record));
-        assert_eq!(Record::parse(format!("{}\n", record.text()).as_bytes()), Some(record));
+        let old = Record { uuid: Uuid([0xab; 16]), transid: 42, fingerprint: None };
+        let tmp = tempfile::tempdir().unwrap();
+        let fingerprint = Some(super::super::fingerprint::take(open(tmp.path()).as_fd(), false).unwrap());
+        let new = Record { fingerprint, ..old };
+        for record in [old, new] {
+            assert_eq!(Record::parse(record.text().as_bytes()), Some(record));
+            assert_eq!(Record::parse(format!("{}\n", record.text()).as_bytes()), Some(record));
+            assert_eq!(Record::parse(format!("{} 3", record.text()).as_bytes()), None);
+        }
         for bad in [&b""[..], b"nonsense 1", b"abababab-abab-abab-abab-abababababab", b"\xff"] {
             assert_eq!(Record::parse(bad), None);
         }
-        assert_eq!(Record::parse(format!("{} 3", record.text()).as_bytes()), None);
+        assert!(new.text().len() < RECORD_MAX);
     }
 
     #[test]
@@ -258,7 +278,7 @@ mod tests {
         let dest = open(tmp.path());
         std::fs::create_dir(tmp.path().join("a")).unwrap();
         let a = open(&tmp.path().join("a"));
-        let record = Record { uuid: Uuid([1; 16]), transid: 5 };
+        let record = Record { uuid: Uuid([1; 16]), transid: 5, fingerprint: None };
         let absent: [&[u8]; 2] = [b"dev/null", b"dev/with\nnewline"];
         assert!(write(dest.as_fd(), b"a", a.as_fd(), &record, &absent).unwrap(), "user xattrs expected");
         let found = find(dest.as_fd(), Uuid([1; 16]), 5).unwrap();

@@ -17,6 +17,10 @@ use crate::error::{ErrorKind, Result};
 pub const CHOWN: &str = "chown (changing owners needs privileges)";
 /// Kind of skip: device nodes.
 pub const DEVICES: &str = "device nodes (creating devices needs privileges)";
+/// Kind of skip: set-id bits of files whose owner could not be set (see [`super::setid`]).
+pub const SETID: &str = "files' set-id bits (cleared: their owner could not be set, as cp -p does)";
+/// Kind of skip: checking a SNAPSHOT parent for later changes (see [`super::fingerprint`]).
+pub const UNCHECKED_PARENT: &str = "parent checks for changes since its receive (parent recorded by an older rawsend; a full receive avoids this)";
 /// Kind of skip: fs-verity.
 pub const VERITY: &str = "fs-verity (not supported by the destination)";
 

@@ -43,11 +43,37 @@ fn beneath() -> ResolveFlags {
     ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
 }
 
+/// Flags of every directory open.
+const DIR_FLAGS: OFlags =
+    OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
+
 /// Opens directory `path` (a relative, validated path) beneath `base`.
 pub fn open_dir_beneath(base: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd> {
-    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    rustix::fs::openat2(base, path, flags, Mode::empty(), beneath())
+    rustix::fs::openat2(base, path, DIR_FLAGS, Mode::empty(), beneath())
         .map_err(|e| ErrorKind::io("open directory", e))
+}
+
+/// Like [`open_dir_beneath`], for listing without changing the directory's atime:
+/// `O_NOATIME` where permitted (the owner, or `CAP_FOWNER`), else without it.
+pub fn open_dir_noatime(base: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd> {
+    let flags = DIR_FLAGS | OFlags::NOATIME;
+    match rustix::fs::openat2(base, path, flags, Mode::empty(), beneath()) {
+        Err(rustix::io::Errno::PERM) => open_dir_beneath(base, path),
+        dir => dir.map_err(|e| ErrorKind::io("open directory", e)),
+    }
+}
+
+/// Opens `path` (relative to `dir`, or the magic link `/proc/self/fd/N`) for reading
+/// without changing its atime where permitted, like [`open_dir_noatime`].
+pub fn open_noatime(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::OsStr,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    match rustix::fs::openat(dir, path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, path, flags, Mode::empty()),
+        file => file,
+    }
 }
 
 /// The names in directory `dir`, without `.` and `..`.
@@ -124,6 +150,16 @@ impl Tree {
             self.file = Some((path.as_bytes().to_vec(), fd));
         }
         Ok(self.file.as_ref().expect("just set").1.as_fd())
+    }
+
+    /// Opens a regular file for reading, without changing its atime where permitted.
+    pub fn open_reading(&mut self, path: StreamPath<'_>) -> Result<OwnedFd> {
+        match self.open_regular(path, OFlags::RDONLY | OFlags::NOATIME) {
+            Err(err) if err.errno() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                self.open_regular(path, OFlags::RDONLY)
+            }
+            file => file,
+        }
     }
 
     /// Opens a regular file with `access` (`RDONLY`, `RDWR`) without ever opening anything else.
