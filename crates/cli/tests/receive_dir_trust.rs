@@ -395,8 +395,8 @@ fn an_edited_parent_is_refused_naming_the_change() {
 
 /// The atimes of every node under `root` but symlinks, read without changing any
 /// (`O_NOATIME`: root may use it on any file).
-fn atimes(root: &Path) -> BTreeMap<Vec<u8>, (i64, u64)> {
-    fn walk(dir: BorrowedFd<'_>, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, (i64, u64)>) {
+fn atimes(root: &Path) -> BTreeMap<String, (i64, u64)> {
+    fn walk(dir: BorrowedFd<'_>, prefix: &[u8], out: &mut BTreeMap<String, (i64, u64)>) {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOATIME | OFlags::CLOEXEC;
         let listing = rustix::fs::openat(dir, ".", flags, Mode::empty()).expect("open");
         for entry in Dir::read_from(&listing).expect("list") {
@@ -409,7 +409,7 @@ fn atimes(root: &Path) -> BTreeMap<Vec<u8>, (i64, u64)> {
             let path = [prefix, name].concat();
             let kind = FileType::from_raw_mode(stat.st_mode);
             if kind != FileType::Symlink {
-                out.insert(path.clone(), (stat.st_atime, stat.st_atime_nsec));
+                out.insert(String::from_utf8_lossy(&path).into_owned(), (stat.st_atime, stat.st_atime_nsec));
             }
             if kind == FileType::Directory {
                 let sub = rustix::fs::openat(dir, entry.file_name(), flags, Mode::empty()).expect("open");
@@ -420,7 +420,7 @@ fn atimes(root: &Path) -> BTreeMap<Vec<u8>, (i64, u64)> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOATIME | OFlags::CLOEXEC;
     let fd = rustix::fs::open(root, flags, Mode::empty()).expect("open");
     let stat = rustix::fs::fstat(&fd).expect("stat");
-    let mut out = BTreeMap::from([(b".".to_vec(), (stat.st_atime, stat.st_atime_nsec))]);
+    let mut out = BTreeMap::from([(".".to_owned(), (stat.st_atime, stat.st_atime_nsec))]);
     walk(fd.as_fd(), b"", &mut out);
     out
 }
