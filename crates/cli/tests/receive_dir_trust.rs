@@ -459,3 +459,41 @@ fn incrementals_keep_atimes_as_btrfs_does() {
         "left = btrfs receive, right = rawsend"
     );
 }
+
+/// A parent recorded by an earlier rawsend (`"<uuid> <transid>"`, no fingerprint) is still
+/// used, with one warning that it could not be checked; `--strict` refuses it.
+#[test]
+fn a_parent_recorded_without_a_fingerprint_is_used_with_a_warning() {
+    require_root();
+    let fixture = Fixture::new();
+    let ext4 = LoopFs::builder(FsType::Ext4, 128 * MIB).build();
+    for (strict, extra) in [(false, &[][..]), (true, &["--strict"][..])] {
+        let dest = ext4.path().join(format!("dest-{strict}"));
+        fs::create_dir(&dest).expect("mkdir");
+        assert_success(&receive(&fixture.full, &dest));
+        let parent = dest.join("snap1");
+        let recorded = record(&parent).expect("recorded");
+        let old: Vec<&[u8]> = recorded.split(|&byte| byte == b' ').take(2).collect();
+        let flags = rustix::fs::XattrFlags::REPLACE;
+        rustix::fs::lsetxattr(&parent, RECEIVED_XATTR, &old.join(&b' '), flags).expect("setxattr");
+        let output = rawsend()
+            .args(["receive", "--target", "dir"])
+            .args(extra)
+            .arg("-f")
+            .arg(&fixture.incremental)
+            .arg(&dest)
+            .output()
+            .expect("start rawsend");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if strict {
+            assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+            assert!(stderr.contains("recorded by an older rawsend"), "{stderr}");
+            assert!(record(&dest.join("snap2")).is_none());
+        } else {
+            assert_success(&output);
+            let warnings = stderr.lines().filter(|line| line.contains("recorded by an older rawsend"));
+            assert_eq!(warnings.count(), 1, "{stderr}");
+            assert!(record(&dest.join("snap2")).is_some());
+        }
+    }
+}
