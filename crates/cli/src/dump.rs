@@ -10,6 +10,7 @@ pub mod text;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -42,8 +43,13 @@ pub fn run(args: &DumpArgs) -> Result<()> {
     dump(open_input(args.file.as_ref())?, format, ReaderOptions::default(), 1)
 }
 
+/// A stream's input: readable, and with an fd to poll.
+pub trait Input: Read + AsFd {}
+
+impl<T: Read + AsFd> Input for T {}
+
 /// Opens FILE, or standard input.
-pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Read>> {
+pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input>> {
     Ok(match file {
         Some(path) => Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?),
         None => Box::new(io::stdin().lock()),

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, received_state, require_root, run};
 
 /// Files in the source subvolume.
 const FILES: usize = 3000;
@@ -110,16 +110,6 @@ fn assert_complete_content(source: &Source, received: &Path, label: &str) {
     );
 }
 
-/// `Received UUID` and whether the subvolume is read-only, from `btrfs subvolume show`.
-fn btrfs_mark(subvol: &Path) -> (String, bool) {
-    let output = run(Command::new("btrfs").args(["subvolume", "show"]).arg(subvol));
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let field = |name: &str| {
-        text.lines().find_map(|line| line.trim().strip_prefix(name)).map(str::trim).unwrap_or("").to_owned()
-    };
-    (field("Received UUID:"), field("Flags:").contains("readonly"))
-}
-
 #[test]
 fn btrfs_subvolume_marked_received_survives_a_power_cut() {
     require_root();
@@ -130,11 +120,8 @@ fn btrfs_subvolume_marked_received_survives_a_power_cut() {
         let crashed = dest.crash_copy(FsType::Btrfs);
         let label = format!("btrfs round {round} (receive took {took:.1} s)");
         let subvol = crashed.path().join(SNAPSHOT);
-        let (received_uuid, read_only) = btrfs_mark(&subvol);
-        assert!(
-            received_uuid.len() == 36 && read_only,
-            "{label}: the mark did not survive: received UUID {received_uuid:?}, read-only {read_only}"
-        );
+        let state = received_state(&subvol);
+        assert!(state.is_received(), "{label}: the mark did not survive: {state:?}");
         assert_complete_content(&source, &subvol, &label);
     }
 }

@@ -60,6 +60,40 @@ where
     run(Command::new(program).args(args))
 }
 
+/// A btrfs subvolume's received state, as `btrfs subvolume show` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedState {
+    /// `Received UUID` (`-` when none).
+    pub received_uuid: String,
+    /// `Send transid`.
+    pub send_transid: String,
+    /// Whether `Flags` says readonly.
+    pub read_only: bool,
+}
+
+impl ReceivedState {
+    /// Marked received: a received UUID and read-only.
+    pub fn is_received(&self) -> bool {
+        self.received_uuid != "-" && self.read_only
+    }
+}
+
+/// The received state of the subvolume at `subvol`, from `btrfs subvolume show`.
+pub fn received_state(subvol: &Path) -> ReceivedState {
+    let output = run(Command::new("btrfs").args(["subvolume", "show"]).arg(subvol));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(name).map(|rest| rest.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {name} in `btrfs subvolume show {}`:\n{text}", subvol.display()))
+    };
+    ReceivedState {
+        read_only: field("Flags:").split_whitespace().any(|flag| flag == "readonly"),
+        received_uuid: field("Received UUID:"),
+        send_transid: field("Send transid:"),
+    }
+}
+
 /// Filesystem types [`LoopFs`] can create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsType {

@@ -29,7 +29,7 @@ use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
 use received::Record;
 pub use received::{RECEIVED_XATTR, RECORDS_DIR};
@@ -329,6 +329,15 @@ fn sync_filesystem(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::fs::syncfs(fd).map_err(|e| ErrorKind::io("syncfs (make the received data durable)", e))
 }
 
+/// `text` as one shell word, for commands suggested to the user.
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// Splits FILEATTR flags into what to set now and the final set (with IMMUTABLE/APPEND).
 fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
     let mut now = current;
@@ -423,10 +432,14 @@ impl Target for FsTarget {
         self.mark_received(&current)
     }
 
-    fn abandon_subvol(&mut self) -> Option<String> {
+    fn abandon_subvol(&mut self) -> Option<Unfinished> {
         let current = self.current.take()?;
-        let what = if self.kind == Kind::Btrfs { "subvolume" } else { "directory" };
-        Some(format!("{what} {}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name)))
+        let path = format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name));
+        let (what, cleanup) = match self.kind {
+            Kind::Btrfs => ("subvolume", format!("btrfs subvolume delete {}", shell_quote(&path))),
+            Kind::Dir => ("directory", format!("rm -rf {}", shell_quote(&path))),
+        };
+        Some(Unfinished { place: format!("{what} {path}"), cleanup: Some(cleanup) })
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
