@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use crate::command::Command;
 use crate::error::EncodeError;
 use crate::header::StreamHeader;
+use crate::path::PathAttr;
 
 /// Encodes commands into a [`Write`], reusing one buffer.
 pub struct StreamWriter<W> {
@@ -32,7 +33,10 @@ impl<W: Write> StreamWriter<W> {
     }
 
     /// Encodes and writes one command.
-    pub fn write(&mut self, command: &Command<'_>) -> Result<(), WriteError> {
+    ///
+    /// Its paths are written as they are: a `Command<'_, RawPath>` writes
+    /// paths that a receive refuses, which is how tests build hostile streams.
+    pub fn write<'c, P: PathAttr<'c>>(&mut self, command: &Command<'c, P>) -> Result<(), WriteError> {
         self.buf.clear();
         command.encode(self.version, &mut self.buf)?;
         self.out.write_all(&self.buf)?;
