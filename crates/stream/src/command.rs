@@ -302,7 +302,21 @@ pub struct InvalidPath<'a> {
     pub reason: PathError,
 }
 
+impl<'a> Command<'a> {
+    /// Decodes a parsed frame. Unknown command numbers and invalid paths
+    /// ([`ErrorKind::BadPath`]) are errors.
+    pub fn decode(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
+        Self::decode_as(frame)
+    }
+}
+
 impl<'a> Command<'a, RawPath<'a>> {
+    /// Decodes a parsed frame like [`Command::decode`], but keeps path
+    /// attributes that it refuses; see [`invalid_paths`](Self::invalid_paths).
+    pub fn decode_raw(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
+        Self::decode_as(frame)
+    }
+
     /// The path attributes a strict decode would refuse, in attribute order.
     pub fn invalid_paths(&self) -> impl Iterator<Item = InvalidPath<'a>> + use<'a> {
         self.path_attrs().filter_map(|(attr, path)| {
@@ -312,11 +326,9 @@ impl<'a> Command<'a, RawPath<'a>> {
 }
 
 impl<'a, P: PathAttr<'a>> Command<'a, P> {
-    /// Decodes a parsed frame. Unknown command numbers are an error.
-    ///
-    /// With `P` = [`StreamPath`] an invalid path attribute is an
-    /// [`ErrorKind::BadPath`]; with `P` = [`RawPath`] it is kept as is.
-    pub fn decode(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
+    /// The one decoder behind [`Command::decode`] and [`Command::decode_raw`]:
+    /// `P::from_attr` decides what becomes of each path attribute.
+    pub(crate) fn decode_as(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
         use Attr as A;
         let f = frame;
         let kind = CommandKind::from_raw(f.cmd()).ok_or(ErrorKind::UnknownCommand(f.cmd()))?;

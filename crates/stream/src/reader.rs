@@ -287,7 +287,7 @@ fn decode<'a, P: PathAttr<'a>>(
         location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
     }
     check_crc(raw)?;
-    Command::decode(&frame?)
+    Command::decode_as(&frame?)
 }
 
 fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {
