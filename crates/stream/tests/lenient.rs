@@ -161,9 +161,9 @@ fn crc_and_framing_errors_are_still_errors() {
     let (stream, cases) = invalid_path_stream(1);
     let mut bad_crc = stream.clone();
     let second_case = cases[1].index;
-    // Flip a byte inside the first case's command: its CRC no longer matches.
+    // Flip a byte of the first case's path: its CRC no longer matches.
     let Seen::Command(_, offset, ..) = &lenient(&stream)[cases[0].index as usize + 1] else { unreachable!() };
-    bad_crc[*offset as usize + 12] ^= 0x20;
+    bad_crc[*offset as usize + 14] ^= 0x20;
     let seen = lenient(&bad_crc);
     let Seen::Error(err) = &seen[cases[0].index as usize + 1] else { panic!("{seen:?}") };
     assert!(matches!(err.kind, ErrorKind::CrcMismatch { .. }), "{err}");
