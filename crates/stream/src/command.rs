@@ -8,6 +8,11 @@
 //! btrfs-progs treats as optional (ENCODED_WRITE's compression and
 //! encryption, MKFIFO/MKSOCK's mode and rdev, UTIMES' otime) are `Option`s so
 //! that their presence survives the round trip.
+//!
+//! Path attributes decode to the command's path type `P`: validated
+//! [`StreamPath`]s ([`Command::decode`]), or [`RawPath`]s kept as they are
+//! for inspection ([`Command::decode_raw`]); see `path.rs` for why this is a
+//! type and not a flag. Both go through the same decoder and encoder.
 
 use crate::crc::command_crc;
 use crate::error::{EncodeError, ErrorKind};

@@ -14,9 +14,9 @@
 //! - [`Frame`]: one command's attributes, looked up by number, borrowed.
 //! - [`Command`]: typed commands with validated [`StreamPath`]s; encodes
 //!   back in the kernel's attribute order, so decode→encode is exact. For
-//!   inspection, `Command<'_, RawPath>` keeps invalid paths as they are and
-//!   names them ([`Command::invalid_paths`]); only
-//!   [`StreamReader::next_lenient`] yields it.
+//!   inspection, `Command<'_, RawPath>` ([`StreamReader::next_lenient`])
+//!   keeps the paths a receive refuses as they are and names them
+//!   ([`Command::invalid_paths`]).
 //! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`.
 //!
 //! ```

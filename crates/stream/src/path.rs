@@ -13,8 +13,11 @@
 //! types, the parameter of [`crate::Command`]: the one command decoder builds
 //! either, so a `Command<'_, StreamPath>` (the default, all the receiver ever
 //! gets) can only hold validated paths, and unvalidated bytes exist only in
-//! the `Command<'_, RawPath>` that [`crate::StreamReader::next_lenient`]
-//! yields. The type, not a reader flag, keeps a lenient path out of a receive.
+//! a `Command<'_, RawPath>` ([`crate::StreamReader::next_lenient`],
+//! [`crate::Command::decode_raw`]). The type, not a reader flag, keeps a
+//! lenient path out of a receive. Returning the validation error next to an
+//! ordinary command was the alternative; it would have needed a `StreamPath`
+//! holding unvalidated bytes, and no `StreamPath` could be trusted any more.
 
 use std::fmt;
 
