@@ -21,6 +21,7 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 pub mod fixtures;
+pub mod hostile;
 pub mod tree;
 
 /// Mebibyte, for image sizes.
