@@ -5,6 +5,7 @@
 //! exit codes (0 success, 1 failure, 2 usage).
 
 mod dump;
+mod interrupt;
 mod receive;
 mod send;
 
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
 
 /// Prints an error chain and picks the exit code; a closed pipe is not a failure.
 fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(interrupted) = err.downcast_ref::<interrupt::Interrupted>() {
+        eprintln!("rawsend: {interrupted}");
+        return ExitCode::from(interrupted.stopped.exit_status());
+    }
     let broken_pipe = err.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     });

@@ -55,6 +55,9 @@ pub enum ErrorKind {
         /// The changed entries (paths relative to the parent) and counts.
         changes: String,
     },
+    /// The receive was asked to stop (a signal) before this command.
+    #[error("interrupted before this command")]
+    Interrupted,
     /// The parent was found but has changed since the sender's copy.
     #[error("subvolume {uuid} found but its transid is {found}, the stream expects {expected}")]
     TransidMismatch {
