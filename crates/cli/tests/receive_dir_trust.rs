@@ -36,6 +36,14 @@ const RECEIVED_XATTR: &str = "user.rawsend.received";
 /// Set-user-ID and set-group-ID.
 const SETID: u32 = 0o6000;
 
+/// Runs the tests of this file one at a time: a process another test forks while this one
+/// writes its copy of the binary inherits the open file until it execs, and executing
+/// the copy then fails with ETXTBSY.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn rawsend() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rawsend"))
 }
@@ -234,6 +242,7 @@ fn assert_no_foreign_set_id(received: &Path, source: &Path) {
 #[test]
 fn nobody_receives_no_set_id_file_for_itself() {
     require_root();
+    let _serial = serial();
     let fixture = Fixture::new();
     let nobody = Nobody::new();
     let dest = nobody.dir("dest");
@@ -269,6 +278,7 @@ fn nobody_receives_no_set_id_file_for_itself() {
 #[test]
 fn nobody_copying_a_set_id_parent_clears_the_bits() {
     require_root();
+    let _serial = serial();
     let fixture = Fixture::new();
     let nobody = Nobody::new();
     let dest = nobody.dir("dest");
@@ -297,6 +307,7 @@ fn nobody_copying_a_set_id_parent_clears_the_bits() {
 #[test]
 fn set_id_bits_are_cleared_whatever_the_command_order() {
     require_root();
+    let _serial = serial();
     let nobody = Nobody::new();
     let stream = nobody.path("orders.stream");
     let path = |p: &'static [u8]| StreamPath::new(p).expect("valid path");
@@ -352,6 +363,7 @@ fn record(dir: &Path) -> Option<Vec<u8>> {
 #[test]
 fn an_edited_parent_is_refused_naming_the_change() {
     require_root();
+    let _serial = serial();
     let fixture = Fixture::new();
     let ext4 = LoopFs::builder(FsType::Ext4, 128 * MIB).build();
     type Edit = fn(&Path);
@@ -431,6 +443,7 @@ fn atimes(root: &Path) -> BTreeMap<String, (i64, u64)> {
 #[test]
 fn incrementals_keep_atimes_as_btrfs_does() {
     require_root();
+    let _serial = serial();
     let fixture = Fixture::new();
     let progs_fs = LoopFs::builder(FsType::Btrfs, 256 * MIB).mount_options("noatime").build();
     for stream in [&fixture.full, &fixture.incremental] {
@@ -465,6 +478,7 @@ fn incrementals_keep_atimes_as_btrfs_does() {
 #[test]
 fn a_parent_recorded_without_a_fingerprint_is_used_with_a_warning() {
     require_root();
+    let _serial = serial();
     let fixture = Fixture::new();
     let ext4 = LoopFs::builder(FsType::Ext4, 128 * MIB).build();
     for (strict, extra) in [(false, &[][..]), (true, &["--strict"][..])] {
