@@ -374,7 +374,7 @@ fn an_edited_parent_is_refused_naming_the_change() {
             |p| fs::write(p.join("shared/data"), b"shared data\nand more\n").expect("write"),
             "\"shared/data\"",
         ),
-        ("delete a symlink", |p| fs::remove_file(p.join("link")).expect("rm"), "\".\""),
+        ("delete a symlink", |p| fs::remove_file(p.join("link")).expect("rm"), "the directory itself"),
         ("add a file in the root", |p| fs::write(p.join("extra"), b"").expect("write"), "\"extra\""),
         ("chmod a file", |p| set_mode(&p.join("plain"), 0o700), "\"plain\""),
         (

@@ -203,7 +203,7 @@ pub(super) fn walk(root: BorrowedFd<'_>, mut visit: impl FnMut(&[u8], &Stat)) ->
 pub struct Drift {
     expected: Fingerprint,
     entries: u64,
-    /// The first changed entries (paths relative to the parent).
+    /// The first changed entries (quoted paths relative to the parent, or the root).
     named: Vec<String>,
     /// Changed entries beyond those named.
     more: u64,
@@ -219,14 +219,14 @@ impl Drift {
     pub fn entry(&mut self, path: &[u8], stat: &Stat) {
         self.entries += 1;
         if ctime(stat) > self.expected.ctime {
-            self.changed(String::from_utf8_lossy(path).into_owned());
+            self.changed(format!("{:?}", String::from_utf8_lossy(path)));
         }
     }
 
     /// Notes the parent's root, with its stat.
     pub fn root(&mut self, stat: &Stat) {
         if Root::of(stat) != self.expected.root {
-            self.changed(".".to_owned());
+            self.changed("the directory itself".to_owned());
         }
     }
 
@@ -236,7 +236,7 @@ impl Drift {
 
     /// What changed, if anything (for the error).
     pub fn changes(&self) -> Option<String> {
-        let mut parts: Vec<String> = self.named.iter().map(|path| format!("{path:?}")).collect();
+        let mut parts = self.named.clone();
         if self.more > 0 {
             parts.push(format!("and {} more", self.more));
         }
@@ -313,7 +313,7 @@ mod tests {
             ("append", |p| fs::write(p.join("a/b/f"), b"more data").unwrap(), "\"a/b/f\""),
             ("delete a symlink", |p| fs::remove_file(p.join("a/link")).unwrap(), "\"a\""),
             ("add in the root", |p| fs::write(p.join("new"), b"").unwrap(), "\"new\""),
-            ("delete in the root", |p| fs::remove_file(p.join("top")).unwrap(), "\".\""),
+            ("delete in the root", |p| fs::remove_file(p.join("top")).unwrap(), "the directory itself"),
             (
                 "chmod",
                 |p| {
@@ -326,7 +326,7 @@ mod tests {
             (
                 "chmod the root",
                 |p| fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap(),
-                "\".\"",
+                "the directory itself",
             ),
         ];
         for (what, edit, named) in edits {
