@@ -741,3 +741,17 @@ impl Target for FsTarget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggested_commands_quote_paths_as_one_word() {
+        assert_eq!(shell_quote("/mnt/backups/home-2026.12"), "/mnt/backups/home-2026.12");
+        assert_eq!(shell_quote("/mnt/my backups/x"), "'/mnt/my backups/x'");
+        assert_eq!(shell_quote("/mnt/it's"), r"'/mnt/it'\''s'");
+        assert_eq!(shell_quote("/mnt/$(reboot)"), "'/mnt/$(reboot)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
