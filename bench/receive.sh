@@ -5,6 +5,7 @@
 #   sudo bench/receive.sh [STREAM...]       default: usr.v2c big.v2c
 #   RUNS=3 sudo bench/receive.sh usr.v1     (defaults: RUNS=3)
 #   MNTOPTS=noatime IMGSIZE=8G              (defaults shown)
+#   RAWSEND_FLAGS=--no-verify-encoded       extra flags for rawsend receive
 #
 # Every run (verification and timed) gets a FRESH filesystem: a sparse
 # IMGSIZE image in the script's scratch dir, `mkfs.btrfs -f -q`, loop-mounted
@@ -39,6 +40,7 @@ MNT=$TMP/mnt
 IMG=$TMP/recv.img
 bench_describe_rawsend
 log "btrfs-progs: $(btrfs --version)"
+log "rawsend receive flags: ${RAWSEND_FLAGS:-(none)}"
 log "$(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), runs=$RUNS, fs: $IMGSIZE sparse image, mkfs per run, mount -o $MNTOPTS"
 
 fresh_fs() {
@@ -77,7 +79,7 @@ verify() { # STREAM_FILE
 	fresh_fs
 	mkdir "$MNT/p" "$MNT/r"
 	btrfs receive -f "$f" "$MNT/p" 2>"$TMP/progs.err" || { cat "$TMP/progs.err" >&2; die "btrfs receive failed"; }
-	"$RAWSEND" receive -f "$f" "$MNT/r" 2>"$TMP/rawsend.err" || { cat "$TMP/rawsend.err" >&2; die "rawsend receive failed"; }
+	"$RAWSEND" receive ${RAWSEND_FLAGS:-} -f "$f" "$MNT/r" 2>"$TMP/rawsend.err" || { cat "$TMP/rawsend.err" >&2; die "rawsend receive failed"; }
 	sync
 	if grep -qv '^At subvol' "$TMP/rawsend.err"; then log "rawsend receive stderr:"; head -20 "$TMP/rawsend.err" >&2; fi
 	sv=$(ls "$MNT/p"); p=$MNT/p/$sv r=$MNT/r/$sv
@@ -119,7 +121,7 @@ timed() { # TOOL STREAM_FILE RESULTFILE
 	if [[ $tool == progs ]]; then
 		cmd="btrfs receive -f '$f' '$MNT/d' 2>/dev/null && sync"
 	else
-		cmd="'$RAWSEND' receive -f '$f' '$MNT/d' 2>/dev/null && sync"
+		cmd="'$RAWSEND' receive ${RAWSEND_FLAGS:-} -f '$f' '$MNT/d' 2>/dev/null && sync"
 	fi
 	bench_time "$cmd" "$res"
 	drop_fs
