@@ -102,7 +102,7 @@ impl FsTarget {
         let on_btrfs = btrfs::is_btrfs(&dest_fd)?;
         let kind = kind.unwrap_or(if on_btrfs { Kind::Btrfs } else { Kind::Dir });
         if kind == Kind::Btrfs && !on_btrfs {
-            return Err(ErrorKind::Unsupported("the destination is not on btrfs (use the dir target)"));
+            return Err(ErrorKind::Unsupported("the destination is not on btrfs (use --target dir)"));
         }
         Ok(FsTarget {
             dest: dest_fd,
@@ -154,7 +154,7 @@ impl FsTarget {
                 btrfs::snapshot(&parent, dest, name, false)?;
             }
             (Kind::Dir, _) if start.name == RECORDS_DIR.as_bytes() => {
-                return Err(ErrorKind::Invalid("the name .rawsend-received is reserved on the dir target"));
+                return Err(ErrorKind::Invalid("the name .rawsend-received is reserved with --target dir"));
             }
             (Kind::Dir, parent) => {
                 // Find the parent first, so that a missing one leaves nothing behind.
@@ -281,7 +281,7 @@ impl FsTarget {
         }
         if !self.skips.skip(skips::BTRFS_FLAGS) {
             return Err(ErrorKind::Unsupported(
-                "btrfs-only file attributes (nocow, compression) on the dir target",
+                "btrfs-only file attributes (nocow, compression) with --target dir",
             ));
         }
         Ok(flags & !BTRFS_ONLY_FLAGS)
