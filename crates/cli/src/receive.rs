@@ -84,6 +84,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     };
     let mut target =
         FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
+    if let Some(why) = target.dir_reason() {
+        eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
+    }
     target.set_strict(args.strict);
     let opts = ReceiveOptions {
         reader,

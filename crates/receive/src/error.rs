@@ -48,6 +48,14 @@ pub enum ErrorKind {
         /// ctransid asked for.
         ctransid: u64,
     },
+    /// SUBVOL/SNAPSHOT's name already exists in DEST; nothing was written.
+    #[error("{path} {taken}")]
+    NameTaken {
+        /// DEST/NAME, for the user.
+        path: String,
+        /// What is there.
+        taken: Taken,
+    },
     /// The parent was found but has changed since the sender's copy.
     #[error("subvolume {uuid} found but its transid is {found}, the stream expects {expected}")]
     TransidMismatch {
@@ -58,6 +66,35 @@ pub enum ErrorKind {
         /// What the destination has.
         found: u64,
     },
+}
+
+/// What holds the name a SUBVOL or SNAPSHOT wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// A complete receive of the same sent subvolume.
+    Received(Uuid),
+    /// What an interrupted or failed receive left: a writable subvolume without a received
+    /// UUID (btrfs) or a directory without a received record (dir target).
+    Incomplete {
+        /// The shell command that removes it.
+        remove: String,
+    },
+    /// Anything else.
+    Foreign,
+}
+
+impl fmt::Display for Taken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Taken::Received(uuid) => write!(f, "is already received (received UUID {uuid})"),
+            Taken::Incomplete { remove } => write!(
+                f,
+                "is left over from an incomplete receive (it is not marked received); \
+                 remove it with `{remove}` and receive again"
+            ),
+            Taken::Foreign => f.write_str("exists and is not from rawsend/btrfs receive"),
+        }
+    }
 }
 
 impl ErrorKind {

@@ -21,7 +21,7 @@ pub mod model;
 mod target;
 
 pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
 pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
