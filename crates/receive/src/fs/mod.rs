@@ -6,6 +6,11 @@
 //! read-only. Elsewhere (`Kind::Dir`) a subvolume is a plain directory and
 //! the engine decompresses extents; clones are reflinked where the
 //! filesystem can (`FICLONERANGE`, e.g. xfs) and copied otherwise.
+//! Without a kind given, btrfs is used when DEST is on btrfs and the process
+//! has CAP_SYS_ADMIN (without it a btrfs receive cannot finish), the dir
+//! target otherwise. A SUBVOL or SNAPSHOT whose name exists in DEST is
+//! refused with what is there ([`Taken`]): received already, left over from
+//! an incomplete receive, or something else.
 //!
 //! All path handling goes through [`tree::Tree`], which never follows a
 //! symlink and never leaves the subvolume.
