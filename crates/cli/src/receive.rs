@@ -17,7 +17,7 @@ use crate::dump::{self, Format};
 /// Which kind of destination to write.
 #[derive(Clone, Copy, ValueEnum)]
 enum TargetChoice {
-    /// btrfs when DEST is on btrfs, a plain directory otherwise.
+    /// btrfs when DEST is on btrfs and rawsend has CAP_SYS_ADMIN, a plain directory otherwise.
     Auto,
     /// Insist on btrfs: subvolumes, encoded writes, received UUIDs.
     Btrfs,
@@ -52,7 +52,7 @@ pub struct ReceiveArgs {
     /// What kind of destination to write.
     #[arg(long, value_enum, default_value = "auto")]
     target: TargetChoice,
-    /// On the dir target, fail instead of skipping operations the destination refuses
+    /// With --target dir, fail instead of skipping operations the destination refuses
     /// (changing owners without privileges, btrfs.* and privileged xattrs).
     #[arg(long)]
     strict: bool,

@@ -216,3 +216,13 @@ fn target_btrfs_off_btrfs_names_the_dir_flag() {
     let message = refused(&["--target", "btrfs"], &sample, tmp.path());
     assert!(message.contains("the destination is not on btrfs (use --target dir)"), "{message}");
 }
+
+/// The help names the flag (`--target dir`), not an internal term.
+#[test]
+fn help_names_the_target_flag() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_rawsend")).args(["receive", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(!help.contains("the dir target"), "{help}");
+    assert!(help.contains("With --target dir, fail instead of skipping"), "{help}");
+}
