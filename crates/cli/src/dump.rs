@@ -4,17 +4,25 @@
 //! first), printing `btrfs receive --dump` text or JSON Lines. The first
 //! malformed command stops the dump with an error naming its index, byte
 //! offset, command and path, unless `max_errors` allows more.
+//!
+//! Paths that a receive refuses (`..`, absolute, empty or over-long
+//! components, NUL) are not malformed commands here: inspection must work
+//! best on exactly the streams receive refuses. The dump reads leniently
+//! ([`StreamReader::next_lenient`]), prints such commands as btrfs-progs
+//! does, and marks each on stderr with its location and reason, then counts
+//! them; the dump still succeeds. Framing and CRC errors still stop it.
 
 pub mod json;
 pub mod text;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rawsend_stream::{Item, ReaderOptions, StreamReader};
+use rawsend_stream::{Item, RawPath, ReaderOptions, Record, StreamReader};
 
 /// Arguments of `rawsend dump`.
 #[derive(Args)]
@@ -42,8 +50,13 @@ pub fn run(args: &DumpArgs) -> Result<()> {
     dump(open_input(args.file.as_ref())?, format, ReaderOptions::default(), 1)
 }
 
+/// A stream's input: readable, and with an fd to poll.
+pub trait Input: Read + AsFd {}
+
+impl<T: Read + AsFd> Input for T {}
+
 /// Opens FILE, or standard input.
-pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Read>> {
+pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input>> {
     Ok(match file {
         Some(path) => Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?),
         None => Box::new(io::stdin().lock()),
@@ -57,8 +70,9 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
     let mut reader = StreamReader::with_options(input, opts);
     let mut text = text::TextDump::new();
     let mut errors = Vec::new();
+    let mut invalid = InvalidCount::default();
     loop {
-        let record = match reader.next() {
+        let record = match reader.next_lenient() {
             Ok(Some(Item::Command(record))) => record,
             Ok(Some(Item::Header { .. })) => continue,
             Ok(None) => break,
@@ -70,6 +84,7 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
                 continue;
             }
         };
+        invalid.warn(&record);
         let written = match format {
             Format::Text => text.write(&mut out, &record.command),
             Format::Json => json::write_record(&mut out, &record),
@@ -77,7 +92,49 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
         written.with_context(|| format!("command #{} at byte {}", record.index, record.offset))?;
     }
     out.flush()?;
+    invalid.summary();
     report_errors(errors)
+}
+
+/// Commands whose paths a receive would refuse, each marked on stderr.
+#[derive(Default)]
+struct InvalidCount {
+    commands: u64,
+}
+
+impl InvalidCount {
+    /// Prints one warning per invalid path attribute of `record`.
+    fn warn(&mut self, record: &Record<'_, RawPath<'_>>) {
+        let mut any = false;
+        for bad in record.command.invalid_paths() {
+            any = true;
+            warning(format_args!(
+                "command #{} ({}) at byte {}, {} {:?}: receive would refuse it: {}",
+                record.index,
+                record.command.kind(),
+                record.offset,
+                bad.attr,
+                String::from_utf8_lossy(bad.bytes),
+                bad.reason
+            ));
+        }
+        self.commands += u64::from(any);
+    }
+
+    /// Prints how many commands were marked, if any.
+    fn summary(&self) {
+        match self.commands {
+            0 => {}
+            1 => warning(format_args!("1 command has a path that receive would refuse")),
+            n => warning(format_args!("{n} commands have paths that receive would refuse")),
+        }
+    }
+}
+
+/// Prints a warning on stderr. A closed or failing stderr is ignored: the
+/// dump on stdout is what was asked for, and must not stop or panic for it.
+fn warning(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "rawsend: warning: {message}");
 }
 
 /// Prints all but the last error and returns the last one, if any.

@@ -6,6 +6,7 @@
 //! as in a C program: writing into a closed pipe kills rawsend (status 141).
 
 mod dump;
+mod interrupt;
 mod receive;
 mod send;
 
@@ -47,8 +48,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error and its causes, each once, and returns the failure exit code.
+/// Prints the error (its causes each once) or the interruption, and picks the exit code.
 fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(interrupted) = err.downcast_ref::<interrupt::Interrupted>() {
+        eprintln!("rawsend: {interrupted}");
+        return ExitCode::from(interrupted.stopped.exit_status());
+    }
     eprintln!("rawsend: error: {err:#}");
     ExitCode::FAILURE
 }

@@ -13,6 +13,7 @@ use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
 use rawsend_stream::ReaderOptions;
 
 use crate::dump::{self, Format};
+use crate::interrupt::{Interrupt, Interrupted};
 
 /// Which kind of destination to write.
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,9 +47,14 @@ pub struct ReceiveArgs {
     /// Always decompress encoded extents instead of writing them as they are.
     #[arg(long)]
     force_decompress: bool,
-    /// Test-decode every encoded extent before writing it.
-    #[arg(long)]
+    /// Test-decode every encoded extent written as it is, on a worker thread (the
+    /// default; the kernel does not check encoded data): a corrupt one fails the receive.
+    #[arg(long, overrides_with = "no_verify_encoded")]
     verify_encoded: bool,
+    /// Store encoded extents without test-decoding them, as btrfs-progs does
+    /// (a corrupt extent is then stored and fails later reads with EIO).
+    #[arg(long)]
+    no_verify_encoded: bool,
     /// What kind of destination to write.
     #[arg(long, value_enum, default_value = "auto")]
     target: TargetChoice,
@@ -92,10 +98,15 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         reader,
         max_errors: args.max_errors,
         force_decompress: args.force_decompress,
-        verify_encoded: args.verify_encoded,
+        verify_encoded: !args.no_verify_encoded,
     };
+    let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
+    let receiver = Receiver::new(target, opts).interrupt_when(interrupt.flag());
     let (summary, target) =
-        Receiver::new(target, opts).receive_into(input).map_err(|failure| anyhow!("{failure}"))?;
+        receiver.receive_into(interrupt.guard(input)).map_err(|failure| match interrupt.signal() {
+            Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
+            None => anyhow!("{failure}"),
+        })?;
     for (what, count) in target.skipped() {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }

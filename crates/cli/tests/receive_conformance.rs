@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rawsend_testutil::tree::{CompareOptions, FileKind, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, fixtures, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, ReceivedState, fixtures, received_state, require_root, run};
 
 const FS_SIZE: u64 = 1024 * MIB;
 const VARIANTS: [&str; 3] = ["v1", "v2", "v2c"];
@@ -118,19 +118,6 @@ fn subvolumes(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()))
         .map(|entry| entry.expect("list").file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-/// `Received UUID`, `Send transid` and whether `Flags` says readonly, from `btrfs subvolume show`.
-fn received_state(subvol: &Path) -> (String, String, bool) {
-    let output = run(Command::new("btrfs").args(["subvolume", "show"]).arg(subvol));
-    let text = String::from_utf8_lossy(&output.stdout);
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|line| line.trim().strip_prefix(name).map(|rest| rest.trim().to_owned()))
-            .unwrap_or_else(|| panic!("no {name} in `btrfs subvolume show {}`:\n{text}", subvol.display()))
-    };
-    let readonly = field("Flags:").split_whitespace().any(|flag| flag == "readonly");
-    (field("Received UUID:"), field("Send transid:"), readonly)
 }
 
 /// `compsize -b` total disk usage in bytes (0 when there are no extents at all).
@@ -393,7 +380,8 @@ fn compare_dir(label: &str, (progs, ours): (&Path, &Path), since: i128, problems
         let mut right = TreeSnapshot::capture(ours.join(name));
         // There is no received UUID outside btrfs: the record must say what
         // `btrfs subvolume show` says of the progs subvolume.
-        let (uuid, transid, _) = received_state(&progs.join(name));
+        let ReceivedState { received_uuid: uuid, send_transid: transid, .. } =
+            received_state(&progs.join(name));
         let record =
             right.entries.get_mut(&b"."[..]).and_then(|root| root.xattrs.remove(RECEIVED_XATTR.as_bytes()));
         // XFS lists its on-disk form of POSIX ACLs as `trusted.SGI_ACL_*` too; the ACLs
@@ -539,7 +527,8 @@ fn dir_target_without_xattrs_keeps_records_in_files() {
             "{stderr}"
         );
         for name in subvolumes(&progs) {
-            let (uuid, transid, _) = received_state(&progs.join(&name));
+            let ReceivedState { received_uuid: uuid, send_transid: transid, .. } =
+                received_state(&progs.join(&name));
             let record = fs::read_to_string(ours.join(".rawsend-received/records").join(&name))
                 .unwrap_or_else(|err| panic!("{label}: record of {name}: {err}"));
             let ino = fs::metadata(ours.join(&name)).expect("stat").ino();

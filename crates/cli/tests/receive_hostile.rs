@@ -1137,29 +1137,21 @@ fn encoded_empty_data(target: Target) {
     encoded_attack(target, &encoded(4096, 4096, 0, 2, &[]), &[], "no encoded data");
 }
 
-fn encoded_garbage_zlib_verified(target: Target) {
-    encoded_attack(target, &encoded(8192, 8192, 0, 1, &garbage()), &["--verify-encoded"], "encoded data");
+/// Encoded data is test-decoded by default (on a worker thread), so garbage is refused.
+fn encoded_garbage_refused(target: Target, compression: u32, extra: &[&str]) {
+    encoded_attack(target, &encoded(8192, 8192, 0, compression, &garbage()), extra, "encoded data");
 }
 
-fn encoded_garbage_zstd_verified(target: Target) {
-    encoded_attack(target, &encoded(8192, 8192, 0, 2, &garbage()), &["--verify-encoded"], "encoded data");
-}
-
-fn encoded_garbage_lzo_verified(target: Target) {
-    encoded_attack(target, &encoded(8192, 8192, 0, 3, &garbage()), &["--verify-encoded"], "encoded data");
-}
-
-/// Without `--verify-encoded`, garbage compressed data is passed through to
-/// btrfs as btrfs-progs would: DESIGN.md says the kernel does not validate
-/// encoded data and that test-decoding is opt-in. So the receive succeeds (the
-/// stream is well-formed), and the damage stays inside the received file:
-/// reading it fails with EIO. The dir target has to decode every extent, so
-/// there it is refused like with `--verify-encoded`. Nothing outside DEST is
+/// With `--no-verify-encoded`, garbage compressed data is passed through to
+/// btrfs as btrfs-progs would (the kernel does not validate encoded data): the
+/// receive succeeds (the stream is well-formed), and the damage stays inside the
+/// received file: reading it fails with EIO. The dir target has to decode every
+/// extent, so there it is refused all the same. Nothing outside DEST is
 /// touched either way.
 fn garbage_passthrough(target: Target, compression: u32) {
     let bad = encoded(8192, 8192, 0, compression, &garbage());
     if target == Target::Dir {
-        encoded_attack(target, &bad, &[], "encoded data");
+        encoded_attack(target, &bad, &["--no-verify-encoded"], "encoded data");
         return;
     }
     let arena = Arena::new(target);
@@ -1167,10 +1159,10 @@ fn garbage_passthrough(target: Target, compression: u32) {
     stream.cmds(vec![mkfile(b"f")]);
     stream.raw(&bad);
     stream.end();
-    let (code, stderr) = arena.receive(&stream.bytes, &[]);
+    let (code, stderr) = arena.receive(&stream.bytes, &["--no-verify-encoded"]);
     eprintln!("rawsend receive: exit {code}: {}", stderr.trim_end());
     arena.assert_outside_untouched();
-    assert_eq!(code, 0, "garbage passes through without --verify-encoded: {stderr}");
+    assert_eq!(code, 0, "garbage passes through with --no-verify-encoded: {stderr}");
     let err = std::fs::read(arena.dest.join("vol/f")).expect_err("garbage must not decode");
     assert_eq!(err.raw_os_error(), Some(EIO), "{err}");
 }
@@ -1592,9 +1584,10 @@ attacks! {
         encoded_offset_plus_len_exceeds_unencoded_len: encoded_offset_plus_len_exceeds_unencoded_len();
         encoded_unencoded_len_above_128k: encoded_unencoded_len_above_128k();
         encoded_empty_data: encoded_empty_data();
-        encoded_garbage_zlib_verified: encoded_garbage_zlib_verified();
-        encoded_garbage_zstd_verified: encoded_garbage_zstd_verified();
-        encoded_garbage_lzo_verified: encoded_garbage_lzo_verified();
+        encoded_garbage_zlib_refused: encoded_garbage_refused(1, &[]);
+        encoded_garbage_zstd_refused: encoded_garbage_refused(2, &[]);
+        encoded_garbage_lzo_refused: encoded_garbage_refused(3, &[]);
+        encoded_garbage_zstd_verify_flag: encoded_garbage_refused(2, &["--verify-encoded"]);
         encoded_garbage_zlib_passthrough: garbage_passthrough(1);
         encoded_garbage_zstd_passthrough: garbage_passthrough(2);
         encoded_garbage_lzo_passthrough: garbage_passthrough(3);

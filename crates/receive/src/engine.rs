@@ -10,12 +10,15 @@
 //! error says where it is.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
+use crate::verify::Verifier;
 
 /// `fallocate` modes a stream may ask for: none, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE,
 /// ZERO_RANGE and ZERO_RANGE|KEEP_SIZE.
@@ -38,7 +41,8 @@ pub struct ReceiveOptions {
     pub max_errors: u64,
     /// Never write encoded extents as they are; always decode them.
     pub force_decompress: bool,
-    /// Test-decode every encoded extent before writing it (the kernel does not validate).
+    /// Test-decode every encoded extent written as it is (the kernel does not validate
+    /// encoded data), on a worker thread; a corrupt one fails its subvolume.
     pub verify_encoded: bool,
 }
 
@@ -48,7 +52,7 @@ impl Default for ReceiveOptions {
             reader: ReaderOptions::default(),
             max_errors: 1,
             force_decompress: false,
-            verify_encoded: false,
+            verify_encoded: true,
         }
     }
 }
@@ -102,11 +106,15 @@ pub struct Receiver<T> {
     opts: ReceiveOptions,
     decoder: Decoder,
     scratch: Vec<u8>,
+    /// Checks extents written as they are; started at the first one.
+    verifier: Option<Verifier>,
     /// Whether a subvolume is open, and whether any of its commands failed.
     current: Option<bool>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
+    /// Non-zero: stop at the next command boundary (see [`Receiver::interrupt_when`]).
+    interrupt: Option<Arc<AtomicUsize>>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -117,11 +125,21 @@ impl<T: Target> Receiver<T> {
             opts,
             decoder: Decoder::new(),
             scratch: Vec::new(),
+            verifier: None,
             current: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
+            interrupt: None,
         }
+    }
+
+    /// Stops at the next command boundary once `flag` is non-zero (e.g. set to a
+    /// signal's number by a handler): the open subvolume is left unmarked and the
+    /// receive fails with [`ErrorKind::Interrupted`], as after any other error.
+    pub fn interrupt_when(mut self, flag: Arc<AtomicUsize>) -> Self {
+        self.interrupt = Some(flag);
+        self
     }
 
     /// Reads every stream in `input` and applies it.
@@ -133,6 +151,15 @@ impl<T: Target> Receiver<T> {
     pub fn receive_into(mut self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         loop {
+            if self.interrupted() {
+                let location = Location {
+                    index: Some(reader.commands_read()),
+                    offset: reader.offset(),
+                    ..Location::default()
+                };
+                self.record_error(Error { location, kind: ErrorKind::Interrupted });
+                break;
+            }
             let outcome = match reader.next() {
                 Ok(None) => break,
                 Ok(Some(Item::Header { .. })) => continue,
@@ -141,17 +168,22 @@ impl<T: Target> Receiver<T> {
             };
             if let Err(err) = outcome {
                 self.record_error(err);
-                if self.too_many_errors() {
-                    break;
-                }
+            }
+            if self.too_many_errors() {
+                break;
             }
         }
+        self.collect_verdicts();
         self.abandon_current();
         if self.errors.is_empty() {
             Ok((self.summary, self.target))
         } else {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
         }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed) != 0)
     }
 
     fn too_many_errors(&self) -> bool {
@@ -175,26 +207,28 @@ impl<T: Target> Receiver<T> {
     /// Notes where the target left a subvolume it did not finish, if it did.
     fn report_unfinished(&mut self) {
         if let Some(place) = self.target.abandon_subvol() {
-            self.unfinished.push(format!("{place} is incomplete and was not marked as received"));
+            self.unfinished.push(place.to_string());
         }
     }
 
     fn apply_record(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
-        self.apply(&record.command).map_err(|kind| Error {
-            location: Location {
-                index: Some(record.index),
-                offset: record.offset,
-                command: Some(record.command.kind().raw()),
-                path: record.command.path().map(|p| p.as_bytes().to_vec()),
-            },
-            kind,
-        })?;
+        self.apply(record).map_err(|kind| Error { location: location(record), kind })?;
         self.summary.commands += 1;
         Ok(())
     }
 
-    /// Finishes the open subvolume if all its commands applied.
+    /// Waits for the verifier to check every extent submitted and records the errors it found.
+    fn collect_verdicts(&mut self) {
+        let Some(verifier) = self.verifier.as_mut() else { return };
+        for err in verifier.finish() {
+            self.record_error(err);
+        }
+    }
+
+    /// Finishes the open subvolume if all its commands applied (and every extent
+    /// written as it is decoded).
     fn finish_current(&mut self) -> Result<()> {
+        self.collect_verdicts();
         match self.current {
             Some(false) => {
                 self.current = None;
@@ -223,8 +257,8 @@ impl<T: Target> Receiver<T> {
         Ok(())
     }
 
-    fn apply(&mut self, command: &Command<'_>) -> Result<()> {
-        match *command {
+    fn apply(&mut self, record: &Record<'_>) -> Result<()> {
+        match record.command {
             Command::Subvol { path, uuid, ctransid } => {
                 return self.begin(path, SubvolStart { name: path.as_bytes(), uuid, ctransid, parent: None });
             }
@@ -238,12 +272,12 @@ impl<T: Target> Receiver<T> {
         if self.current.is_none() {
             return Err(ErrorKind::NoSubvolume);
         }
-        self.apply_in_subvol(command)
+        self.apply_in_subvol(record)
     }
 
-    fn apply_in_subvol(&mut self, command: &Command<'_>) -> Result<()> {
+    fn apply_in_subvol(&mut self, record: &Record<'_>) -> Result<()> {
         let t = &mut self.target;
-        match *command {
+        match record.command {
             Command::Mkfile { path, .. } => t.create(path, NodeKind::File),
             Command::Mkdir { path, .. } => t.create(path, NodeKind::Dir),
             Command::Mknod { path, mode, rdev, .. } => {
@@ -320,7 +354,7 @@ impl<T: Target> Receiver<T> {
                     compression: compression.unwrap_or(0),
                     data,
                 };
-                self.encoded_write(path, &extent)
+                self.encoded_write(record, path, &extent)
             }
             Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
                 let verity = Verity { hash_algorithm: algorithm.into(), block_size, salt, signature: sig };
@@ -331,31 +365,53 @@ impl<T: Target> Receiver<T> {
         }
     }
 
-    /// Checks an encoded extent, passes it through or decodes and writes it.
-    fn encoded_write(&mut self, path: StreamPath<'_>, extent: &EncodedExtent<'_>) -> Result<()> {
+    /// Checks an encoded extent, passes it through (then has it verified) or decodes
+    /// and writes it.
+    fn encoded_write(
+        &mut self,
+        record: &Record<'_>,
+        path: StreamPath<'_>,
+        extent: &EncodedExtent<'_>,
+    ) -> Result<()> {
         let compression = check_extent(extent)?;
         if extent.len == 0 {
             return Ok(());
-        }
-        let mut decoded = false;
-        if self.opts.verify_encoded {
-            self.decode(compression, extent)?;
-            decoded = true;
         }
         if self.target.capabilities().encoded_write
             && !self.opts.force_decompress
             && self.target.encoded_write(path, extent)? == Outcome::Done
         {
             self.summary.encoded_passthrough += 1;
+            if self.opts.verify_encoded {
+                self.verify(record, compression, extent)?;
+            }
             return Ok(());
         }
-        if !decoded {
-            self.decode(compression, extent)?;
-        }
+        self.decode(compression, extent)?;
         let start = extent.unencoded_offset as usize;
         let end = start + extent.len as usize;
         self.target.write(path, extent.offset, &self.scratch[start..end])?;
         self.summary.encoded_decompressed += 1;
+        Ok(())
+    }
+
+    /// Queues an extent written as it is for a test decode on the verifier's thread.
+    fn verify(
+        &mut self,
+        record: &Record<'_>,
+        compression: Compression,
+        extent: &EncodedExtent<'_>,
+    ) -> Result<()> {
+        let verifier = match &mut self.verifier {
+            Some(verifier) => verifier,
+            empty => {
+                empty.insert(Verifier::start().map_err(|e| ErrorKind::io("start the verifier thread", e))?)
+            }
+        };
+        let unencoded_len = extent.unencoded_len as usize;
+        for err in verifier.submit(location(record), compression, unencoded_len, extent.data) {
+            self.record_error(err);
+        }
         Ok(())
     }
 
@@ -399,6 +455,16 @@ impl<T: Target> Receiver<T> {
         }
         self.summary.clones_copied += 1;
         Ok(())
+    }
+}
+
+/// Where a command is, for errors: index, offset, command and path.
+fn location(record: &Record<'_>) -> Location {
+    Location {
+        index: Some(record.index),
+        offset: record.offset,
+        command: Some(record.command.kind().raw()),
+        path: record.command.path().map(|p| p.as_bytes().to_vec()),
     }
 }
 

@@ -56,6 +56,9 @@ pub enum ErrorKind {
         /// What is there.
         taken: Taken,
     },
+    /// The receive was asked to stop (a signal) before this command.
+    #[error("interrupted before this command")]
+    Interrupted,
     /// The parent was found but has changed since the sender's copy.
     #[error("subvolume {uuid} found but its transid is {found}, the stream expects {expected}")]
     TransidMismatch {

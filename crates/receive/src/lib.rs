@@ -19,9 +19,12 @@ mod error;
 pub mod fs;
 pub mod model;
 mod target;
+mod verify;
 
 pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
 pub use error::{Error, ErrorKind, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
-pub use target::{Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
+pub use target::{
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+};

@@ -21,7 +21,7 @@ use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 
 use crate::error::{ErrorKind, Result};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
 
 /// Largest file the model holds, so a hostile stream cannot exhaust memory.
@@ -279,8 +279,12 @@ impl Target for ModelTarget {
         Ok(())
     }
 
-    fn abandon_subvol(&mut self) -> Option<String> {
-        self.current.take().map(|name| format!("model subvolume {}", String::from_utf8_lossy(&name)))
+    fn abandon_subvol(&mut self) -> Option<Unfinished> {
+        let name = self.current.take()?;
+        Some(Unfinished {
+            place: format!("model subvolume {}", String::from_utf8_lossy(&name)),
+            cleanup: None,
+        })
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {

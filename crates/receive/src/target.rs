@@ -95,6 +95,25 @@ pub struct CloneSource<'a> {
     pub offset: u64,
 }
 
+/// A subvolume left incomplete, described for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    /// What and where it is, e.g. `subvolume /mnt/backups/home`.
+    pub place: String,
+    /// The command that removes it, to start over, where there is one.
+    pub cleanup: Option<String>,
+}
+
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is incomplete and was not marked as received", self.place)?;
+        if let Some(cleanup) = &self.cleanup {
+            write!(f, " (to start over, remove it: `{cleanup}`)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Applies primitive operations for the engine. See the module docs.
 pub trait Target {
     /// What the target does natively.
@@ -104,7 +123,7 @@ pub trait Target {
     /// Marks the current subvolume complete (received UUID, read-only).
     fn finish_subvol(&mut self) -> Result<()>;
     /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
-    fn abandon_subvol(&mut self) -> Option<String>;
+    fn abandon_subvol(&mut self) -> Option<Unfinished>;
     /// Creates a node.
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()>;
     /// Renames a node (replacing a destination the way `rename(2)` does).

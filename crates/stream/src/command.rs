@@ -8,22 +8,30 @@
 //! btrfs-progs treats as optional (ENCODED_WRITE's compression and
 //! encryption, MKFIFO/MKSOCK's mode and rdev, UTIMES' otime) are `Option`s so
 //! that their presence survives the round trip.
+//!
+//! Path attributes decode to the command's path type `P`: validated
+//! [`StreamPath`]s ([`Command::decode`]), or [`RawPath`]s kept as they are
+//! for inspection ([`Command::decode_raw`]); see `path.rs` for why this is a
+//! type and not a flag. Both go through the same decoder and encoder.
 
 use crate::crc::command_crc;
 use crate::error::{EncodeError, ErrorKind};
 use crate::frame::{CMD_HEADER_LEN, CRC_RANGE, Frame};
 use crate::kind::{Attr, CommandKind};
-use crate::path::{StreamPath, SymlinkTarget, XattrName};
+use crate::path::{PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
 use crate::value::{Rdev, Timespec, Uuid};
 
 /// One decoded send-stream command. Byte fields borrow from the frame.
+///
+/// `P` is what path attributes decode to (see [`PathAttr`]): validated
+/// [`StreamPath`]s by default, [`RawPath`]s for inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Command<'a> {
+pub enum Command<'a, P = StreamPath<'a>> {
     /// Start a new, empty subvolume.
     Subvol {
         /// Name of the subvolume.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's UUID (its received UUID if it has one).
         uuid: Uuid,
         /// Sender's ctransid.
@@ -32,7 +40,7 @@ pub enum Command<'a> {
     /// Start a snapshot of the parent subvolume identified by `clone_uuid`.
     Snapshot {
         /// Name of the snapshot.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's UUID.
         uuid: Uuid,
         /// Sender's ctransid.
@@ -45,21 +53,21 @@ pub enum Command<'a> {
     /// Create a regular file.
     Mkfile {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number (informational).
         ino: u64,
     },
     /// Create a directory.
     Mkdir {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number.
         ino: u64,
     },
     /// Create a device node; `mode` carries the file type bits.
     Mknod {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number.
         ino: u64,
         /// Device number.
@@ -70,7 +78,7 @@ pub enum Command<'a> {
     /// Create a FIFO.
     Mkfifo {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number.
         ino: u64,
         /// Device number (0; the kernel sends it, progs ignores it).
@@ -81,7 +89,7 @@ pub enum Command<'a> {
     /// Create a Unix socket node.
     Mksock {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number.
         ino: u64,
         /// Device number (0).
@@ -92,7 +100,7 @@ pub enum Command<'a> {
     /// Create a symbolic link holding `target`.
     Symlink {
         /// Where.
-        path: StreamPath<'a>,
+        path: P,
         /// Sender's inode number.
         ino: u64,
         /// Link content, stored verbatim.
@@ -101,31 +109,31 @@ pub enum Command<'a> {
     /// Rename `from` to `to`.
     Rename {
         /// Existing path.
-        from: StreamPath<'a>,
+        from: P,
         /// New path.
-        to: StreamPath<'a>,
+        to: P,
     },
     /// Make a hard link at `path` to the existing `target`.
     Link {
         /// New name.
-        path: StreamPath<'a>,
+        path: P,
         /// Existing file.
-        target: StreamPath<'a>,
+        target: P,
     },
     /// Remove a non-directory.
     Unlink {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
     },
     /// Remove an empty directory.
     Rmdir {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
     },
     /// Set an extended attribute (no-follow).
     SetXattr {
         /// On what.
-        path: StreamPath<'a>,
+        path: P,
         /// Name with namespace prefix.
         name: XattrName<'a>,
         /// Value.
@@ -134,14 +142,14 @@ pub enum Command<'a> {
     /// Remove an extended attribute.
     RemoveXattr {
         /// On what.
-        path: StreamPath<'a>,
+        path: P,
         /// Name with namespace prefix.
         name: XattrName<'a>,
     },
     /// Write plain data at an offset.
     Write {
         /// Into what.
-        path: StreamPath<'a>,
+        path: P,
         /// File offset.
         offset: u64,
         /// The bytes.
@@ -150,7 +158,7 @@ pub enum Command<'a> {
     /// Reflink a range from a file of the subvolume identified by `clone_uuid`.
     Clone {
         /// Destination file.
-        path: StreamPath<'a>,
+        path: P,
         /// Destination offset.
         offset: u64,
         /// Length of the range.
@@ -160,28 +168,28 @@ pub enum Command<'a> {
         /// Source subvolume ctransid.
         clone_ctransid: u64,
         /// Source file, relative to the source subvolume.
-        clone_path: StreamPath<'a>,
+        clone_path: P,
         /// Source offset.
         clone_offset: u64,
     },
     /// Set a file's size.
     Truncate {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// New size.
         size: u64,
     },
     /// Set permission bits.
     Chmod {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// Mode (permission bits).
         mode: u64,
     },
     /// Set owner and group (no-follow).
     Chown {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// Owner.
         uid: u64,
         /// Group.
@@ -190,7 +198,7 @@ pub enum Command<'a> {
     /// Set times (no-follow).
     Utimes {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// Access time.
         atime: Timespec,
         /// Modification time.
@@ -205,7 +213,7 @@ pub enum Command<'a> {
     /// A range changed, data not sent (no-data streams).
     UpdateExtent {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// File offset.
         offset: u64,
         /// Length.
@@ -214,7 +222,7 @@ pub enum Command<'a> {
     /// `fallocate(2)` a range (v2; kernels send only punch-hole).
     Fallocate {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// `fallocate` mode bits.
         mode: u32,
         /// File offset.
@@ -225,14 +233,14 @@ pub enum Command<'a> {
     /// Inode flags (v2): raw `btrfs_inode_item.flags`.
     Fileattr {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// Flags.
         attr: u64,
     },
     /// Compressed data to write as-is (v2).
     EncodedWrite {
         /// Into what.
-        path: StreamPath<'a>,
+        path: P,
         /// File offset.
         offset: u64,
         /// Bytes of file covered.
@@ -251,7 +259,7 @@ pub enum Command<'a> {
     /// Enable fs-verity on a file (v3).
     EnableVerity {
         /// What.
-        path: StreamPath<'a>,
+        path: P,
         /// Hash algorithm.
         algorithm: u8,
         /// Merkle tree block size.
@@ -263,9 +271,9 @@ pub enum Command<'a> {
     },
 }
 
-/// Reads a path attribute and validates it.
-fn path<'a>(frame: &Frame<'a>, attr: Attr) -> Result<StreamPath<'a>, ErrorKind> {
-    StreamPath::new(frame.require(attr)?).map_err(|reason| ErrorKind::BadPath { attr, reason })
+/// Reads a path attribute as `P` (validating it, for a [`StreamPath`]).
+fn path<'a, P: PathAttr<'a>>(frame: &Frame<'a>, attr: Attr) -> Result<P, ErrorKind> {
+    P::from_attr(frame.require(attr)?).map_err(|reason| ErrorKind::BadPath { attr, reason })
 }
 
 fn u64_attr(frame: &Frame<'_>, attr: Attr) -> Result<u64, ErrorKind> {
@@ -288,9 +296,44 @@ fn time(frame: &Frame<'_>, attr: Attr) -> Result<Timespec, ErrorKind> {
     frame.fixed(attr).map(Timespec::from_wire)
 }
 
+/// A path attribute of a [`Command<RawPath>`] that a receive would refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidPath<'a> {
+    /// The attribute holding it (PATH, PATH_TO, PATH_LINK or CLONE_PATH).
+    pub attr: Attr,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// Why [`StreamPath::new`] refuses it.
+    pub reason: PathError,
+}
+
 impl<'a> Command<'a> {
-    /// Decodes a parsed frame. Unknown command numbers are an error.
+    /// Decodes a parsed frame. Unknown command numbers and invalid paths
+    /// ([`ErrorKind::BadPath`]) are errors.
     pub fn decode(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
+        Self::decode_as(frame)
+    }
+}
+
+impl<'a> Command<'a, RawPath<'a>> {
+    /// Decodes a parsed frame like [`Command::decode`], but keeps path
+    /// attributes that it refuses; see [`invalid_paths`](Self::invalid_paths).
+    pub fn decode_raw(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
+        Self::decode_as(frame)
+    }
+
+    /// The path attributes a strict decode would refuse, in attribute order.
+    pub fn invalid_paths(&self) -> impl Iterator<Item = InvalidPath<'a>> + use<'a> {
+        self.path_attrs().filter_map(|(attr, path)| {
+            path.problem().map(|reason| InvalidPath { attr, bytes: path.as_bytes(), reason })
+        })
+    }
+}
+
+impl<'a, P: PathAttr<'a>> Command<'a, P> {
+    /// The one decoder behind [`Command::decode`] and [`Command::decode_raw`]:
+    /// `P::from_attr` decides what becomes of each path attribute.
+    pub(crate) fn decode_as(frame: &Frame<'a>) -> Result<Self, ErrorKind> {
         use Attr as A;
         let f = frame;
         let kind = CommandKind::from_raw(f.cmd()).ok_or(ErrorKind::UnknownCommand(f.cmd()))?;
@@ -429,8 +472,26 @@ impl<'a> Command<'a> {
     }
 
     /// The PATH attribute (RENAME's source), if the command has one.
-    pub fn path(&self) -> Option<StreamPath<'a>> {
-        match *self {
+    pub fn path(&self) -> Option<P> {
+        self.paths().0
+    }
+
+    /// Every path attribute with its number: PATH first, then PATH_TO,
+    /// LINK's PATH_LINK or CLONE_PATH. (SYMLINK's PATH_LINK is a link target.)
+    pub fn path_attrs(&self) -> impl Iterator<Item = (Attr, P)> + use<'a, P> {
+        let (path, other) = self.paths();
+        path.map(|p| (Attr::Path, p)).into_iter().chain(other)
+    }
+
+    /// PATH, and the second path attribute of RENAME, LINK and CLONE.
+    fn paths(&self) -> (Option<P>, Option<(Attr, P)>) {
+        let other = match *self {
+            Command::Rename { to, .. } => Some((Attr::PathTo, to)),
+            Command::Link { target, .. } => Some((Attr::PathLink, target)),
+            Command::Clone { clone_path, .. } => Some((Attr::ClonePath, clone_path)),
+            _ => None,
+        };
+        let path = match *self {
             Command::End => None,
             Command::Subvol { path, .. }
             | Command::Snapshot { path, .. }
@@ -457,7 +518,8 @@ impl<'a> Command<'a> {
             | Command::Fileattr { path, .. }
             | Command::EncodedWrite { path, .. }
             | Command::EnableVerity { path, .. } => Some(path),
-        }
+        };
+        (path, other)
     }
 
     /// Appends the encoded command (header, attributes in kernel order, CRC) to `out`.
@@ -638,8 +700,8 @@ impl TlvWriter<'_> {
         Ok(())
     }
 
-    fn path(&mut self, attr: Attr, path: StreamPath<'_>) -> Result<(), EncodeError> {
-        self.bytes(attr, path.as_bytes())
+    fn path<'p>(&mut self, attr: Attr, path: impl PathAttr<'p>) -> Result<(), EncodeError> {
+        self.bytes(attr, path.bytes())
     }
 
     fn u64(&mut self, attr: Attr, value: u64) -> Result<(), EncodeError> {

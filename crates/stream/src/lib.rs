@@ -13,7 +13,10 @@
 //! - [`CommandKind`] and [`Attr`]: the numbers of `reference/PROTOCOL.md` §2.
 //! - [`Frame`]: one command's attributes, looked up by number, borrowed.
 //! - [`Command`]: typed commands with validated [`StreamPath`]s; encodes
-//!   back in the kernel's attribute order, so decode→encode is exact.
+//!   back in the kernel's attribute order, so decode→encode is exact. For
+//!   inspection, `Command<'_, RawPath>` ([`StreamReader::next_lenient`])
+//!   keeps the paths a receive refuses as they are and names them
+//!   ([`Command::invalid_paths`]).
 //! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`.
 //!
 //! ```
@@ -47,13 +50,13 @@ mod reader;
 mod value;
 mod writer;
 
-pub use command::Command;
+pub use command::{Command, InvalidPath};
 pub use crc::{command_crc, raw_crc};
 pub use error::{EncodeError, Error, ErrorKind, Location};
 pub use frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 pub use header::{MAGIC, MAX_VERSION, STREAM_HEADER_LEN, StreamHeader};
 pub use kind::{ATTR_MAX, Attr, CommandKind};
-pub use path::{NAME_MAX, PATH_MAX, PathError, StreamPath, SymlinkTarget, XattrName};
+pub use path::{NAME_MAX, PATH_MAX, PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
 pub use reader::{DEFAULT_FRAME_CAP, Item, ReaderOptions, Record, StreamReader, V1_FRAME_CAP};
 pub use value::{Rdev, Timespec, Uuid};
 pub use writer::{StreamWriter, WriteError};

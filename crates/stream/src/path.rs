@@ -6,6 +6,18 @@
 //! it beneath a directory without it ever naming anything outside. Symlink
 //! targets are opaque link contents and deliberately *not* validated: they are
 //! stored, never followed.
+//!
+//! Inspection wants the opposite: a dump must show the very paths a receive
+//! refuses. A [`RawPath`] keeps a path attribute's bytes as they are, with the
+//! verdict [`StreamPath::new`] gives them. The two are the only [`PathAttr`]
+//! types, the parameter of [`crate::Command`]: the one command decoder builds
+//! either, so a `Command<'_, StreamPath>` (the default, all the receiver ever
+//! gets) can only hold validated paths, and unvalidated bytes exist only in
+//! a `Command<'_, RawPath>` ([`crate::StreamReader::next_lenient`],
+//! [`crate::Command::decode_raw`]). The type, not a reader flag, keeps a
+//! lenient path out of a receive. Returning the validation error next to an
+//! ordinary command was the alternative; it would have needed a `StreamPath`
+//! holding unvalidated bytes, and no `StreamPath` could be trusted any more.
 
 use std::fmt;
 
@@ -17,7 +29,7 @@ pub const PATH_MAX: usize = 4095;
 pub const NAME_MAX: usize = 255;
 
 /// Why a path attribute was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 pub enum PathError {
     /// The path starts with `/`.
     #[error("absolute path")]
@@ -124,6 +136,75 @@ impl fmt::Display for StreamPath<'_> {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::StreamPath<'_> {}
+    impl Sealed for super::RawPath<'_> {}
+}
+
+/// What a path attribute decodes to: [`StreamPath`] (validated) or [`RawPath`] (as is).
+///
+/// Sealed: these two are the only implementations.
+pub trait PathAttr<'a>: sealed::Sealed + Copy + fmt::Debug + Eq {
+    /// Builds the value from the attribute's bytes; an error refuses the command.
+    fn from_attr(bytes: &'a [u8]) -> Result<Self, PathError>;
+
+    /// The raw bytes.
+    fn bytes(&self) -> &'a [u8];
+}
+
+impl<'a> PathAttr<'a> for StreamPath<'a> {
+    fn from_attr(bytes: &'a [u8]) -> Result<Self, PathError> {
+        StreamPath::new(bytes)
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+/// A path attribute's bytes, unvalidated, with the reason [`StreamPath::new`] refuses them.
+///
+/// Only for inspecting a stream (`dump`); see the module docs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawPath<'a> {
+    bytes: &'a [u8],
+    problem: Option<PathError>,
+}
+
+impl<'a> RawPath<'a> {
+    /// Keeps `bytes` as they are and records whether they are a valid [`StreamPath`].
+    pub fn new(bytes: &'a [u8]) -> Self {
+        RawPath { bytes, problem: StreamPath::new(bytes).err() }
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Why a receive would refuse this path, or `None` if it is a valid [`StreamPath`].
+    pub fn problem(&self) -> Option<PathError> {
+        self.problem
+    }
+}
+
+impl<'a> PathAttr<'a> for RawPath<'a> {
+    fn from_attr(bytes: &'a [u8]) -> Result<Self, PathError> {
+        Ok(RawPath::new(bytes))
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for RawPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.bytes))
+    }
+}
+
 /// The content of a symbolic link: opaque bytes, stored verbatim and never followed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SymlinkTarget<'a>(pub &'a [u8]);
@@ -213,6 +294,17 @@ mod tests {
         assert_eq!(StreamPath::ROOT.components().count(), 0);
         assert!(StreamPath::ROOT.split_last().is_none());
         assert!(StreamPath::new(b"top").unwrap().is_single_component());
+    }
+
+    #[test]
+    fn raw_paths_keep_their_bytes_and_the_strict_verdict() {
+        for bytes in [&b"a/b"[..], b"", b"../x", b"/etc", b"a//b", b"a\0b"] {
+            let raw = RawPath::new(bytes);
+            assert_eq!(raw.as_bytes(), bytes);
+            assert_eq!(raw.problem(), StreamPath::new(bytes).err(), "{bytes:?}");
+            assert_eq!(<RawPath<'_> as PathAttr<'_>>::from_attr(bytes), Ok(raw));
+        }
+        assert_eq!(RawPath::new(b"../x").problem(), Some(PathError::DotComponent));
     }
 
     #[test]

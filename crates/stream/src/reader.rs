@@ -11,6 +11,15 @@
 //! Errors local to one frame (CRC mismatch, bad attributes, unknown command)
 //! consume that frame, so a caller that tolerates errors (`--max-errors 0`)
 //! can go on; framing errors end the stream.
+//!
+//! [`StreamReader::next`] refuses a command whose path attribute could escape
+//! the destination ([`ErrorKind::BadPath`]): that is what a receive reads.
+//! [`StreamReader::next_lenient`] reads the same frames through the same
+//! decoder but keeps such paths as [`RawPath`]s, for a dump to print and
+//! flag; every other error (framing, CRC, attributes) is the same in both.
+//! It is a separate method rather than a [`ReaderOptions`] flag so that the
+//! type of what a receive gets, `Command<'_, StreamPath>`, still guarantees
+//! validated paths.
 
 use std::io::{self, Read};
 
@@ -19,7 +28,8 @@ use crate::crc::command_crc;
 use crate::error::{Error, ErrorKind, Location};
 use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 use crate::header::{STREAM_HEADER_LEN, StreamHeader};
-use crate::kind::Attr;
+use crate::kind::{Attr, CommandKind};
+use crate::path::{PathAttr, RawPath, StreamPath};
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
 pub const V1_FRAME_CAP: usize = 64 * 1024;
@@ -47,9 +57,9 @@ impl Default for ReaderOptions {
     }
 }
 
-/// One item of the input.
+/// One item of the input; `P` is what path attributes decode to (see [`Command`]).
 #[derive(Debug)]
-pub enum Item<'a> {
+pub enum Item<'a, P = StreamPath<'a>> {
     /// A stream header: a new stream starts.
     Header {
         /// Its protocol version.
@@ -58,12 +68,12 @@ pub enum Item<'a> {
         offset: u64,
     },
     /// A command.
-    Command(Record<'a>),
+    Command(Record<'a, P>),
 }
 
 /// A decoded command and where it came from.
 #[derive(Debug)]
-pub struct Record<'a> {
+pub struct Record<'a, P = StreamPath<'a>> {
     /// 0-based command index across the whole input.
     pub index: u64,
     /// Byte offset of the command in the input.
@@ -73,7 +83,7 @@ pub struct Record<'a> {
     /// The command's raw bytes (header and payload) as read.
     pub raw: &'a [u8],
     /// The decoded command.
-    pub command: Command<'a>,
+    pub command: Command<'a, P>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +141,16 @@ impl<R: Read> StreamReader<R> {
     /// The next header or command; `Ok(None)` at a clean end of input.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Item<'_>>, Error> {
+        self.next_item()
+    }
+
+    /// Like [`next`](Self::next), but a path attribute that `next` refuses is
+    /// kept as a [`RawPath`] (see [`Command::invalid_paths`]). For inspection only.
+    pub fn next_lenient(&mut self) -> Result<Option<Item<'_, RawPath<'_>>>, Error> {
+        self.next_item()
+    }
+
+    fn next_item<'s, P: PathAttr<'s>>(&'s mut self) -> Result<Option<Item<'s, P>>, Error> {
         match self.state {
             State::Done => Ok(None),
             State::ExpectHeader { first } => self.read_header(first),
@@ -140,7 +160,7 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
-    fn read_header(&mut self, first: bool) -> Result<Option<Item<'_>>, Error> {
+    fn read_header<P>(&mut self, first: bool) -> Result<Option<Item<'_, P>>, Error> {
         let location = Location { offset: self.offset, ..Location::default() };
         let fail = |state: &mut State, kind| {
             *state = State::Done;
@@ -168,7 +188,7 @@ impl<R: Read> StreamReader<R> {
         Ok(Some(Item::Header { version: header.version, offset }))
     }
 
-    fn read_command(&mut self, version: u32) -> Result<Record<'_>, Error> {
+    fn read_command<'s, P: PathAttr<'s>>(&'s mut self, version: u32) -> Result<Record<'s, P>, Error> {
         let index = self.index;
         let offset = self.offset;
         let mut location = Location { index: Some(index), offset, ..Location::default() };
@@ -185,7 +205,7 @@ impl<R: Read> StreamReader<R> {
         let raw = &self.buf[start..start + frame_len];
         match decode(raw, version, &mut location) {
             Ok(command) => {
-                if matches!(command, Command::End) {
+                if command.kind() == CommandKind::End {
                     self.state = if self.opts.stop_at_end {
                         State::Done
                     } else {
@@ -257,13 +277,17 @@ impl<R: Read> StreamReader<R> {
 }
 
 /// Checks the CRC and decodes one frame, filling in the path for error messages.
-fn decode<'a>(raw: &'a [u8], version: u32, location: &mut Location) -> Result<Command<'a>, ErrorKind> {
+fn decode<'a, P: PathAttr<'a>>(
+    raw: &'a [u8],
+    version: u32,
+    location: &mut Location,
+) -> Result<Command<'a, P>, ErrorKind> {
     let frame = Frame::parse(raw, version);
     if let Ok(frame) = &frame {
         location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
     }
     check_crc(raw)?;
-    Command::decode(&frame?)
+    Command::decode_as(&frame?)
 }
 
 fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {

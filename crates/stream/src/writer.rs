@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use crate::command::Command;
 use crate::error::EncodeError;
 use crate::header::StreamHeader;
+use crate::path::{PathAttr, RawPath};
 
 /// Encodes commands into a [`Write`], reusing one buffer.
 pub struct StreamWriter<W> {
@@ -33,6 +34,16 @@ impl<W: Write> StreamWriter<W> {
 
     /// Encodes and writes one command.
     pub fn write(&mut self, command: &Command<'_>) -> Result<(), WriteError> {
+        self.write_any(command)
+    }
+
+    /// Encodes and writes one command with its paths as they are, also those
+    /// a receive refuses: how tests build hostile streams.
+    pub fn write_raw(&mut self, command: &Command<'_, RawPath<'_>>) -> Result<(), WriteError> {
+        self.write_any(command)
+    }
+
+    fn write_any<'c, P: PathAttr<'c>>(&mut self, command: &Command<'c, P>) -> Result<(), WriteError> {
         self.buf.clear();
         command.encode(self.version, &mut self.buf)?;
         self.out.write_all(&self.buf)?;

@@ -21,6 +21,7 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 pub mod fixtures;
+pub mod hostile;
 pub mod tree;
 
 /// Mebibyte, for image sizes.
@@ -58,6 +59,40 @@ where
     S: AsRef<OsStr>,
 {
     run(Command::new(program).args(args))
+}
+
+/// A btrfs subvolume's received state, as `btrfs subvolume show` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedState {
+    /// `Received UUID` (`-` when none).
+    pub received_uuid: String,
+    /// `Send transid`.
+    pub send_transid: String,
+    /// Whether `Flags` says readonly.
+    pub read_only: bool,
+}
+
+impl ReceivedState {
+    /// Marked received: a received UUID and read-only.
+    pub fn is_received(&self) -> bool {
+        self.received_uuid != "-" && self.read_only
+    }
+}
+
+/// The received state of the subvolume at `subvol`, from `btrfs subvolume show`.
+pub fn received_state(subvol: &Path) -> ReceivedState {
+    let output = run(Command::new("btrfs").args(["subvolume", "show"]).arg(subvol));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(name).map(|rest| rest.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {name} in `btrfs subvolume show {}`:\n{text}", subvol.display()))
+    };
+    ReceivedState {
+        read_only: field("Flags:").split_whitespace().any(|flag| flag == "readonly"),
+        received_uuid: field("Received UUID:"),
+        send_transid: field("Send transid:"),
+    }
 }
 
 /// Filesystem types [`LoopFs`] can create.
@@ -113,17 +148,7 @@ impl LoopFsBuilder {
 
     /// Creates, formats, attaches and mounts the filesystem; panics on failure.
     pub fn build(self) -> LoopFs {
-        let dir = tempfile::Builder::new()
-            .prefix("rawsend-loopfs-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
-        let mut fs = LoopFs {
-            image: dir.path().join("image"),
-            mountpoint: dir.path().join("mnt"),
-            device: None,
-            mounted: false,
-            _dir: dir,
-        };
+        let mut fs = LoopFs::unattached();
         fs.create_image(self.size);
         fs.format(self.fstype, &self.mkfs_args);
         fs.attach();
@@ -171,12 +196,36 @@ impl LoopFs {
         self.device.as_deref().expect("a built LoopFs always has a device")
     }
 
+    /// What a power cut would leave right now, mounted: a copy of the image as the
+    /// device holds it, taken without syncing (dirty pages of this filesystem are
+    /// not in the image; what it wrote to the device is), then attached and
+    /// mounted like any [`LoopFs`] (the journal or log tree is replayed on the
+    /// copy, as after a crash). This filesystem stays mounted: btrfs mounts the
+    /// copy with a temporary fsid (kernel 6.7+).
+    pub fn crash_copy(&self, fstype: FsType) -> LoopFs {
+        let mut fs = LoopFs::unattached();
+        run(Command::new("cp").arg("--sparse=always").arg(&self.image).arg(&fs.image));
+        fs.attach();
+        fs.mount(fstype, None);
+        fs
+    }
+
+    /// A temporary directory with an empty mount point and where the image goes.
+    fn unattached() -> LoopFs {
+        let dir = tempfile::Builder::new()
+            .prefix("rawsend-loopfs-")
+            .tempdir()
+            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", mountpoint.display()));
+        LoopFs { image: dir.path().join("image"), mountpoint, device: None, mounted: false, _dir: dir }
+    }
+
     fn create_image(&self, size: u64) {
         let file = File::create(&self.image)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.image.display()));
         file.set_len(size).unwrap_or_else(|err| panic!("cannot size {}: {err}", self.image.display()));
-        std::fs::create_dir(&self.mountpoint)
-            .unwrap_or_else(|err| panic!("cannot create {}: {err}", self.mountpoint.display()));
     }
 
     fn format(&self, fstype: FsType, extra: &[String]) {

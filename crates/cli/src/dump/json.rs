@@ -10,10 +10,15 @@
 //! holding every byte, so any name round-trips losslessly and the two forms
 //! can never be confused. DATA is given as `data_len`, not its bytes; times
 //! as `{"sec": …, "nsec": …}`; UUIDs as 8-4-4-4-12 strings.
+//!
+//! A command with path attributes that a receive would refuse (`..`,
+//! absolute, ...) gets a last key, `invalid`: a list of
+//! `{"attribute": "path_to", "reason": "…"}`, one per such attribute. The
+//! paths themselves are printed as they are, like every other.
 
 use std::io::{self, Write};
 
-use rawsend_stream::{Command, Record, Timespec};
+use rawsend_stream::{Command, RawPath, Record, Timespec};
 use serde_json::{Map, Value, json};
 
 /// A byte string as JSON: a string if UTF-8, else `{"hex": ...}`.
@@ -29,7 +34,7 @@ fn time_value(ts: Timespec) -> Value {
 }
 
 /// Writes one record as a JSON line.
-pub fn write_record(out: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
+pub fn write_record(out: &mut impl Write, record: &Record<'_, RawPath<'_>>) -> io::Result<()> {
     let mut object = Map::new();
     object.insert("index".into(), record.index.into());
     object.insert("offset".into(), record.offset.into());
@@ -38,13 +43,21 @@ pub fn write_record(out: &mut impl Write, record: &Record<'_>) -> io::Result<()>
     for (key, value) in attributes(&record.command) {
         object.insert(key.into(), value);
     }
+    let invalid: Vec<Value> = record
+        .command
+        .invalid_paths()
+        .map(|bad| json!({ "attribute": bad.attr.name(), "reason": bad.reason.to_string() }))
+        .collect();
+    if !invalid.is_empty() {
+        object.insert("invalid".into(), invalid.into());
+    }
     serde_json::to_writer(&mut *out, &Value::Object(object))?;
     out.write_all(b"\n")
 }
 
 /// The attributes of a command as (key, value) pairs, in kernel order.
-fn attributes(command: &Command<'_>) -> Vec<(&'static str, Value)> {
-    let path = |p: rawsend_stream::StreamPath<'_>| bytes_value(p.as_bytes());
+fn attributes(command: &Command<'_, RawPath<'_>>) -> Vec<(&'static str, Value)> {
+    let path = |p: RawPath<'_>| bytes_value(p.as_bytes());
     let opt = |v: Option<u64>| v.map_or(Value::Null, Value::from);
     match *command {
         Command::Subvol { path: p, uuid, ctransid } => {

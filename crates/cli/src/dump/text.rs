@@ -8,11 +8,17 @@
 //! modes are octal; FILEATTR prints its decimal value behind `0x`; times are
 //! `%FT%T%z` in local time without nanoseconds. Unlike btrfs-progs, the
 //! caller may keep going through every joined stream.
+//!
+//! Paths are printed as the stream has them, also those a receive refuses
+//! (`..`, absolute, empty components): btrfs-progs joins them to the
+//! subvolume path just the same (`./vol/../x`, `./vol//etc`), cut at the
+//! first NUL as its C strings are. It only fails on a joined path of 4096
+//! bytes or more; rawsend prints that one too.
 
 use std::io::{self, Write};
 
 use chrono::{Datelike, Local, Offset, TimeZone, Timelike};
-use rawsend_stream::{Command, StreamPath, Timespec};
+use rawsend_stream::{Command, RawPath, Timespec};
 
 /// Formats commands as dump lines, tracking the current subvolume's path.
 pub struct TextDump {
@@ -35,7 +41,7 @@ impl TextDump {
     }
 
     /// Writes the line for `command` (nothing for END).
-    pub fn write(&mut self, out: &mut impl Write, command: &Command<'_>) -> io::Result<()> {
+    pub fn write(&mut self, out: &mut impl Write, command: &Command<'_, RawPath<'_>>) -> io::Result<()> {
         self.line.clear();
         match self.format(command) {
             Ok(()) => out.write_all(&self.line),
@@ -43,7 +49,7 @@ impl TextDump {
         }
     }
 
-    fn format(&mut self, command: &Command<'_>) -> Result<(), TimeError> {
+    fn format(&mut self, command: &Command<'_, RawPath<'_>>) -> Result<(), TimeError> {
         let title = command.kind().name();
         match *command {
             Command::Subvol { path, uuid, ctransid } => {
@@ -161,7 +167,7 @@ impl TextDump {
     }
 
     /// `title` padded to 16 columns, then the escaped full path; returns its printed width.
-    fn title_and_path(&mut self, title: &str, path: StreamPath<'_>) -> usize {
+    fn title_and_path(&mut self, title: &str, path: RawPath<'_>) -> usize {
         let full = join(&self.subvol_path, path.as_bytes());
         self.title_and_full_path(title, &full)
     }
@@ -177,7 +183,7 @@ impl TextDump {
         self.line.resize(self.line.len() + spaces, b' ');
     }
 
-    fn fields_line(&mut self, title: &str, path: StreamPath<'_>, fields: &[u8]) {
+    fn fields_line(&mut self, title: &str, path: RawPath<'_>, fields: &[u8]) {
         let width = self.title_and_path(title, path);
         self.finish_line(width, fields);
     }
@@ -194,7 +200,7 @@ impl TextDump {
         self.line.push(b'\n');
     }
 
-    fn escaped_dest_line(&mut self, title: &str, path: StreamPath<'_>, dest: &[u8]) {
+    fn escaped_dest_line(&mut self, title: &str, path: RawPath<'_>, dest: &[u8]) {
         let width = self.title_and_path(title, path);
         self.pad(width);
         self.line.extend_from_slice(b"dest=");
@@ -203,8 +209,10 @@ impl TextDump {
     }
 }
 
-/// btrfs-progs' `path_cat`: one trailing `/` dropped from each side, joined by `/`.
+/// btrfs-progs' `path_cat` of two C strings: each cut at its first NUL, one
+/// trailing `/` dropped from each side, joined by `/`.
 fn join(base: &[u8], path: &[u8]) -> Vec<u8> {
+    let (base, path) = (until_nul(base), until_nul(path));
     let base = base.strip_suffix(b"/").unwrap_or(base);
     let path = path.strip_suffix(b"/").unwrap_or(path);
     [base, b"/", path].concat()
@@ -288,15 +296,17 @@ mod tests {
         assert_eq!(join(b".", b"vol"), b"./vol");
         assert_eq!(join(b"./vol", b""), b"./vol/");
         assert_eq!(join(b"./vol/", b"a/"), b"./vol/a");
+        assert_eq!(join(b"./vol", b"a/\0b"), b"./vol/a");
+        assert_eq!(join(b"./vol", b"/etc"), b"./vol//etc");
     }
 
     #[test]
     fn pads_short_paths_to_32_columns_and_long_ones_by_one_space() {
         let mut dump = TextDump::new();
         let mut out = Vec::new();
-        let vol = StreamPath::new(b"v").unwrap();
+        let vol = RawPath::new(b"v");
         dump.write(&mut out, &Command::Subvol { path: vol, uuid: Default::default(), ctransid: 5 }).unwrap();
-        let long = StreamPath::new(&[b'x'; 40]).unwrap();
+        let long = RawPath::new(&[b'x'; 40]);
         dump.write(&mut out, &Command::Truncate { path: long, size: 1 }).unwrap();
         dump.write(&mut out, &Command::Unlink { path: vol }).unwrap();
         let text = String::from_utf8(out).unwrap();

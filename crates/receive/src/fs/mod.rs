@@ -34,7 +34,7 @@ use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result, Taken};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
 use received::Record;
 pub use received::{RECEIVED_XATTR, RECORDS_DIR};
@@ -236,7 +236,7 @@ impl FsTarget {
         };
         match received {
             Some(uuid) => (uuid == start.uuid).then_some(Taken::Received(uuid)),
-            None => Some(Taken::Incomplete { remove: format!("{remove} {}", shell_word(path)) }),
+            None => Some(Taken::Incomplete { remove: format!("{remove} {}", shell_quote(path)) }),
         }
     }
 
@@ -360,12 +360,17 @@ impl FsTarget {
     }
 
     /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
+    ///
+    /// Everything received is made durable first and the mark itself before returning, so a
+    /// subvolume that looks complete after a power cut is complete (see [`sync_filesystem`]).
     fn mark_received(&mut self, current: &Current) -> Result<()> {
         let root = current.tree.root();
+        sync_filesystem(root)?;
         match self.kind {
             Kind::Btrfs => {
                 btrfs::set_received_subvol(root, &btrfs::Uuid(current.uuid.0), current.ctransid)?;
                 btrfs::set_read_only(root, true)?;
+                sync_filesystem(root)?;
             }
             Kind::Dir => {
                 let record = Record { uuid: current.uuid, transid: current.ctransid };
@@ -385,13 +390,24 @@ impl FsTarget {
     }
 }
 
-/// `word` as one shell word: as it is when that is safe, single-quoted otherwise.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%=,".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        return word.to_owned();
+/// Writes everything dirty on the filesystem holding `fd` to disk (`syncfs(2)`).
+///
+/// One `syncfs` per subvolume rather than an `fsync` per file: the kernel
+/// writes back all of the subvolume's data and metadata in one pass (on btrfs,
+/// one transaction commit instead of one log-tree sync per file), and it also
+/// covers what was never opened for writing here (directories, renames,
+/// links, a copied parent).
+fn sync_filesystem(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::syncfs(fd).map_err(|e| ErrorKind::io("syncfs (make the received data durable)", e))
+}
+
+/// `text` as one shell word, for commands suggested to the user.
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
     }
-    format!("'{}'", word.replace('\'', "'\\''"))
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// Splits FILEATTR flags into what to set now and the final set (with IMMUTABLE/APPEND).
@@ -488,10 +504,14 @@ impl Target for FsTarget {
         self.mark_received(&current)
     }
 
-    fn abandon_subvol(&mut self) -> Option<String> {
+    fn abandon_subvol(&mut self) -> Option<Unfinished> {
         let current = self.current.take()?;
-        let what = if self.kind == Kind::Btrfs { "subvolume" } else { "directory" };
-        Some(format!("{what} {}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name)))
+        let path = format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name));
+        let (what, cleanup) = match self.kind {
+            Kind::Btrfs => ("subvolume", format!("btrfs subvolume delete {}", shell_quote(&path))),
+            Kind::Dir => ("directory", format!("rm -rf {}", shell_quote(&path))),
+        };
+        Some(Unfinished { place: format!("{what} {path}"), cleanup: Some(cleanup) })
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
@@ -718,13 +738,13 @@ impl Target for FsTarget {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_word;
+    use super::shell_quote;
 
     #[test]
     fn shell_words_quote_only_what_needs_it() {
-        assert_eq!(shell_word("/backups/home-2024.01"), "/backups/home-2024.01");
-        assert_eq!(shell_word("/backups/my home"), "'/backups/my home'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
-        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_quote("/backups/home-2024.01"), "/backups/home-2024.01");
+        assert_eq!(shell_quote("/backups/my home"), "'/backups/my home'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }

@@ -19,6 +19,11 @@
 //! never vouches for a new one of the same name; they are also removed when
 //! a directory of that name starts being received.
 //!
+//! Every record is durable before it counts: the received data is synced
+//! first (the caller's `syncfs`), then the xattr's directory or the record
+//! file and its directory are fsynced; a stale record's removal is fsynced
+//! before a new directory of that name is filled.
+//!
 //! SNAPSHOT parents and CLONE sources are found among DEST's direct
 //! children by these records, as btrfs-progs finds them by received UUID.
 
@@ -116,7 +121,9 @@ pub fn write(
     }
     let text = record.text();
     match rustix::fs::fsetxattr(root, RECEIVED_XATTR, text.as_bytes(), XattrFlags::empty()) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            rustix::fs::fsync(root).map(|()| true).map_err(|e| ErrorKind::io("sync a received record", e))
+        }
         Err(Errno::OPNOTSUPP) => store(dest, Store::Records, name, root, text.as_bytes()).map(|()| false),
         Err(e) => Err(ErrorKind::io("record received state", e)),
     }
@@ -127,7 +134,10 @@ pub fn clear(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
     for store in [Store::Records, Store::Absent] {
         let Some(dir) = open_store(dest, store)? else { continue };
         match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
+            // Durably gone: a stale record must not come back after a crash to vouch
+            // for the partial directory that replaces it.
+            Ok(()) => sync_dir(dir.as_fd())?,
+            Err(Errno::NOENT) => {}
             Err(e) => return Err(ErrorKind::io("remove a stale received record", e)),
         }
     }
@@ -193,7 +203,8 @@ fn store(
     let mut dir = dest.try_clone_to_owned().map_err(|e| ErrorKind::io("open the destination", e))?;
     for part in [RECORDS_DIR, store.dir()] {
         match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+            Ok(()) => sync_dir(dir.as_fd())?,
+            Err(Errno::EXIST) => {}
             Err(e) => return Err(io("create the records directory")(e)),
         }
         dir = open_dir_beneath(dir.as_fd(), part.as_bytes())?;
@@ -212,7 +223,13 @@ fn store(
         .map_err(io("write a received record"))?;
     super::pwrite_all(file.as_fd(), &content, 0)?;
     rustix::fs::fsync(&file).map_err(io("sync a received record"))?;
-    rustix::fs::renameat(&dir, &temporary[..], &dir, name).map_err(io("write a received record"))
+    rustix::fs::renameat(&dir, &temporary[..], &dir, name).map_err(io("write a received record"))?;
+    sync_dir(dir.as_fd())
+}
+
+/// Makes a directory's entries durable (after a create, rename or unlink in it).
+fn sync_dir(dir: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::fsync(dir).map_err(|e| ErrorKind::io("sync a received record", e))
 }
 
 /// Reads what `store` says of directory `root` (named `name`), if it is about that directory.
