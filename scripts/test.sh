@@ -3,7 +3,7 @@
 # that this machine can loop-mount btrfs (and fails, not skips, if it cannot),
 # then runs rustfmt, clippy and every test, root tests included.
 #
-#   sudo scripts/test.sh
+#   scripts/test.sh          (as root; `sudo scripts/test.sh` from another user)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,15 +44,34 @@ cleanup_probe
 loopdev=
 trap - EXIT
 
+# What tests could leave behind, one per line: mounts under /tmp, loop devices backed by a
+# file under /tmp, and /tmp's rawsend-* entries (LoopFs images live in rawsend-loopfs-*).
+tmp_state() {
+	findmnt -rn -o TARGET | grep -E '^/tmp/' | sed 's/^/mount: /' || true
+	losetup -n -l -O NAME,BACK-FILE | awk '$2 ~ /^\/tmp\// { print "loop device: " $1 " backed by " $2 }'
+	find /tmp -mindepth 1 -maxdepth 1 -name 'rawsend-*' | sed 's/^/file: /'
+}
+
 echo "==> rustfmt"
 cargo fmt --all --check
 echo "==> clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests (root tests included)"
-cargo test --workspace --locked
-echo "==> leftover mounts or loop devices"
-leftovers=$(findmnt -rn -t btrfs -o TARGET | grep -E '^/tmp/' || true)
+cargo test --workspace --locked --no-run
+# The tests run with a private TMPDIR (every temporary directory of the suite, loop images
+# included, goes there), so that what they leave behind is theirs; /tmp as a whole is
+# compared before and after too, for anything that ignores TMPDIR.
+before=$(tmp_state)
+test_tmp=$(mktemp -d /tmp/rawsend-test.XXXXXX)
+chmod 0755 "$test_tmp" # the unprivileged tests run rawsend as nobody in there
+TMPDIR=$test_tmp cargo test --workspace --locked
+echo "==> nothing left behind (loop devices, mounts, files)"
+rmdir "$test_tmp" 2>/dev/null || true # kept, and reported below, if a test left files in it
+leftovers=$(comm -13 <(sort <<<"$before") <(tmp_state | sort))
 if [[ -n $leftovers ]]; then
-	echo "tests left mounts behind: $leftovers" >&2
+	echo "tests left things behind (run the suite alone: other runs' files count too):" >&2
+	echo "$leftovers" >&2
+	[[ -d $test_tmp ]] && find "$test_tmp" -mindepth 1 -maxdepth 1 | sed 's/^/  in it: /' >&2
 	exit 1
 fi
+echo "==> all passed"

@@ -7,6 +7,9 @@
 //! instead of "Operation not permitted". Encoded writes are checked before
 //! the call ([`EncodedWriteError`]) so the common mistakes never reach the
 //! kernel at all.
+//!
+//! Each message includes its cause, and no error also returns it from
+//! `source()`, so printing the whole chain shows every cause once.
 
 use core::fmt;
 
@@ -171,7 +174,7 @@ pub enum Error {
     },
     /// An encoded write broke a kernel precondition; nothing was written.
     #[error("invalid encoded write: {0}")]
-    InvalidEncodedWrite(#[from] EncodedWriteError),
+    InvalidEncodedWrite(EncodedWriteError),
     /// A file offset does not fit the kernel's signed 64-bit `loff_t`.
     #[error("file offset {0} is larger than the kernel accepts")]
     OffsetTooLarge(u64),
@@ -193,7 +196,13 @@ pub enum Error {
     },
     /// Reading `/sys/fs/btrfs/features/send_stream_version` failed.
     #[error("cannot read /sys/fs/btrfs/features/send_stream_version: {0}")]
-    Sysfs(#[source] std::io::Error),
+    Sysfs(std::io::Error),
+}
+
+impl From<EncodedWriteError> for Error {
+    fn from(err: EncodedWriteError) -> Self {
+        Error::InvalidEncodedWrite(err)
+    }
 }
 
 impl Error {
@@ -283,4 +292,23 @@ pub enum EncodedWriteError {
         /// File bytes covered.
         len: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn causes_are_in_the_message_and_not_repeated_as_sources() {
+        let cases = [
+            (Error::Sysfs(std::io::Error::from_raw_os_error(2)), "No such file or directory"),
+            (Error::from(EncodedWriteError::Encrypted(1)), "encryption 1 is not supported"),
+        ];
+        for (err, cause) in cases {
+            assert!(err.to_string().contains(cause), "{err}");
+            assert!(err.source().is_none(), "{err} also exposes its cause as source()");
+        }
+    }
 }

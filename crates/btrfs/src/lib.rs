@@ -4,8 +4,9 @@
 //! takes a handful of btrfs-only ioctls: encoded (compressed) reads and
 //! writes, the kernel's send, subvolume creation, snapshots, the received
 //! UUID and read-only flag a receiver sets when it finishes, UUID-tree
-//! lookups to find parents, reflinks, and fs-verity for protocol v3 streams. This crate is the only one in the
-//! workspace with `unsafe`: the kernel ABI structs live in a private `raw`
+//! lookups to find parents, reflinks, and fs-verity for protocol v3 streams
+//! (and [`default_sigpipe`], which needs `unsafe` too). This crate is the
+//! only one in the workspace with `unsafe`: the kernel ABI structs live in a private `raw`
 //! module with layout tests, and everything public takes borrowed file
 //! descriptors (`impl AsFd`) and returns typed results.
 //!
@@ -25,6 +26,7 @@ mod ioctl;
 mod raw;
 mod search;
 mod send;
+mod signal;
 mod subvol;
 mod uuid;
 mod verity;
@@ -38,6 +40,7 @@ pub use error::{EncodedWriteError, Error, Op, Result};
 pub use rustix::io::Errno;
 pub use search::{RootInfo, root_info, subvolume_id_by_received_uuid, subvolume_id_by_uuid, subvolume_path};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
+pub use signal::default_sigpipe;
 pub use subvol::{
     SubvolumeInfo, create_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id, set_read_only,
     set_received_subvol, snapshot, subvolume_info,

@@ -2,7 +2,8 @@
 //!
 //! Each subcommand lives in its own module with a clap `Args` struct and a
 //! `run` function; this file only parses the command line and maps errors to
-//! exit codes (0 success, 1 failure, 2 usage).
+//! exit codes (0 success, 1 failure, 2 usage). SIGPIPE has its default action,
+//! as in a C program: writing into a closed pipe kills rawsend (status 141).
 
 mod dump;
 mod interrupt;
@@ -33,6 +34,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Like btrfs-progs: a closed pipe kills the writer of a stream (`send | head` exits
+    // 141, so `set -o pipefail` sees a truncated stream) and `dump | head` ends quietly.
+    rawsend_btrfs::default_sigpipe();
     let result = match &cli.command {
         Command::Send(args) => send::run(args),
         Command::Dump(args) => dump::run(args),
@@ -44,17 +48,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints an error chain and picks the exit code; a closed pipe is not a failure.
+/// Prints the error (its causes each once) or the interruption, and picks the exit code.
 fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(interrupted) = err.downcast_ref::<interrupt::Interrupted>() {
         eprintln!("rawsend: {interrupted}");
         return ExitCode::from(interrupted.stopped.exit_status());
-    }
-    let broken_pipe = err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    });
-    if broken_pipe {
-        return ExitCode::SUCCESS;
     }
     eprintln!("rawsend: error: {err:#}");
     ExitCode::FAILURE

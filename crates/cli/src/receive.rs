@@ -18,7 +18,7 @@ use crate::interrupt::{Interrupt, Interrupted};
 /// Which kind of destination to write.
 #[derive(Clone, Copy, ValueEnum)]
 enum TargetChoice {
-    /// btrfs when DEST is on btrfs, a plain directory otherwise.
+    /// btrfs when DEST is on btrfs and rawsend has CAP_SYS_ADMIN, a plain directory otherwise.
     Auto,
     /// Insist on btrfs: subvolumes, encoded writes, received UUIDs.
     Btrfs,
@@ -58,7 +58,7 @@ pub struct ReceiveArgs {
     /// What kind of destination to write.
     #[arg(long, value_enum, default_value = "auto")]
     target: TargetChoice,
-    /// On the dir target, fail instead of skipping operations the destination refuses
+    /// With --target dir, fail instead of skipping operations the destination refuses
     /// (changing owners without privileges, btrfs.* and privileged xattrs).
     #[arg(long)]
     strict: bool,
@@ -90,6 +90,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     };
     let mut target =
         FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
+    if let Some(why) = target.dir_reason() {
+        eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
+    }
     target.set_strict(args.strict);
     let opts = ReceiveOptions {
         reader,

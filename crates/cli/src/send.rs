@@ -98,6 +98,21 @@ impl Role {
             Role::CloneSource => "clone source",
         }
     }
+
+    /// What to do about a writable subvolume: send a read-only snapshot of it (flipping a
+    /// live subvolume read-only breaks whatever writes to it, and its later snapshots).
+    fn read_only_advice(self, path: &Path) -> String {
+        match self {
+            Role::Send => format!(
+                "send a read-only snapshot of it instead (`btrfs subvolume snapshot -r {} SNAP`, \
+                 then `rawsend send SNAP`)",
+                path.display()
+            ),
+            Role::Parent | Role::CloneSource => {
+                "parents and clone sources must be read-only snapshots that were sent before".to_owned()
+            }
+        }
+    }
 }
 
 /// Opens `path` and checks that it is the root of a read-only btrfs subvolume.
@@ -110,11 +125,7 @@ fn open_subvolume(path: &Path, role: Role) -> anyhow::Result<Subvolume> {
     let read_only = rawsend_btrfs::is_read_only(&file)
         .with_context(|| format!("cannot read the flags of {what} {}", path.display()))?;
     if !read_only {
-        bail!(
-            "{what} {path} is not read-only; make it read-only with `btrfs property set -ts {path} ro true` \
-             or send a read-only snapshot of it (`btrfs subvolume snapshot -r`)",
-            path = path.display()
-        );
+        bail!("{what} {} is not read-only: {}", path.display(), role.read_only_advice(path));
     }
     let id = rawsend_btrfs::root_id(&file)
         .with_context(|| format!("cannot find the root id of {what} {}", path.display()))?;
@@ -253,16 +264,6 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     })
 }
 
-/// Turns EPIPE into an `io::Error`, which `main` treats as a closed pipe
-/// (exit 0, like `btrfs send | head`).
-fn broken_pipe_as_io(err: rawsend_btrfs::Error) -> anyhow::Error {
-    if err.errno() == Some(rawsend_btrfs::Errno::PIPE) {
-        std::io::Error::from(ErrorKind::BrokenPipe).into()
-    } else {
-        err.into()
-    }
-}
-
 /// Runs `rawsend send`.
 pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     let output = open_output(args.output.as_deref())?;
@@ -301,7 +302,6 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
             version: plan.version,
         };
         rawsend_btrfs::send(&subvolume.file, &options)
-            .map_err(broken_pipe_as_io)
             .with_context(|| format!("cannot send {}", subvolume.path.display()))?;
         if args.verbosity() > 1 {
             eprintln!("BTRFS_IOC_SEND returned 0");

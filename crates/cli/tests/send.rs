@@ -173,11 +173,13 @@ fn errors_name_the_subvolume_and_the_fix() {
 
     let stderr = failure(&fixture, &["vol"]);
     assert!(stderr.contains("subvolume vol is not read-only"), "{stderr}");
-    assert!(stderr.contains("btrfs property set -ts vol ro true"), "{stderr}");
+    assert!(stderr.contains("`btrfs subvolume snapshot -r vol SNAP`"), "{stderr}");
+    assert!(!stderr.contains("property set"), "never advise flipping a live subvolume read-only: {stderr}");
     let stderr = failure(&fixture, &["plain-dir"]);
     assert!(stderr.contains("plain-dir is not a btrfs subvolume"), "{stderr}");
     let stderr = failure(&fixture, &["-p", "vol", "s2"]);
     assert!(stderr.contains("parent subvolume vol is not read-only"), "{stderr}");
+    assert!(stderr.contains("read-only snapshots that were sent before"), "{stderr}");
     let stderr = failure(&fixture, &["-c", "missing", "s2"]);
     assert!(stderr.contains("cannot open clone source missing"), "{stderr}");
     let stderr = failure(&fixture, &["--compressed-data", "--proto", "1", "s2"]);

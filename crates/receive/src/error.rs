@@ -1,4 +1,8 @@
 //! Receive errors: what failed, and where in the stream.
+//!
+//! Each message carries its causes (the OS error, the btrfs ioctl error, the
+//! codec error) and no error also returns them from `source()`: a caller
+//! printing the whole chain, as the CLI does, shows every cause exactly once.
 
 use std::fmt;
 use std::io;
@@ -14,19 +18,19 @@ pub enum ErrorKind {
     #[error(transparent)]
     Stream(#[from] rawsend_stream::ErrorKind),
     /// A system call on the target failed.
-    #[error("{op}: {source}")]
+    #[error("{op}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (shown in the message, so not also a `source()`).
+        error: io::Error,
     },
     /// A btrfs ioctl failed.
     #[error(transparent)]
     Btrfs(#[from] rawsend_btrfs::Error),
     /// An encoded extent does not decode.
     #[error("encoded data: {0}")]
-    Codec(#[from] rawsend_codec::DecodeError),
+    Codec(rawsend_codec::DecodeError),
     /// Field values that cannot be right, whatever the target.
     #[error("invalid command: {0}")]
     Invalid(&'static str),
@@ -55,6 +59,14 @@ pub enum ErrorKind {
         /// The changed entries (paths relative to the parent) and counts.
         changes: String,
     },
+    /// SUBVOL/SNAPSHOT's name already exists in DEST; nothing was written.
+    #[error("{path} {taken}")]
+    NameTaken {
+        /// DEST/NAME, for the user.
+        path: String,
+        /// What is there.
+        taken: Taken,
+    },
     /// The receive was asked to stop (a signal) before this command.
     #[error("interrupted before this command")]
     Interrupted,
@@ -70,25 +82,60 @@ pub enum ErrorKind {
     },
 }
 
+/// What holds the name a SUBVOL or SNAPSHOT wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// A complete receive of the same sent subvolume.
+    Received(Uuid),
+    /// What an interrupted or failed receive left: a writable subvolume without a received
+    /// UUID (btrfs) or a directory without a received record (dir target).
+    Incomplete {
+        /// The shell command that removes it.
+        remove: String,
+    },
+    /// Anything else.
+    Foreign,
+}
+
+impl fmt::Display for Taken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Taken::Received(uuid) => write!(f, "is already received (received UUID {uuid})"),
+            Taken::Incomplete { remove } => write!(
+                f,
+                "is left over from an incomplete receive (it is not marked received); \
+                 remove it with `{remove}` and receive again"
+            ),
+            Taken::Foreign => f.write_str("exists and is not from rawsend/btrfs receive"),
+        }
+    }
+}
+
 impl ErrorKind {
     /// An I/O error from a named operation.
-    pub fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
-        ErrorKind::Io { op, source: source.into() }
+    pub fn io(op: &'static str, error: impl Into<io::Error>) -> Self {
+        ErrorKind::Io { op, error: error.into() }
     }
 
     /// The errno behind this error, if it came from a system call.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            ErrorKind::Io { source, .. } => source.raw_os_error(),
+            ErrorKind::Io { error, .. } => error.raw_os_error(),
             ErrorKind::Btrfs(err) => err.errno().map(|e| e.raw_os_error()),
             _ => None,
         }
     }
 }
 
+impl From<rawsend_codec::DecodeError> for ErrorKind {
+    fn from(err: rawsend_codec::DecodeError) -> Self {
+        ErrorKind::Codec(err)
+    }
+}
+
 impl From<rustix::io::Errno> for ErrorKind {
     fn from(errno: rustix::io::Errno) -> Self {
-        ErrorKind::Io { op: "system call", source: errno.into() }
+        ErrorKind::Io { op: "system call", error: errno.into() }
     }
 }
 
@@ -110,14 +157,46 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.kind.source()
-    }
-}
+impl std::error::Error for Error {}
 
 impl From<rawsend_stream::Error> for Error {
     fn from(err: rawsend_stream::Error) -> Self {
         Error { location: err.location, kind: ErrorKind::Stream(err.kind) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chain as `anyhow`'s `{:#}` prints it: each error's message, joined by ": ".
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(next) = cause {
+            text = format!("{text}: {next}");
+            cause = next.source();
+        }
+        text
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let enoent = io::Error::from_raw_os_error(2).to_string();
+        let decode = rawsend_codec::DecodeError::ZlibHeader;
+        let btrfs_err = rawsend_btrfs::Error::Sysfs(io::Error::from_raw_os_error(2));
+        let location = Location { index: Some(3), offset: 99, command: None, path: None };
+        let cases = [
+            (ErrorKind::io("open destination", io::Error::from_raw_os_error(2)), enoent.clone()),
+            (ErrorKind::from(decode.clone()), decode.to_string()),
+            (ErrorKind::from(btrfs_err), enoent.clone()),
+        ];
+        for (kind, cause) in cases {
+            assert_eq!(chain(&kind).matches(&cause).count(), 1, "{}", chain(&kind));
+            let located = Error { location: location.clone(), kind };
+            let text = chain(&located);
+            assert_eq!(text.matches(&cause).count(), 1, "{text}");
+            assert!(text.starts_with("command #3 at byte 99: "), "{text}");
+        }
     }
 }

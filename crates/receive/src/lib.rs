@@ -22,7 +22,7 @@ mod target;
 mod verify;
 
 pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
 pub use target::{

@@ -6,6 +6,11 @@
 //! read-only. Elsewhere (`Kind::Dir`) a subvolume is a plain directory and
 //! the engine decompresses extents; clones are reflinked where the
 //! filesystem can (`FICLONERANGE`, e.g. xfs) and copied otherwise.
+//! Without a kind given, btrfs is used when DEST is on btrfs and the process
+//! has CAP_SYS_ADMIN (without it a btrfs receive cannot finish), the dir
+//! target otherwise. A SUBVOL or SNAPSHOT whose name exists in DEST is
+//! refused with what is there ([`Taken`]): received already, left over from
+//! an incomplete receive, or something else.
 //!
 //! All path handling goes through [`tree::Tree`], which never follows a
 //! symlink and never leaves the subvolume.
@@ -29,7 +34,7 @@ use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{ErrorKind, Result, Taken};
 use crate::target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
@@ -96,23 +101,44 @@ pub struct FsTarget {
     skips: Skips,
     /// Where the dir target recorded each directory it completed, for the user.
     completed: Vec<String>,
+    /// Why the automatic choice fell on the dir target on btrfs.
+    dir_reason: Option<&'static str>,
+}
+
+/// Why an unprivileged receive onto btrfs uses the dir target.
+const NO_CAP_SYS_ADMIN: &str = "no CAP_SYS_ADMIN to mark btrfs subvolumes received";
+
+/// Whether this process has CAP_SYS_ADMIN in its effective set: what a btrfs receive needs
+/// (received UUIDs, encoded writes); without it only the dir target can finish a receive.
+fn has_cap_sys_admin() -> bool {
+    rustix::thread::capabilities(None)
+        .is_ok_and(|caps| caps.effective.contains(rustix::thread::CapabilitySet::SYS_ADMIN))
 }
 
 impl FsTarget {
-    /// Opens `dest`; `kind` `None` picks btrfs when `dest` is on btrfs.
+    /// Opens `dest`; `kind` `None` picks btrfs when `dest` is on btrfs and this process
+    /// may mark subvolumes received, the dir target otherwise ([`FsTarget::dir_reason`]).
     pub fn open(dest: &Path, kind: Option<Kind>) -> Result<Self> {
         let dest_fd =
             rustix::fs::open(dest, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| ErrorKind::io("open destination", e))?;
         let on_btrfs = btrfs::is_btrfs(&dest_fd)?;
-        let kind = kind.unwrap_or(if on_btrfs { Kind::Btrfs } else { Kind::Dir });
+        let privileged = has_cap_sys_admin();
+        let dir_reason = (kind.is_none() && on_btrfs && !privileged).then_some(NO_CAP_SYS_ADMIN);
+        let kind = kind.unwrap_or(if on_btrfs && privileged { Kind::Btrfs } else { Kind::Dir });
         if kind == Kind::Btrfs && !on_btrfs {
-            return Err(ErrorKind::Unsupported("the destination is not on btrfs (use the dir target)"));
+            return Err(ErrorKind::Unsupported("the destination is not on btrfs (use --target dir)"));
+        }
+        if kind == Kind::Btrfs && !privileged {
+            return Err(ErrorKind::Unsupported(
+                "--target btrfs without CAP_SYS_ADMIN (needed to mark subvolumes received; use --target dir)",
+            ));
         }
         Ok(FsTarget {
             dest: dest_fd,
             dest_path: dest.to_path_buf(),
             kind,
+            dir_reason,
             current: None,
             skips: Skips::new(kind == Kind::Dir),
             completed: Vec::new(),
@@ -122,6 +148,11 @@ impl FsTarget {
     /// The kind of destination in use.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// Why the automatic choice is the dir target although DEST is on btrfs, if it is.
+    pub fn dir_reason(&self) -> Option<&'static str> {
+        self.dir_reason
     }
 
     /// With `strict`, the dir target fails instead of skipping what it may not do.
@@ -152,25 +183,66 @@ impl FsTarget {
     fn make_subvol(&self, start: &SubvolStart<'_>) -> Result<(OwnedFd, Option<received::Found>)> {
         let name = std::ffi::OsStr::from_bytes(start.name);
         let dest = self.dest.as_fd();
+        let taken = |err: ErrorKind| self.if_name_taken(start, err);
         match (self.kind, start.parent) {
-            (Kind::Btrfs, None) => btrfs::create_subvolume(dest, name)?,
+            (Kind::Btrfs, None) => btrfs::create_subvolume(dest, name).map_err(|e| taken(e.into()))?,
             (Kind::Btrfs, Some((uuid, ctransid))) => {
                 let parent = locate::open_subvolume(dest, uuid, ctransid)?;
-                btrfs::snapshot(&parent, dest, name, false)?;
+                btrfs::snapshot(&parent, dest, name, false).map_err(|e| taken(e.into()))?;
             }
             (Kind::Dir, _) if start.name == RECORDS_DIR.as_bytes() => {
-                return Err(ErrorKind::Invalid("the name .rawsend-received is reserved on the dir target"));
+                return Err(ErrorKind::Invalid("the name .rawsend-received is reserved with --target dir"));
             }
             (Kind::Dir, parent) => {
                 // Find the parent first, so that a missing one leaves nothing behind.
                 let parent = parent.map(|(uuid, transid)| received::find(dest, uuid, transid)).transpose()?;
                 rustix::fs::mkdirat(dest, start.name, Mode::from_raw_mode(0o700))
-                    .map_err(|e| ErrorKind::io("mkdir", e))?;
+                    .map_err(|e| taken(ErrorKind::io("mkdir", e)))?;
                 received::clear(dest, start.name)?;
                 return Ok((tree::open_dir_beneath(dest, start.name)?, parent));
             }
         }
         Ok((tree::open_dir_beneath(dest, start.name)?, None))
+    }
+
+    /// `err`, or if it says that SUBVOL/SNAPSHOT's name exists, what is there.
+    fn if_name_taken(&self, start: &SubvolStart<'_>, err: ErrorKind) -> ErrorKind {
+        if err.errno() != Some(Errno::EXIST.raw_os_error()) {
+            return err;
+        }
+        let path = format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(start.name));
+        let found = tree::open_dir_beneath(self.dest.as_fd(), start.name)
+            .ok()
+            .and_then(|dir| self.received_or_incomplete(start, dir.as_fd(), &path));
+        ErrorKind::NameTaken { path, taken: found.unwrap_or(Taken::Foreign) }
+    }
+
+    /// Whether `dir` (DEST/`start.name`, printed as `path`) is a complete receive of the
+    /// same subvolume or what an incomplete receive left; `None` for anything else.
+    fn received_or_incomplete(
+        &self,
+        start: &SubvolStart<'_>,
+        dir: BorrowedFd<'_>,
+        path: &str,
+    ) -> Option<Taken> {
+        let (received, remove) = match self.kind {
+            Kind::Btrfs => {
+                if !btrfs::is_subvolume_root(dir).ok()? {
+                    return None;
+                }
+                let info = btrfs::subvolume_info(dir).ok()?;
+                let received = info.received_uuid.map(|uuid| Uuid(uuid.0));
+                if received.is_none() && info.read_only {
+                    return None;
+                }
+                (received, "btrfs subvolume delete")
+            }
+            Kind::Dir => (received::read(self.dest.as_fd(), start.name, dir).ok()?.map(|r| r.uuid), "rm -rf"),
+        };
+        match received {
+            Some(uuid) => (uuid == start.uuid).then_some(Taken::Received(uuid)),
+            None => Some(Taken::Incomplete { remove: format!("{remove} {}", shell_quote(path)) }),
+        }
     }
 
     /// Starts the dir target's snapshot from a copy of its parent; the device nodes the
@@ -297,7 +369,7 @@ impl FsTarget {
         }
         if !self.skips.skip(skips::BTRFS_FLAGS) {
             return Err(ErrorKind::Unsupported(
-                "btrfs-only file attributes (nocow, compression) on the dir target",
+                "btrfs-only file attributes (nocow, compression) with --target dir",
             ));
         }
         Ok(flags & !BTRFS_ONLY_FLAGS)

@@ -178,19 +178,22 @@ fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, Owne
             continue;
         }
         let Ok(dir) = open_dir_beneath(dest, &name) else { continue };
-        let mut buf = [0u8; RECORD_MAX];
-        let record = match rustix::fs::fgetxattr(&dir, RECEIVED_XATTR, &mut buf) {
-            Ok(len) => Record::parse(&buf[..len]),
-            Err(Errno::OPNOTSUPP) => {
-                load(dest, Store::Records, &name, dir.as_fd())?.and_then(|text| Record::parse(&text))
-            }
-            Err(_) => None,
-        };
+        let record = read(dest, &name, dir.as_fd())?;
         if let Some(record) = record.filter(|record| record.uuid == uuid) {
             return Ok(Some((name, dir, record)));
         }
     }
     Ok(None)
+}
+
+/// The record of `dir` (DEST's directory `name`), if it is complete.
+pub fn read(dest: BorrowedFd<'_>, name: &[u8], dir: BorrowedFd<'_>) -> Result<Option<Record>> {
+    let mut buf = [0u8; RECORD_MAX];
+    Ok(match rustix::fs::fgetxattr(dir, RECEIVED_XATTR, &mut buf) {
+        Ok(len) => Record::parse(&buf[..len]),
+        Err(Errno::OPNOTSUPP) => load(dest, Store::Records, name, dir)?.and_then(|text| Record::parse(&text)),
+        Err(_) => None,
+    })
 }
 
 /// The directory of `store`, if it exists.
