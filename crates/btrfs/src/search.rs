@@ -85,8 +85,8 @@ fn parse_items(buf: &[u8], count: u32) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-/// First subvolume id stored under `uuid` with key `item_type` in the UUID tree.
-fn uuid_tree_lookup(fd: impl AsFd, uuid: &Uuid, item_type: u32) -> Result<Option<u64>> {
+/// The subvolume ids stored under `uuid` with key `item_type` in the UUID tree, in order.
+fn uuid_tree_lookup(fd: impl AsFd, uuid: &Uuid, item_type: u32) -> Result<Vec<u64>> {
     let half = |at: usize| read_u64(&uuid.0, at).unwrap_or_default();
     let key_offset = half(8);
     let range = Range {
@@ -96,12 +96,12 @@ fn uuid_tree_lookup(fd: impl AsFd, uuid: &Uuid, item_type: u32) -> Result<Option
         offsets: (key_offset, key_offset),
     };
     let Some(item) = search(fd, &range, 1)?.into_iter().next() else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     if item.data.is_empty() || item.data.len() % 8 != 0 {
         return Err(malformed("UUID item size not a multiple of 8"));
     }
-    Ok(read_u64(&item.data, 0))
+    Ok(item.data.chunks_exact(8).filter_map(|id| read_u64(id, 0)).collect())
 }
 
 /// The id of the subvolume whose UUID is `uuid`, from the UUID tree (key
@@ -114,17 +114,19 @@ fn uuid_tree_lookup(fd: impl AsFd, uuid: &Uuid, item_type: u32) -> Result<Option
 /// `EPERM` without `CAP_SYS_ADMIN`, `ENOTTY` off btrfs.
 #[doc(alias = "BTRFS_IOC_TREE_SEARCH")]
 pub fn subvolume_id_by_uuid(fd: impl AsFd, uuid: &Uuid) -> Result<Option<u64>> {
-    uuid_tree_lookup(fd, uuid, raw::BTRFS_UUID_KEY_SUBVOL)
+    Ok(uuid_tree_lookup(fd, uuid, raw::BTRFS_UUID_KEY_SUBVOL)?.first().copied())
 }
 
-/// The id of a subvolume received from the subvolume `uuid`, from the UUID
-/// tree (key type 252, `BTRFS_UUID_KEY_RECEIVED_SUBVOL`); `None` if there is none.
+/// The ids of the subvolumes received from the subvolume `uuid`, from the UUID
+/// tree (key type 252, `BTRFS_UUID_KEY_RECEIVED_SUBVOL`), in the tree's order
+/// (btrfs-progs uses the first); empty if there is none. One filesystem can
+/// hold several copies received from the same subvolume.
 ///
 /// # Errors
 ///
 /// `EPERM` without `CAP_SYS_ADMIN`, `ENOTTY` off btrfs.
 #[doc(alias = "BTRFS_IOC_TREE_SEARCH")]
-pub fn subvolume_id_by_received_uuid(fd: impl AsFd, uuid: &Uuid) -> Result<Option<u64>> {
+pub fn subvolume_ids_by_received_uuid(fd: impl AsFd, uuid: &Uuid) -> Result<Vec<u64>> {
     uuid_tree_lookup(fd, uuid, raw::BTRFS_UUID_KEY_RECEIVED_SUBVOL)
 }
 

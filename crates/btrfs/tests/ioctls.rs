@@ -96,8 +96,15 @@ fn read_only_flag_and_received_uuid() {
     assert!(rtransid > 0);
     let info = rawsend_btrfs::subvolume_info(&subvol).expect("info");
     assert_eq!((info.received_uuid, info.stransid, info.rtransid), (Some(sender), 1234, rtransid));
-    let found = rawsend_btrfs::subvolume_id_by_received_uuid(&subvol, &sender).expect("lookup");
-    assert_eq!(found, Some(info.id));
+    let found = rawsend_btrfs::subvolume_ids_by_received_uuid(&subvol, &sender).expect("lookup");
+    assert_eq!(found, [info.id]);
+    // A second copy received from the same sender: both are listed.
+    let copy = subvolume_with_file(&fs, "copy");
+    rawsend_btrfs::set_received_subvol(&copy, &sender, 99).expect("set received");
+    let copy_id = rawsend_btrfs::subvolume_info(&copy).expect("info").id;
+    let mut found = rawsend_btrfs::subvolume_ids_by_received_uuid(&subvol, &sender).expect("lookup");
+    found.sort_unstable();
+    assert_eq!(found, [info.id, copy_id]);
 
     rawsend_btrfs::set_read_only(&subvol, true).expect("set ro");
     assert!(rawsend_btrfs::is_read_only(&subvol).expect("flags"));

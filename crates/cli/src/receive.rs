@@ -119,6 +119,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         }
     }
     if args.verbose > 0 {
+        for note in target.notes() {
+            eprintln!("rawsend: note: {note}");
+        }
         eprintln!(
             "{} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
             summary.commands,

@@ -846,14 +846,24 @@ fn snapshot_parent_incomplete(target: Target) {
     expect_snapshot_refused(&arena, VOL_UUID, 7);
 }
 
-/// The parent was received, but at another transid than the stream expects.
-fn snapshot_parent_transid_mismatch(target: Target) {
+/// The parent was received at another transid than the stream names. btrfs-progs
+/// receives it: the kernel sends a parent's own ctransid, so a stream sent from a
+/// received copy (A to B, then B to C: fstests btrfs/110) names B's transid, which
+/// C cannot know. rawsend receives it too and says so with `-v`; nothing outside
+/// DEST is touched.
+fn snapshot_parent_transid_differs(target: Target) {
     let arena = Arena::new(target);
     let mut stream = Stream::vol(1);
     stream.cmds(vec![mkfile(b"f"), write_v1(b"f", LOCAL)]);
     stream.end();
     expect_received(&arena, &stream);
-    expect_snapshot_refused(&arena, VOL_UUID, 8);
+    let (snapshot, _) = snapshot_stream(VOL_UUID, 8);
+    let (code, stderr) = arena.receive(&snapshot.bytes, &["-v"]);
+    eprintln!("rawsend receive: exit {code}: {}", stderr.trim_end());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("has transid 7 where the stream names 8"), "{stderr}");
+    arena.assert_outside_untouched();
+    assert!(arena.dest.join("snap/new").is_file(), "the snapshot was not received");
 }
 
 /// The parent holds symlinks to the sentinels; the snapshot must hold the
@@ -1545,7 +1555,7 @@ attacks! {
         snapshot_name_empty: snapshot_name_empty();
         snapshot_parent_missing: snapshot_parent_missing();
         snapshot_parent_incomplete: snapshot_parent_incomplete();
-        snapshot_parent_transid_mismatch: snapshot_parent_transid_mismatch();
+        snapshot_parent_transid_differs: snapshot_parent_transid_differs();
         snapshot_parent_with_escaping_symlinks: snapshot_parent_with_escaping_symlinks();
     symlinked_dir_mkfile: through_symlinked_dir(Op::Mkfile);
     symlinked_dir_write: through_symlinked_dir(Op::Write);

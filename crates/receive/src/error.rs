@@ -70,16 +70,6 @@ pub enum ErrorKind {
     /// The receive was asked to stop (a signal) before this command.
     #[error("interrupted before this command")]
     Interrupted,
-    /// The parent was found but has changed since the sender's copy.
-    #[error("subvolume {uuid} found but its transid is {found}, the stream expects {expected}")]
-    TransidMismatch {
-        /// UUID of the subvolume.
-        uuid: Uuid,
-        /// What the stream says.
-        expected: u64,
-        /// What the destination has.
-        found: u64,
-    },
 }
 
 /// What holds the name a SUBVOL or SNAPSHOT wants.

@@ -21,7 +21,8 @@ use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 
 use crate::error::{ErrorKind, Result};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+    Candidate, Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished,
+    Verity, preferred,
 };
 
 /// Largest file the model holds, so a hostile stream cannot exhaust memory.
@@ -244,11 +245,16 @@ impl ModelTarget {
         Ok(self.subvols.get_mut(name).expect("current subvolume exists"))
     }
 
+    /// A complete subvolume received from `uuid`, preferably with `ctransid`, as every target picks.
     fn find(&self, uuid: Uuid, ctransid: u64) -> Result<&Subvol> {
-        self.subvols
+        let candidates = self
+            .subvols
             .values()
-            .find(|s| s.received == Some((uuid, ctransid)))
-            .ok_or(ErrorKind::SubvolumeNotFound { uuid, ctransid })
+            .filter_map(|s| s.received.filter(|(from, _)| *from == uuid).map(|(_, transid)| (s, transid)))
+            .map(|(subvol, transid)| Candidate { id: subvol, transid })
+            .collect();
+        let found = preferred(candidates, ctransid).into_iter().next();
+        found.map(|candidate| candidate.id).ok_or(ErrorKind::SubvolumeNotFound { uuid, ctransid })
     }
 }
 

@@ -114,6 +114,26 @@ impl std::fmt::Display for Unfinished {
     }
 }
 
+/// A subvolume that may be a SNAPSHOT's parent or a CLONE's source.
+///
+/// Every target picks among them the same way: like btrfs-progs (first found
+/// by received UUID, then by UUID), preferring one whose transid matches the
+/// stream's but never refusing one that does not (see `fs::locate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate<T> {
+    /// What identifies it (a root id, a directory).
+    pub id: T,
+    /// Its transid as comparable with the stream's.
+    pub transid: u64,
+}
+
+/// Orders candidates as they are to be tried: those whose transid is `wanted`
+/// first, each group in its original (btrfs-progs') order.
+pub(crate) fn preferred<T>(mut candidates: Vec<Candidate<T>>, wanted: u64) -> Vec<Candidate<T>> {
+    candidates.sort_by_key(|candidate| candidate.transid != wanted);
+    candidates
+}
+
 /// Applies primitive operations for the engine. See the module docs.
 pub trait Target {
     /// What the target does natively.
@@ -166,4 +186,20 @@ pub trait Target {
     fn fileattr(&mut self, path: StreamPath<'_>, flags: u64) -> Result<()>;
     /// Enables fs-verity on a regular file (parameters already checked by the engine).
     fn enable_verity(&mut self, path: StreamPath<'_>, verity: &Verity<'_>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_transids_first_then_btrfs_progs_order() {
+        let candidates = |ids: &[(u8, u64)]| -> Vec<Candidate<u8>> {
+            ids.iter().map(|&(id, transid)| Candidate { id, transid }).collect()
+        };
+        let order = |found: Vec<Candidate<u8>>| found.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(order(preferred(candidates(&[(1, 5), (2, 7), (3, 7), (4, 9)]), 7)), [2, 3, 1, 4]);
+        assert_eq!(order(preferred(candidates(&[(1, 5), (2, 6)]), 7)), [1, 2]);
+        assert!(preferred(candidates(&[]), 7).is_empty());
+    }
 }

@@ -1,17 +1,24 @@
 //! Finding a subvolume on the destination btrfs by UUID: SNAPSHOT parents and CLONE sources.
 //!
-//! As btrfs-progs does, the UUID tree is searched first for a subvolume
-//! *received* from that UUID, then for one whose own UUID it is. Unlike
-//! btrfs-progs, the transid is checked too (stransid for a received
-//! subvolume, ctransid for a local one), since a parent that changed since
-//! the sender's copy would silently yield a different tree. The subvolume is
-//! then opened beneath the mount point of the destination.
+//! As btrfs-progs does, the UUID tree is searched first for subvolumes
+//! *received* from that UUID, then for the one whose own UUID it is, and a
+//! transid that differs from the stream's is no reason to refuse: the kernel
+//! sends a parent's *own* ctransid, so a stream sent from a copy that was
+//! itself received (A → B → C) names B's transid, which C cannot know
+//! (fstests btrfs/110), and deduplication into a read-only parent moves its
+//! ctransid without changing its content (btrfs/191). Where several
+//! subvolumes qualify (one filesystem can hold several copies received from
+//! one subvolume), rawsend prefers one whose transid matches (send transid
+//! for a received copy, ctransid for a local one) and otherwise takes the
+//! first, as btrfs-progs does; [`Located::transid`] says when it differs.
+//! Only subvolumes reachable from the mounted subvolume of the destination
+//! count; the one chosen is opened beneath the mount point.
 
 use std::ffi::OsString;
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rawsend_btrfs as btrfs;
 use rawsend_stream::Uuid;
@@ -19,25 +26,54 @@ use rustix::fs::{AtFlags, StatxFlags};
 
 use super::tree::open_dir_beneath;
 use crate::error::{ErrorKind, Result};
+use crate::target::{Candidate, preferred};
 
-/// Opens the subvolume with (received) UUID `uuid` whose transid is `ctransid`.
-pub fn open_subvolume(dest: BorrowedFd<'_>, uuid: Uuid, ctransid: u64) -> Result<OwnedFd> {
+/// A subvolume found by UUID.
+#[derive(Debug)]
+pub struct Located {
+    /// Its root, open.
+    pub root: OwnedFd,
+    /// Its path from the mount point.
+    pub path: PathBuf,
+    /// Its transid where it differs from the stream's (see the module docs).
+    pub transid: Option<u64>,
+}
+
+/// Opens the subvolume with (received) UUID `uuid`; see the module docs.
+pub fn open_subvolume(dest: BorrowedFd<'_>, uuid: Uuid, ctransid: u64) -> Result<Located> {
     let key = btrfs::Uuid(uuid.0);
-    let not_found = || ErrorKind::SubvolumeNotFound { uuid, ctransid };
-    let (id, received) = match btrfs::subvolume_id_by_received_uuid(dest, &key)? {
-        Some(id) => (id, true),
-        None => (btrfs::subvolume_id_by_uuid(dest, &key)?.ok_or_else(not_found)?, false),
-    };
-    let info = btrfs::root_info(dest, id)?.ok_or_else(not_found)?;
-    let found = if received { info.stransid } else { info.ctransid };
-    if found != ctransid {
-        return Err(ErrorKind::TransidMismatch { uuid, expected: ctransid, found });
+    let mut candidates = Vec::new();
+    for id in btrfs::subvolume_ids_by_received_uuid(dest, &key)? {
+        if let Some(info) = btrfs::root_info(dest, id)? {
+            candidates.push(Candidate { id, transid: info.stransid });
+        }
     }
-    let path = btrfs::subvolume_path(dest, id)?.ok_or_else(not_found)?;
+    if let Some(id) = btrfs::subvolume_id_by_uuid(dest, &key)? {
+        if let Some(info) = btrfs::root_info(dest, id)? {
+            candidates.push(Candidate { id, transid: info.ctransid });
+        }
+    }
     let mount = Mount::of(dest)?;
-    let relative = path.strip_prefix(&mount.root).map_err(|_| {
+    let mut unreachable = false;
+    for candidate in preferred(candidates, ctransid) {
+        let Some(path) = btrfs::subvolume_path(dest, candidate.id)? else { continue };
+        let Ok(relative) = path.strip_prefix(&mount.root) else {
+            unreachable = true;
+            continue;
+        };
+        let root = open_beneath_mount(&mount, relative)?;
+        let transid = (candidate.transid != ctransid).then_some(candidate.transid);
+        return Ok(Located { root, path: relative.to_path_buf(), transid });
+    }
+    Err(if unreachable {
         ErrorKind::Unsupported("the subvolume is not reachable from the mounted subvolume of the destination")
-    })?;
+    } else {
+        ErrorKind::SubvolumeNotFound { uuid, ctransid }
+    })
+}
+
+/// Opens `relative` (a subvolume's path inside the mounted subvolume) beneath the mount point.
+fn open_beneath_mount(mount: &Mount, relative: &Path) -> Result<OwnedFd> {
     let mount_dir = rustix::fs::open(
         &mount.point,
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,

@@ -103,6 +103,46 @@ pub struct FsTarget {
     completed: Vec<String>,
     /// Why the automatic choice fell on the dir target on btrfs.
     dir_reason: Option<&'static str>,
+    /// Parents and clone sources used although their transid differs from the stream's.
+    notes: Vec<String>,
+}
+
+/// A SNAPSHOT parent or CLONE source found on the destination.
+enum Origin {
+    /// A btrfs subvolume.
+    Subvolume(locate::Located),
+    /// A directory of the dir target.
+    Dir(received::Found),
+}
+
+impl Origin {
+    /// Finds subvolume `uuid` on a destination of `kind` (see `locate` for the rules).
+    fn find(dest: BorrowedFd<'_>, kind: Kind, uuid: Uuid, ctransid: u64) -> Result<Origin> {
+        Ok(match kind {
+            Kind::Btrfs => Origin::Subvolume(locate::open_subvolume(dest, uuid, ctransid)?),
+            Kind::Dir => Origin::Dir(received::find(dest, uuid, ctransid)?),
+        })
+    }
+
+    /// Its root directory.
+    fn into_root(self) -> OwnedFd {
+        match self {
+            Origin::Subvolume(located) => located.root,
+            Origin::Dir(found) => found.dir,
+        }
+    }
+
+    /// What to tell the user when its transid is not the stream's, if it is not.
+    fn transid_note(&self, role: &str, expected: u64) -> Option<String> {
+        let (place, found) = match self {
+            Origin::Subvolume(located) => (located.path.display().to_string(), located.transid?),
+            Origin::Dir(found) => (String::from_utf8_lossy(&found.name).into_owned(), found.transid?),
+        };
+        Some(format!(
+            "{role} {place} has transid {found} where the stream names {expected}; used anyway, as btrfs \
+             receive does (normal for a stream sent from a received copy, or after deduplication)"
+        ))
+    }
 }
 
 /// Why an unprivileged receive onto btrfs uses the dir target.
@@ -139,6 +179,7 @@ impl FsTarget {
             dest_path: dest.to_path_buf(),
             kind,
             dir_reason,
+            notes: Vec::new(),
             current: None,
             skips: Skips::new(kind == Kind::Dir),
             completed: Vec::new(),
@@ -160,6 +201,12 @@ impl FsTarget {
         self.skips = Skips::new(self.kind == Kind::Dir && !strict);
     }
 
+    /// Parents and clone sources used although their transid differs from the stream's
+    /// (btrfs-progs uses them silently; see `locate`), for the user.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
     /// For each directory the dir target completed: where its received state is recorded.
     pub fn completed(&self) -> &[String] {
         &self.completed
@@ -178,24 +225,31 @@ impl FsTarget {
         Ok(&mut self.current()?.tree)
     }
 
-    /// Makes the new subvolume (btrfs) or directory, or the btrfs snapshot, and opens it;
-    /// for a dir target snapshot, also returns the parent to copy.
-    fn make_subvol(&self, start: &SubvolStart<'_>) -> Result<(OwnedFd, Option<received::Found>)> {
+    /// Makes the new subvolume (btrfs) or directory, or the btrfs snapshot of `parent`, and
+    /// opens it; for a dir target snapshot, also returns the parent to copy.
+    fn make_subvol(
+        &self,
+        start: &SubvolStart<'_>,
+        parent: Option<Origin>,
+    ) -> Result<(OwnedFd, Option<received::Found>)> {
         let name = std::ffi::OsStr::from_bytes(start.name);
         let dest = self.dest.as_fd();
         let taken = |err: ErrorKind| self.if_name_taken(start, err);
-        match (self.kind, start.parent) {
-            (Kind::Btrfs, None) => btrfs::create_subvolume(dest, name).map_err(|e| taken(e.into()))?,
-            (Kind::Btrfs, Some((uuid, ctransid))) => {
-                let parent = locate::open_subvolume(dest, uuid, ctransid)?;
-                btrfs::snapshot(&parent, dest, name, false).map_err(|e| taken(e.into()))?;
+        match parent {
+            None if self.kind == Kind::Btrfs => {
+                btrfs::create_subvolume(dest, name).map_err(|e| taken(e.into()))?;
             }
-            (Kind::Dir, _) if start.name == RECORDS_DIR.as_bytes() => {
+            Some(Origin::Subvolume(parent)) => {
+                btrfs::snapshot(&parent.root, dest, name, false).map_err(|e| taken(e.into()))?;
+            }
+            _ if start.name == RECORDS_DIR.as_bytes() => {
                 return Err(ErrorKind::Invalid("the name .rawsend-received is reserved with --target dir"));
             }
-            (Kind::Dir, parent) => {
-                // Find the parent first, so that a missing one leaves nothing behind.
-                let parent = parent.map(|(uuid, transid)| received::find(dest, uuid, transid)).transpose()?;
+            parent => {
+                let parent = match parent {
+                    Some(Origin::Dir(found)) => Some(found),
+                    _ => None,
+                };
                 rustix::fs::mkdirat(dest, start.name, Mode::from_raw_mode(0o700))
                     .map_err(|e| taken(ErrorKind::io("mkdir", e)))?;
                 received::clear(dest, start.name)?;
@@ -270,7 +324,7 @@ impl FsTarget {
 
     /// The source file of a clone, opened read-only (never a symlink or special file).
     fn clone_source_file(&mut self, source: &CloneSource<'_>) -> Result<OwnedFd> {
-        let FsTarget { dest, kind, current, .. } = self;
+        let FsTarget { dest, kind, current, notes, .. } = self;
         let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
         if source.uuid == current.uuid {
             return current.tree.open_reading(source.path);
@@ -278,11 +332,9 @@ impl FsTarget {
         let tree = match current.sources.entry(source.uuid) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let root = match kind {
-                    Kind::Btrfs => locate::open_subvolume(dest.as_fd(), source.uuid, source.ctransid)?,
-                    Kind::Dir => received::find(dest.as_fd(), source.uuid, source.ctransid)?.dir,
-                };
-                entry.insert(Tree::new(root))
+                let origin = Origin::find(dest.as_fd(), *kind, source.uuid, source.ctransid)?;
+                notes.extend(origin.transid_note("clone source", source.ctransid));
+                entry.insert(Tree::new(origin.into_root()))
             }
         };
         tree.open_reading(source.path)
@@ -564,7 +616,16 @@ impl Target for FsTarget {
     }
 
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
-        let (root, parent) = self.make_subvol(start)?;
+        // Find the parent first, so that a missing one leaves nothing behind.
+        let parent = match start.parent {
+            Some((uuid, ctransid)) => {
+                let origin = Origin::find(self.dest.as_fd(), self.kind, uuid, ctransid)?;
+                self.notes.extend(origin.transid_note("parent", ctransid));
+                Some(origin)
+            }
+            None => None,
+        };
+        let (root, parent) = self.make_subvol(start, parent)?;
         // Current from here on, so that a failed copy is reported as left unfinished.
         self.current = Some(Current {
             name: start.name.to_vec(),

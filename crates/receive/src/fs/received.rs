@@ -38,6 +38,7 @@ use rustix::io::Errno;
 use super::fingerprint::Fingerprint;
 use super::tree::{list, open_dir_beneath};
 use crate::error::{ErrorKind, Result};
+use crate::target::{Candidate, preferred};
 
 /// The xattr holding a complete directory's received UUID and send transid.
 pub const RECEIVED_XATTR: &str = "user.rawsend.received";
@@ -109,6 +110,8 @@ pub struct Found {
     pub fingerprint: Option<Fingerprint>,
     /// Paths (relative to it) of device nodes it should have but lacks.
     pub absent: Vec<Vec<u8>>,
+    /// Its recorded transid where it differs from the stream's (see `super::locate`).
+    pub transid: Option<u64>,
 }
 
 /// Where a record was stored, for the user.
@@ -161,17 +164,20 @@ pub fn clear(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
 /// Opens the complete directory of DEST received from `uuid`, checking its transid.
 pub fn find(dest: BorrowedFd<'_>, uuid: Uuid, transid: u64) -> Result<Found> {
     let not_found = ErrorKind::SubvolumeNotFound { uuid, ctransid: transid };
-    let (name, dir, record) = find_record(dest, uuid)?.ok_or(not_found)?;
-    if record.transid != transid {
-        return Err(ErrorKind::TransidMismatch { uuid, expected: transid, found: record.transid });
-    }
+    let found = preferred(find_records(dest, uuid)?, transid).into_iter().next().ok_or(not_found)?;
+    let (name, dir, record) = found.id;
     let absent = load(dest, Store::Absent, &name, dir.as_fd())?.unwrap_or_default();
     let absent = absent.split(|&byte| byte == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect();
-    Ok(Found { name, dir, fingerprint: record.fingerprint, absent })
+    let transid = (record.transid != transid).then_some(record.transid);
+    Ok(Found { name, dir, fingerprint: record.fingerprint, absent, transid })
 }
 
-/// The directory of DEST whose record names `uuid`: its name, the open directory, the record.
-fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, OwnedFd, Record)>> {
+/// A directory of DEST with its record: name, open directory, record.
+type Recorded = (Vec<u8>, OwnedFd, Record);
+
+/// The directories of DEST whose record names `uuid`, in listing order.
+fn find_records(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Vec<Candidate<Recorded>>> {
+    let mut found = Vec::new();
     for name in list(dest)? {
         let name = name.into_bytes();
         if name == RECORDS_DIR.as_bytes() {
@@ -180,10 +186,10 @@ fn find_record(dest: BorrowedFd<'_>, uuid: Uuid) -> Result<Option<(Vec<u8>, Owne
         let Ok(dir) = open_dir_beneath(dest, &name) else { continue };
         let record = read(dest, &name, dir.as_fd())?;
         if let Some(record) = record.filter(|record| record.uuid == uuid) {
-            return Ok(Some((name, dir, record)));
+            found.push(Candidate { transid: record.transid, id: (name, dir, record) });
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The record of `dir` (DEST's directory `name`), if it is complete.
@@ -293,6 +299,23 @@ mod tests {
     }
 
     #[test]
+    fn find_prefers_the_copy_with_the_streams_transid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = open(tmp.path());
+        for (name, transid) in [("a", 5), ("b", 6)] {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+            let dir = open(&tmp.path().join(name));
+            let record = Record { uuid: Uuid([1; 16]), transid, fingerprint: None };
+            write(dest.as_fd(), name.as_bytes(), dir.as_fd(), &record, &[]).unwrap();
+        }
+        for (wanted, name) in [(5, &b"a"[..]), (6, b"b")] {
+            let found = find(dest.as_fd(), Uuid([1; 16]), wanted).unwrap();
+            assert_eq!((found.name.as_slice(), found.transid), (name, None));
+        }
+        assert!(find(dest.as_fd(), Uuid([1; 16]), 7).unwrap().transid.is_some());
+    }
+
+    #[test]
     fn find_checks_uuid_and_transid_and_reads_absent_nodes() {
         let tmp = tempfile::tempdir().unwrap();
         let dest = open(tmp.path());
@@ -303,7 +326,9 @@ mod tests {
         assert!(write(dest.as_fd(), b"a", a.as_fd(), &record, &absent).unwrap(), "user xattrs expected");
         let found = find(dest.as_fd(), Uuid([1; 16]), 5).unwrap();
         assert_eq!(found.absent, absent.map(<[u8]>::to_vec));
-        assert!(matches!(find(dest.as_fd(), Uuid([1; 16]), 6), Err(ErrorKind::TransidMismatch { .. })));
+        assert_eq!(found.transid, None, "the transid matches");
+        // Another transid (a stream relayed from a received copy): still found, and said.
+        assert_eq!(find(dest.as_fd(), Uuid([1; 16]), 6).unwrap().transid, Some(5));
         assert!(matches!(find(dest.as_fd(), Uuid([2; 16]), 5), Err(ErrorKind::SubvolumeNotFound { .. })));
         clear(dest.as_fd(), b"a").unwrap();
         assert!(find(dest.as_fd(), Uuid([1; 16]), 5).unwrap().absent.is_empty());
