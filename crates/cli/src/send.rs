@@ -2,8 +2,9 @@
 //! subvolumes, with the flags and behaviour of `btrfs send` (btrfs-progs
 //! `cmds/send.c`).
 //!
-//! The kernel writes the stream itself into the output (stdout or `-f`);
-//! nothing is copied through user space. Parent and clone sources follow
+//! The kernel writes the stream itself into the output (stdout or `-f`):
+//! directly into a pipe or socket, through a pipe spliced (or copied) into
+//! anything else, so files, `/dev/null` and other devices all work. Parent and clone sources follow
 //! btrfs-progs: `-p` is also a clone source; with only `-c`, a parent is
 //! picked among the clone sources and every subvolume sent becomes a clone
 //! source for the next one; `-e` writes one stream (header first, END last).
