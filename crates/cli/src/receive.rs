@@ -14,6 +14,7 @@ use rawsend_stream::ReaderOptions;
 
 use crate::dump::{self, Format};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::verbosity::Verbosity;
 
 /// Which kind of destination to write.
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,12 +66,8 @@ pub struct ReceiveArgs {
     /// Print the stream, one line per command, instead of receiving it.
     #[arg(long)]
     dump: bool,
-    /// Print less.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Print more (repeatable).
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
     /// Where to receive (not used with --dump).
     #[arg(value_name = "DEST", required_unless_present = "dump", conflicts_with = "dump")]
     dest: Option<PathBuf>,
@@ -110,7 +107,7 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     for (what, count) in target.skipped() {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }
-    if !args.quiet {
+    if !args.verbosity.quiet {
         for name in &summary.subvolumes {
             eprintln!("At subvol {name}");
         }
@@ -118,7 +115,7 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
             eprintln!("rawsend: complete: {record}");
         }
     }
-    if args.verbose > 0 {
+    if args.verbosity.verbose > 0 {
         eprintln!(
             "{} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
             summary.commands,
