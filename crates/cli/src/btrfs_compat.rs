@@ -91,9 +91,11 @@ fn plan(argv: &[OsString]) -> Plan<'_> {
 }
 
 /// Applies one global option; false for any rawsend leaves to the real btrfs.
+/// btrfs-progs 6.2 counts a global `--verbose` twice (once in its option
+/// loop, once more in `handle_special_globals`), and so does rawsend.
 fn global_option(arg: &str, global: &mut Verbosity) -> bool {
     let flags = match arg {
-        "--verbose" => "v",
+        "--verbose" => "vv",
         "--quiet" => "q",
         _ if !arg.starts_with("--") && arg.len() > 1 => &arg[1..],
         _ => return false,
@@ -197,7 +199,7 @@ mod tests {
     #[test]
     fn global_options_and_abbreviations_reach_send_and_receive() {
         let line = argv(&["btrfs", "-q", "--verbose", "-vv", "rec", "-f", "x", "dest"]);
-        let global = Verbosity { quiet: true, verbose: 3 };
+        let global = Verbosity { quiet: true, verbose: 4 };
         assert_eq!(plan(&line), Plan::Run { sub: Sub::Receive, global, rest: &line[5..] });
         let line = argv(&["/sbin/btrfs", "se", "snap"]);
         assert_eq!(plan(&line), Plan::Run { sub: Sub::Send, global: Verbosity::default(), rest: &line[2..] });

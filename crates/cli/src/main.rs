@@ -10,6 +10,7 @@
 mod btrfs_compat;
 mod dump;
 mod interrupt;
+mod progress;
 mod receive;
 mod send;
 mod verbosity;

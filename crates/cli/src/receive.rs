@@ -3,6 +3,12 @@
 //! Options match `btrfs receive`. Every path is confined beneath DEST
 //! without needing `--chroot` (accepted for compatibility), and a
 //! subvolume is marked received only after all its commands applied.
+//!
+//! Messages follow btrfs-progs 6.2 (see `progress`): at the default
+//! verbosity a clean receive onto btrfs prints exactly what `btrfs receive`
+//! prints. rawsend's own lines all start with `rawsend:` and go to stderr:
+//! the dir target's reason and completion records (not with `-q`), its
+//! warnings, and with `-v` a summary of the work.
 
 use std::path::PathBuf;
 
@@ -14,6 +20,7 @@ use rawsend_stream::ReaderOptions;
 
 use crate::dump::{self, Format};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::progress;
 use crate::verbosity::Verbosity;
 
 /// Which kind of destination to write.
@@ -87,7 +94,7 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     };
     let mut target =
         FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
-    if let Some(why) = target.dir_reason() {
+    if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
         eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
     }
     target.set_strict(args.strict);
@@ -98,7 +105,10 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         verify_encoded: !args.no_verify_encoded,
     };
     let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
-    let receiver = Receiver::new(target, opts).interrupt_when(interrupt.flag());
+    let level = args.verbosity.level();
+    let receiver = Receiver::new(target, opts)
+        .interrupt_when(interrupt.flag())
+        .observe(move |event| progress::print(level, event));
     let (summary, target) =
         receiver.receive_into(interrupt.guard(input)).map_err(|failure| match interrupt.signal() {
             Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
@@ -108,16 +118,13 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }
     if !args.verbosity.quiet {
-        for name in &summary.subvolumes {
-            eprintln!("At subvol {name}");
-        }
         for record in target.completed() {
             eprintln!("rawsend: complete: {record}");
         }
     }
-    if args.verbosity.verbose > 0 {
+    if args.verbosity.level() >= 2 {
         eprintln!(
-            "{} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
+            "rawsend: {} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
             summary.commands,
             summary.encoded_passthrough,
             summary.encoded_decompressed,

@@ -300,6 +300,10 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
         if args.verbosity.level() > 1 {
             eprintln!("BTRFS_IOC_SEND returned 0");
         }
+        if args.verbosity.level() > 3 {
+            // btrfs-progs' debug line, kept so its verbose output compares equal.
+            eprintln!("joining genl thread");
+        }
         if plan.pick_parents {
             plan.clone_sources.push(subvolume.id);
         }
