@@ -123,6 +123,9 @@ pub enum Event<'a> {
     },
 }
 
+/// A caller's callback for [`Event`]s.
+type Observer = Box<dyn FnMut(Event<'_>)>;
+
 /// Applies send streams to a [`Target`].
 pub struct Receiver<T> {
     target: T,
@@ -136,7 +139,7 @@ pub struct Receiver<T> {
     /// The open subvolume's UUID and ctransid, as the stream sent them.
     current_id: (Uuid, u64),
     /// Told of each command and completion (see [`Event`]).
-    observer: Option<Box<dyn FnMut(Event<'_>)>>,
+    observer: Option<Observer>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
