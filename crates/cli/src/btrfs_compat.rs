@@ -123,12 +123,19 @@ fn subcommand(token: &str) -> Option<Sub> {
     }
 }
 
-/// Parses `rest` as the options of `btrfs NAME`, exiting with clap's usage error or help.
+/// Parses `rest` as the options of `btrfs NAME`; prints the help and exits 0,
+/// or prints the usage error and exits 1, as btrfs-progs does (clap's own is 2).
 fn parse<A: Args + FromArgMatches>(name: &'static str, about: &'static str, rest: &[OsString]) -> A {
     let command = A::augment_args(clap::Command::new(name).about(about).no_binary_name(true));
-    let matches = command.get_matches_from(rest);
-    A::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    let parsed = command.try_get_matches_from(rest).and_then(|matches| A::from_arg_matches(&matches));
+    parsed.unwrap_or_else(|err| {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() { USAGE_STATUS } else { 0 })
+    })
 }
+
+/// btrfs-progs' exit status for a usage error.
+const USAGE_STATUS: i32 = 1;
 
 /// Replaces this process with the real btrfs, run with `argv` as it came.
 fn exec_real(argv: &[OsString]) -> Result<()> {

@@ -111,6 +111,20 @@ fn rawsend_never_executes_itself() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is rawsend itself"));
 }
 
+#[test]
+fn usage_errors_exit_as_btrfs_progs_does() {
+    let dir = scratch();
+    let link = symlink_in(dir.path());
+    for args in [&["send", "--bogus", "x"][..], &["receive"], &["receive", "a", "b"]] {
+        let progs = Command::new(PROGS).args(args).output().expect("run btrfs-progs");
+        let ours = Command::new(&link).args(args).output().expect("run btrfs entry point");
+        assert_eq!(progs.status.code(), Some(1), "{args:?}");
+        assert_eq!(ours.status.code(), progs.status.code(), "{args:?}");
+        assert!(!ours.stderr.is_empty(), "{args:?}");
+    }
+    assert_eq!(Command::new(&link).args(["send", "--help"]).output().expect("help").status.code(), Some(0));
+}
+
 /// Every option a help text shows: `--long` words, and `-x` for each letter of `-xy`
 /// (clap's `--verbose...` counts as `--verbose`, as `grep -- --verbose` finds it).
 fn options_in(help: &str) -> BTreeSet<String> {
