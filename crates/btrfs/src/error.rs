@@ -56,8 +56,12 @@ pub enum Op {
     Fstatfs,
     /// `pipe(2)`.
     Pipe,
-    /// `splice(2)`, relaying a send stream into a regular file.
+    /// `splice(2)`, relaying a send stream into its output.
     Splice,
+    /// `read(2)` of the pipe a send stream is relayed through.
+    Read,
+    /// `write(2)`, copying a send stream into an output that takes no splice.
+    Write,
 }
 
 impl Op {
@@ -82,6 +86,8 @@ impl Op {
             Op::Fstatfs => "fstatfs",
             Op::Pipe => "pipe",
             Op::Splice => "splice",
+            Op::Read => "read",
+            Op::Write => "write",
         }
     }
 
@@ -123,8 +129,7 @@ impl Op {
                 "range not block-aligned, or source and destination differ in NOCOW/checksum settings"
             }
             (CloneRange | Clone, Errno::OPNOTSUPP) => "filesystem cannot share extents",
-            (Splice, Errno::INVAL) => "output opened with O_APPEND, or a file type splice cannot write",
-            (Send | Splice, Errno::PIPE) => "the reader of the output went away",
+            (Send | Splice | Write, Errno::PIPE) => "the reader of the output went away",
             (EnableVerity, Errno::NOTTY | Errno::OPNOTSUPP) => {
                 "fs-verity is not supported by this kernel or filesystem (CONFIG_FS_VERITY, mkfs/tune2fs -O verity on ext4)"
             }

@@ -64,14 +64,19 @@ pub struct SendOptions<'a> {
 }
 
 /// Sends the read-only subvolume open at `subvol_fd` as a send stream into
-/// `options.out_fd`, without copying the stream through user space.
+/// `options.out_fd`.
 ///
-/// The kernel writes the stream itself. Into a pipe, socket or character
-/// device it writes directly. It writes a regular file (or block device) at
-/// its own offset starting from 0, ignoring and not moving the file
-/// position, so two sends into one file would overwrite each other; for
-/// those outputs the kernel writes into a pipe instead and a helper thread
-/// moves the pages into the file with `splice(2)` at the file position.
+/// The kernel writes the stream itself, and it can write directly only into
+/// a pipe or a socket. It writes a regular file (or block device) at its own
+/// offset starting from 0, ignoring and not moving the file position, so two
+/// sends into one file would overwrite each other; and it refuses outright
+/// files it cannot `kernel_write` (character devices such as `/dev/null`:
+/// "kernel write not supported"). For every output but a pipe or socket the
+/// kernel therefore writes into a pipe, as btrfs-progs always does, and a
+/// helper thread moves the pages from it into the output with `splice(2)` at
+/// the file position, or, where the output takes no splice (`EINVAL`: a
+/// device without splice support, a file opened `O_APPEND`), copies them
+/// with `read(2)` and `write(2)`.
 ///
 /// # Errors
 ///
@@ -79,14 +84,14 @@ pub struct SendOptions<'a> {
 /// source is not read-only, `EPROTO` for an unsupported version, `EINVAL`
 /// for COMPRESSED below protocol 2 or too many clone sources, `ENOENT` for an
 /// unknown root id, `EAGAIN` while dedupe runs, `EBADF` if `out_fd` is not
-/// writable, `EPIPE` if the reader went away, `ENOTTY` off btrfs; splice
-/// errors (`ENOSPC`, `EINVAL` for `O_APPEND`) when relaying into a file.
+/// writable, `EPIPE` if the reader went away, `ENOTTY` off btrfs; write
+/// errors of the output (`ENOSPC`, ...) when relaying.
 #[doc(alias = "BTRFS_IOC_SEND")]
 pub fn send(subvol_fd: impl AsFd, options: &SendOptions<'_>) -> Result<()> {
     let stat = rustix::fs::fstat(options.out_fd).map_err(failed(Op::Fstat))?;
     match FileType::from_raw_mode(stat.st_mode) {
-        FileType::RegularFile | FileType::BlockDevice => send_through_pipe(subvol_fd.as_fd(), options),
-        _ => send_direct(subvol_fd.as_fd(), options),
+        FileType::Fifo | FileType::Socket => send_direct(subvol_fd.as_fd(), options),
+        _ => send_through_pipe(subvol_fd.as_fd(), options),
     }
 }
 
@@ -131,13 +136,42 @@ fn send_through_pipe(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Re
     })
 }
 
-/// Splices everything from `pipe` into `out` at its file position, until EOF.
+/// Moves everything from `pipe` into `out` at its file position, until EOF:
+/// spliced, or copied once the output refuses splicing.
 fn relay(pipe: OwnedFd, out: BorrowedFd<'_>) -> Result<()> {
     loop {
-        let moved = rustix::pipe::splice(&pipe, None, out, None, PIPE_SIZE, SpliceFlags::MORE)
-            .map_err(failed(Op::Splice))?;
-        if moved == 0 {
+        match rustix::pipe::splice(&pipe, None, out, None, PIPE_SIZE, SpliceFlags::MORE) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            // A refused splice moved nothing: the data is still in the pipe.
+            Err(rustix::io::Errno::INVAL) => return copy(&pipe, out),
+            Err(errno) => return Err(failed(Op::Splice)(errno)),
+        }
+    }
+}
+
+/// Copies everything from `pipe` into `out` through a buffer, until EOF.
+fn copy(pipe: &OwnedFd, out: BorrowedFd<'_>) -> Result<()> {
+    let mut buffer = vec![0u8; PIPE_SIZE];
+    loop {
+        let read = retry_interrupted(|| rustix::io::read(pipe, &mut buffer[..])).map_err(failed(Op::Read))?;
+        if read == 0 {
             return Ok(());
+        }
+        let mut pending = &buffer[..read];
+        while !pending.is_empty() {
+            let written = retry_interrupted(|| rustix::io::write(out, pending)).map_err(failed(Op::Write))?;
+            pending = &pending[written..];
+        }
+    }
+}
+
+/// Runs `call` again while it fails with `EINTR`.
+fn retry_interrupted<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => {}
+            other => return other,
         }
     }
 }

@@ -4,12 +4,18 @@
 //! `run` function; this file only parses the command line and maps errors to
 //! exit codes (0 success, 1 failure, 2 usage). SIGPIPE has its default action,
 //! as in a C program: writing into a closed pipe kills rawsend (status 141).
+//! Invoked as `btrfs`, rawsend speaks btrfs-progs' command line instead
+//! (see `btrfs_compat`).
 
+mod btrfs_compat;
 mod dump;
 mod interrupt;
+mod progress;
 mod receive;
 mod send;
+mod verbosity;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,14 +39,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
     // Like btrfs-progs: a closed pipe kills the writer of a stream (`send | head` exits
     // 141, so `set -o pipefail` sees a truncated stream) and `dump | head` ends quietly.
     rawsend_btrfs::default_sigpipe();
-    let result = match &cli.command {
-        Command::Send(args) => send::run(args),
-        Command::Dump(args) => dump::run(args),
-        Command::Receive(args) => receive::run(args),
+    let result = if btrfs_compat::invoked_as_btrfs(argv.first()) {
+        btrfs_compat::run(&argv)
+    } else {
+        match &Cli::parse_from(argv).command {
+            Command::Send(args) => send::run(args),
+            Command::Dump(args) => dump::run(args),
+            Command::Receive(args) => receive::run(args),
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

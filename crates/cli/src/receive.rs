@@ -3,6 +3,12 @@
 //! Options match `btrfs receive`. Every path is confined beneath DEST
 //! without needing `--chroot` (accepted for compatibility), and a
 //! subvolume is marked received only after all its commands applied.
+//!
+//! Messages follow btrfs-progs 6.2 (see `progress`): at the default
+//! verbosity a clean receive onto btrfs prints exactly what `btrfs receive`
+//! prints. rawsend's own lines all start with `rawsend:` and go to stderr:
+//! the dir target's reason and completion records (not with `-q`), its
+//! warnings, and with `-v` a summary of the work.
 
 use std::path::PathBuf;
 
@@ -14,6 +20,8 @@ use rawsend_stream::ReaderOptions;
 
 use crate::dump::{self, Format};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::progress;
+use crate::verbosity::Verbosity;
 
 /// Which kind of destination to write.
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,12 +73,8 @@ pub struct ReceiveArgs {
     /// Print the stream, one line per command, instead of receiving it.
     #[arg(long)]
     dump: bool,
-    /// Print less.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Print more (repeatable).
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
     /// Where to receive (not used with --dump).
     #[arg(value_name = "DEST", required_unless_present = "dump", conflicts_with = "dump")]
     dest: Option<PathBuf>,
@@ -90,7 +94,7 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     };
     let mut target =
         FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
-    if let Some(why) = target.dir_reason() {
+    if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
         eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
     }
     target.set_strict(args.strict);
@@ -101,7 +105,10 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         verify_encoded: !args.no_verify_encoded,
     };
     let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
-    let receiver = Receiver::new(target, opts).interrupt_when(interrupt.flag());
+    let level = args.verbosity.level();
+    let receiver = Receiver::new(target, opts)
+        .interrupt_when(interrupt.flag())
+        .observe(move |event| progress::print(level, event));
     let (summary, target) =
         receiver.receive_into(interrupt.guard(input)).map_err(|failure| match interrupt.signal() {
             Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
@@ -110,20 +117,17 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     for (what, count) in target.skipped() {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }
-    if !args.quiet {
-        for name in &summary.subvolumes {
-            eprintln!("At subvol {name}");
-        }
+    if !args.verbosity.quiet {
         for record in target.completed() {
             eprintln!("rawsend: complete: {record}");
         }
     }
-    if args.verbose > 0 {
+    if args.verbosity.level() >= 2 {
         for note in target.notes() {
             eprintln!("rawsend: note: {note}");
         }
         eprintln!(
-            "{} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
+            "rawsend: {} commands; encoded extents: {} written as-is, {} decompressed; clones: {} reflinked, {} copied",
             summary.commands,
             summary.encoded_passthrough,
             summary.encoded_decompressed,

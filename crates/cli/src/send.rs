@@ -2,8 +2,9 @@
 //! subvolumes, with the flags and behaviour of `btrfs send` (btrfs-progs
 //! `cmds/send.c`).
 //!
-//! The kernel writes the stream itself into the output (stdout or `-f`);
-//! nothing is copied through user space. Parent and clone sources follow
+//! The kernel writes the stream itself into the output (stdout or `-f`):
+//! directly into a pipe or socket, through a pipe spliced (or copied) into
+//! anything else, so files, `/dev/null` and other devices all work. Parent and clone sources follow
 //! btrfs-progs: `-p` is also a clone source; with only `-c`, a parent is
 //! picked among the clone sources and every subvolume sent becomes a clone
 //! source for the next one; `-e` writes one stream (header first, END last).
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
+
+use crate::verbosity::Verbosity;
 
 /// Arguments of `rawsend send`.
 #[derive(Args)]
@@ -46,23 +49,14 @@ pub struct SendArgs {
     /// Send metadata only: no file data (the stream cannot be received).
     #[arg(long)]
     no_data: bool,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Print more (repeatable).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
     /// Read-only subvolumes to send.
     #[arg(required = true, value_name = "SUBVOL")]
     subvolumes: Vec<PathBuf>,
 }
 
 impl SendArgs {
-    /// btrfs-progs' verbosity: 1 by default ("At subvol"), 0 with -q.
-    fn verbosity(&self) -> u8 {
-        if self.quiet { 0 } else { 1 + self.verbose }
-    }
-
     fn flags(&self) -> SendFlags {
         let mut flags = SendFlags::NONE;
         if self.no_data {
@@ -245,7 +239,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     }
     let supported = rawsend_btrfs::max_send_stream_version()?;
     let version = protocol(args, supported)?;
-    if args.verbosity() > 1 {
+    if args.verbosity.level() > 1 {
         if args.no_data {
             eprintln!("Mode NO_FILE_DATA enabled");
         }
@@ -275,7 +269,7 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     let mut plan = plan(args)?;
     let count = plan.subvolumes.len();
     for (index, subvolume) in plan.subvolumes.iter().enumerate() {
-        if args.verbosity() > 0 {
+        if args.verbosity.level() > 0 {
             eprintln!("At subvol {}", subvolume.path.display());
         }
         let parent = if plan.pick_parents {
@@ -303,8 +297,12 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
         };
         rawsend_btrfs::send(&subvolume.file, &options)
             .with_context(|| format!("cannot send {}", subvolume.path.display()))?;
-        if args.verbosity() > 1 {
+        if args.verbosity.level() > 1 {
             eprintln!("BTRFS_IOC_SEND returned 0");
+        }
+        if args.verbosity.level() > 3 {
+            // btrfs-progs' debug line, kept so its verbose output compares equal.
+            eprintln!("joining genl thread");
         }
         if plan.pick_parents {
             plan.clone_sources.push(subvolume.id);

@@ -2,9 +2,12 @@
 //! give byte-identical streams. Root tests on a loop-mounted btrfs; they fail
 //! (never skip) when not root or when mounting fails.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
 
@@ -188,4 +191,38 @@ fn errors_name_the_subvolume_and_the_fix() {
     fixture.btrfs(&["property", "set", "-ts", "lone", "ro", "true"]);
     let stderr = failure(&fixture, &["-c", "s1", "lone"]);
     assert!(stderr.contains("cannot determine a parent for lone"), "{stderr}");
+}
+
+/// Runs `rawsend send -p s1 s2` with `stdout` as its standard output, expecting success.
+fn send_into(fixture: &Fixture, stdout: impl Into<Stdio>) {
+    let output =
+        rawsend(fixture.fs.path()).args(["-p", "s1", "s2"]).stdout(stdout).output().expect("run rawsend");
+    assert!(output.status.success(), "rawsend send failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn character_devices_sockets_and_appended_files_get_the_stream() {
+    let fixture = Fixture::new();
+    let (progs, _) = fixture.both(&["-p", "s1", "s2"]);
+
+    // The kernel refuses to write into /dev/null itself ("kernel write not supported").
+    run(rawsend(fixture.fs.path()).args(["-f", "/dev/null", "-p", "s1", "s2"]));
+    send_into(&fixture, File::options().write(true).open("/dev/null").expect("open /dev/null"));
+
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let reader = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        (&theirs).read_to_end(&mut received).map(|_| received)
+    });
+    send_into(&fixture, OwnedFd::from(ours));
+    let received = reader.join().expect("socket reader").expect("read the socket");
+    assert!(received == progs, "socket stream differs: {} bytes, btrfs send {}", received.len(), progs.len());
+
+    // O_APPEND refuses splice: the stream is copied after what the file held.
+    let appended = fixture.path("../appended");
+    fs::write(&appended, b"before\n").expect("write appended");
+    send_into(&fixture, File::options().append(true).open(&appended).expect("open appended"));
+    let mut expected = b"before\n".to_vec();
+    expected.extend_from_slice(&progs);
+    assert!(read(&appended) == expected, "appended stream differs");
 }

@@ -8,13 +8,19 @@
 //! subvolume is marked received only when every one of its commands
 //! applied. After a failure the partial subvolume is left unmarked and the
 //! error says where it is.
+//!
+//! The engine prints nothing: a caller that reports progress (the CLI prints
+//! btrfs-progs' messages) registers an observer, told of each command just
+//! before it is applied and of each subvolume just before it is marked
+//! received, so its messages come at the same moment relative to the work
+//! as btrfs-progs' do.
 
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
-use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader};
+use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
@@ -100,6 +106,26 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What the receiver is about to do, told to its observer ([`Receiver::observe`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A command is about to be applied: SUBVOL and SNAPSHOT after the previous
+    /// subvolume was finished, before the new one is created; any other command
+    /// of an open subvolume before it is applied (END is not reported).
+    Command(&'a Command<'a>),
+    /// The open subvolume applied cleanly and is about to be marked received
+    /// with the sender's `uuid` and `ctransid`.
+    Finishing {
+        /// The UUID recorded as received UUID.
+        uuid: Uuid,
+        /// The ctransid recorded as send transid.
+        ctransid: u64,
+    },
+}
+
+/// A caller's callback for [`Event`]s.
+type Observer = Box<dyn FnMut(Event<'_>)>;
+
 /// Applies send streams to a [`Target`].
 pub struct Receiver<T> {
     target: T,
@@ -110,6 +136,10 @@ pub struct Receiver<T> {
     verifier: Option<Verifier>,
     /// Whether a subvolume is open, and whether any of its commands failed.
     current: Option<bool>,
+    /// The open subvolume's UUID and ctransid, as the stream sent them.
+    current_id: (Uuid, u64),
+    /// Told of each command and completion (see [`Event`]).
+    observer: Option<Observer>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
@@ -127,6 +157,8 @@ impl<T: Target> Receiver<T> {
             scratch: Vec::new(),
             verifier: None,
             current: None,
+            current_id: (Uuid::default(), 0),
+            observer: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
@@ -140,6 +172,19 @@ impl<T: Target> Receiver<T> {
     pub fn interrupt_when(mut self, flag: Arc<AtomicUsize>) -> Self {
         self.interrupt = Some(flag);
         self
+    }
+
+    /// Tells `observer` of each command just before it is applied and of each subvolume
+    /// just before it is marked received (for progress messages).
+    pub fn observe(mut self, observer: impl FnMut(Event<'_>) + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    fn notify(&mut self, event: Event<'_>) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(event);
+        }
     }
 
     /// Reads every stream in `input` and applies it.
@@ -232,6 +277,8 @@ impl<T: Target> Receiver<T> {
         match self.current {
             Some(false) => {
                 self.current = None;
+                let (uuid, ctransid) = self.current_id;
+                self.notify(Event::Finishing { uuid, ctransid });
                 self.target.finish_subvol()
             }
             Some(true) => {
@@ -242,17 +289,19 @@ impl<T: Target> Receiver<T> {
         }
     }
 
-    fn begin(&mut self, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
+    fn begin(&mut self, command: &Command<'_>, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
         self.finish_current()?;
         if !path.is_single_component() {
             return Err(ErrorKind::Invalid("a subvolume name must be a single path component"));
         }
+        self.notify(Event::Command(command));
         if let Err(err) = self.target.begin_subvol(&start) {
             // It may have made something before failing (a partly copied parent).
             self.report_unfinished();
             return Err(err);
         }
         self.current = Some(false);
+        self.current_id = (start.uuid, start.ctransid);
         self.summary.subvolumes.push(String::from_utf8_lossy(start.name).into_owned());
         Ok(())
     }
@@ -260,11 +309,13 @@ impl<T: Target> Receiver<T> {
     fn apply(&mut self, record: &Record<'_>) -> Result<()> {
         match record.command {
             Command::Subvol { path, uuid, ctransid } => {
-                return self.begin(path, SubvolStart { name: path.as_bytes(), uuid, ctransid, parent: None });
+                let start = SubvolStart { name: path.as_bytes(), uuid, ctransid, parent: None };
+                return self.begin(&record.command, path, start);
             }
             Command::Snapshot { path, uuid, ctransid, clone_uuid, clone_ctransid } => {
                 let parent = Some((clone_uuid, clone_ctransid));
-                return self.begin(path, SubvolStart { name: path.as_bytes(), uuid, ctransid, parent });
+                let start = SubvolStart { name: path.as_bytes(), uuid, ctransid, parent };
+                return self.begin(&record.command, path, start);
             }
             Command::End => return self.finish_current(),
             _ => {}
@@ -272,6 +323,7 @@ impl<T: Target> Receiver<T> {
         if self.current.is_none() {
             return Err(ErrorKind::NoSubvolume);
         }
+        self.notify(Event::Command(&record.command));
         self.apply_in_subvol(record)
     }
 

@@ -21,7 +21,7 @@ pub mod model;
 mod target;
 mod verify;
 
-pub use engine::{Failure, ReceiveOptions, Receiver, Summary};
+pub use engine::{Event, Failure, ReceiveOptions, Receiver, Summary};
 pub use error::{Error, ErrorKind, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;

@@ -3,12 +3,14 @@
 //! trees (so decoded ENCODED_WRITEs, FALLOCATE hole punches and clone copies
 //! agree with the kernel's plain WRITEs).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use rawsend_receive::model::Inode;
-use rawsend_receive::{ModelTarget, ReceiveOptions, Receiver};
+use rawsend_receive::{Event, ModelTarget, ReceiveOptions, Receiver};
 use rawsend_stream::{Command, StreamPath, StreamWriter, Timespec, Uuid};
 use rawsend_testutil::fixtures::chains;
 
@@ -290,4 +292,34 @@ fn a_link_onto_an_existing_name_fails_and_keeps_the_name() {
     let texts: Vec<String> = failure.errors.iter().map(ToString::to_string).collect();
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert!(texts[0].contains("(link)"), "{texts:?}");
+}
+
+#[test]
+fn the_observer_hears_each_command_before_it_applies_and_each_completion_before_the_mark() {
+    let mut bytes = stream_of(&[
+        Command::Subvol { path: path(b"a"), uuid: Uuid([1; 16]), ctransid: 5 },
+        Command::Mkfile { path: path(b"f"), ino: 257 },
+        Command::End,
+    ]);
+    bytes.extend(stream_of(&[
+        Command::Subvol { path: path(b"b"), uuid: Uuid([2; 16]), ctransid: 6 },
+        Command::Rmdir { path: path(b"missing") },
+        Command::End,
+    ]));
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&heard);
+    let observe = move |event: Event<'_>| {
+        log.borrow_mut().push(match event {
+            Event::Command(command) => command.kind().name().to_owned(),
+            Event::Finishing { uuid, ctransid } => format!("finishing {uuid} {ctransid}"),
+        });
+    };
+    let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
+    let failure = Receiver::new(ModelTarget::new(), opts).observe(observe).receive(&bytes[..]).unwrap_err();
+    assert_eq!(failure.errors.len(), 1);
+    // The failed subvolume b is not finished, so it is not reported as finishing.
+    assert_eq!(
+        *heard.borrow(),
+        ["subvol", "mkfile", "finishing 01010101-0101-0101-0101-010101010101 5", "subvol", "rmdir"]
+    );
 }
