@@ -30,6 +30,8 @@ pub enum Op {
     Send,
     /// `BTRFS_IOC_SUBVOL_CREATE`.
     SubvolCreate,
+    /// `BTRFS_IOC_SNAP_DESTROY`.
+    SnapDestroy,
     /// `BTRFS_IOC_SNAP_CREATE_V2`.
     SnapCreate,
     /// `BTRFS_IOC_SUBVOL_GETFLAGS`.
@@ -72,6 +74,7 @@ impl Op {
             Op::EncodedWrite => "BTRFS_IOC_ENCODED_WRITE",
             Op::Send => "BTRFS_IOC_SEND",
             Op::SubvolCreate => "BTRFS_IOC_SUBVOL_CREATE",
+            Op::SnapDestroy => "BTRFS_IOC_SNAP_DESTROY",
             Op::SnapCreate => "BTRFS_IOC_SNAP_CREATE_V2",
             Op::SubvolGetFlags => "BTRFS_IOC_SUBVOL_GETFLAGS",
             Op::SubvolSetFlags => "BTRFS_IOC_SUBVOL_SETFLAGS",

@@ -42,8 +42,8 @@ pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_rec
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
 pub use signal::default_sigpipe;
 pub use subvol::{
-    SubvolumeInfo, create_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id, set_read_only,
-    set_received_subvol, snapshot, subvolume_info,
+    SubvolumeInfo, create_subvolume, delete_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id,
+    set_read_only, set_received_subvol, snapshot, subvolume_info,
 };
 pub use uuid::{ParseUuidError, Uuid};
 pub use verity::{Verity, enable_verity};

@@ -223,6 +223,7 @@ pub mod root_item {
 pub const BTRFS_ROOT_REF_SIZE: usize = 18;
 
 pub const BTRFS_IOC_SUBVOL_CREATE: Opcode = opcode::write::<btrfs_ioctl_vol_args>(MAGIC, 14);
+pub const BTRFS_IOC_SNAP_DESTROY: Opcode = opcode::write::<btrfs_ioctl_vol_args>(MAGIC, 15);
 pub const BTRFS_IOC_TREE_SEARCH: Opcode = opcode::read_write::<btrfs_ioctl_search_args>(MAGIC, 17);
 pub const BTRFS_IOC_INO_LOOKUP: Opcode = opcode::read_write::<btrfs_ioctl_ino_lookup_args>(MAGIC, 18);
 pub const BTRFS_IOC_SNAP_CREATE_V2: Opcode = opcode::write::<btrfs_ioctl_vol_args_v2>(MAGIC, 23);
@@ -366,12 +367,13 @@ mod tests {
 
     #[test]
     fn opcodes_match_protocol_md() {
-        let expected: [(Opcode, Opcode); 12] = [
+        let expected: [(Opcode, Opcode); 13] = [
             (BTRFS_IOC_ENCODED_READ, 0x8080_9440),
             (BTRFS_IOC_ENCODED_WRITE, 0x4080_9440),
             (BTRFS_IOC_SEND, 0x4048_9426),
             (BTRFS_IOC_SET_RECEIVED_SUBVOL, 0xc0c8_9425),
             (BTRFS_IOC_SUBVOL_CREATE, 0x5000_940e),
+            (BTRFS_IOC_SNAP_DESTROY, 0x5000_940f),
             (BTRFS_IOC_SNAP_CREATE_V2, 0x5000_9417),
             (BTRFS_IOC_SUBVOL_GETFLAGS, 0x8008_9419),
             (BTRFS_IOC_SUBVOL_SETFLAGS, 0x4008_941a),

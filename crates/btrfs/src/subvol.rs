@@ -49,6 +49,24 @@ pub fn create_subvolume(dir_fd: impl AsFd, name: &OsStr) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the subvolume `name` in the directory open at `dir_fd`, as
+/// `btrfs subvolume delete` does.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] before any call; `ENOENT` if there is no such
+/// entry, `EINVAL` if it is not a subvolume, `ENOTEMPTY` if it holds other
+/// subvolumes, `EPERM` without privileges, `ENOTTY` off btrfs.
+#[doc(alias = "BTRFS_IOC_SNAP_DESTROY")]
+pub fn delete_subvolume(dir_fd: impl AsFd, name: &OsStr) -> Result<()> {
+    let mut args = raw::btrfs_ioctl_vol_args { fd: 0, name: [0; raw::BTRFS_PATH_NAME_MAX + 1] };
+    fill_name(&mut args.name, name)?;
+    // SAFETY: SNAP_DESTROY takes a `btrfs_ioctl_vol_args` holding no
+    // pointers; the name is NUL-terminated by `fill_name`.
+    unsafe { call::<{ raw::BTRFS_IOC_SNAP_DESTROY }, _>(Op::SnapDestroy, dir_fd, &mut args)? };
+    Ok(())
+}
+
 /// Snapshots the subvolume open at `source_fd` as `name` in the directory
 /// open at `dir_fd`, read-only if `read_only`.
 ///

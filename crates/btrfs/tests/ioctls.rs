@@ -272,3 +272,17 @@ fn send_appends_at_the_file_position_and_writes_pipes_directly() {
     let output = child.wait_with_output().expect("cat output");
     assert_eq!(output.stdout, single);
 }
+
+#[test]
+fn delete_subvolume_removes_it_and_refuses_directories() {
+    let fs = btrfs();
+    drop(subvolume_with_file(&fs, "vol"));
+    fs::create_dir(fs.path().join("plain")).expect("mkdir");
+    let top = open(fs.path());
+    let err = rawsend_btrfs::delete_subvolume(&top, OsStr::new("plain")).expect_err("not a subvolume");
+    assert!(err.errno().is_some(), "{err}");
+    assert!(fs.path().join("plain").is_dir());
+    rawsend_btrfs::delete_subvolume(&top, OsStr::new("vol")).expect("delete subvolume");
+    assert!(!fs.path().join("vol").exists());
+    assert!(rawsend_btrfs::delete_subvolume(&top, OsStr::new("..")).is_err());
+}
