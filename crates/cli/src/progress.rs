@@ -42,6 +42,9 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
             )];
         }
         Event::Finishing { .. } => return Vec::new(),
+        Event::Checkpoint { .. } | Event::Resuming { .. } => {
+            return resume_message(event).filter(|_| level >= 2).map(|line| (Stream::Stderr, line)).into_iter().collect();
+        }
         Event::Command(command) => command,
     };
     let mut lines = Vec::new();
@@ -74,6 +77,23 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
         _ => lines.extend(detail(level, command).map(|line| (Stream::Stderr, line))),
     }
     lines
+}
+
+/// rawsend's own `-v` line for a checkpoint or a resume.
+fn resume_message(event: Event<'_>) -> Option<String> {
+    Some(match event {
+        Event::Checkpoint { position, tail } => format!(
+            "rawsend: checkpoint: {} commands, {} bytes of this subvolume's stream applied and durable ({tail:?})",
+            position.commands, position.offset
+        ),
+        Event::Resuming { position, replay } => format!(
+            "rawsend: resuming after command {} (byte {} of this subvolume's stream): the prefix is verified{}",
+            position.commands,
+            position.offset,
+            if replay { "; replaying what a crash may have left half done" } else { "" }
+        ),
+        _ => return None,
+    })
 }
 
 /// The `-v` (WRITE, CLONE) and `-vv` lines of the commands inside a subvolume.

@@ -10,11 +10,13 @@
 //! the dir target's reason and completion records (not with `-q`), its
 //! warnings, and with `-v` a summary of the work.
 
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, ValueEnum};
 use rawsend_receive::fs::Kind;
+use rawsend_receive::resume::Checkpoints;
 use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
 use rawsend_stream::ReaderOptions;
 
@@ -73,27 +75,33 @@ pub struct ReceiveArgs {
     /// Print the stream, one line per command, instead of receiving it.
     #[arg(long)]
     dump: bool,
+    /// Keep no resume state, as btrfs-progs: a partial subvolume left by an interrupted
+    /// receive is an error instead of being continued.
+    #[arg(long)]
+    no_resume: bool,
+    /// Discard the partial receive DEST/NAME and its resume state (the partial subvolume
+    /// or directory too); refuses anything else.
+    #[arg(long, value_name = "DEST/NAME", conflicts_with_all = ["dump", "dest", "file"])]
+    abort: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
     /// Where to receive (not used with --dump).
-    #[arg(value_name = "DEST", required_unless_present = "dump", conflicts_with = "dump")]
+    #[arg(value_name = "DEST", required_unless_present_any = ["dump", "abort"], conflicts_with = "dump")]
     dest: Option<PathBuf>,
 }
 
 /// Runs `rawsend receive`.
 pub fn run(args: &ReceiveArgs) -> Result<()> {
+    if let Some(partial) = &args.abort {
+        return abort(partial, target_kind(args), args.verbosity.quiet);
+    }
     let reader = ReaderOptions { stop_at_end: args.stop_at_end, ..ReaderOptions::default() };
     let input = dump::open_input(args.file.as_ref())?;
     let Some(dest) = &args.dest else {
         return dump::dump(input, Format::Text, reader, args.max_errors);
     };
-    let kind = match args.target {
-        TargetChoice::Auto => None,
-        TargetChoice::Btrfs => Some(Kind::Btrfs),
-        TargetChoice::Dir => Some(Kind::Dir),
-    };
     let mut target =
-        FsTarget::open(dest, kind).with_context(|| format!("cannot receive into {}", dest.display()))?;
+        FsTarget::open(dest, target_kind(args)).with_context(|| format!("cannot receive into {}", dest.display()))?;
     if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
         eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
     }
@@ -103,6 +111,8 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         max_errors: args.max_errors,
         force_decompress: args.force_decompress,
         verify_encoded: !args.no_verify_encoded,
+        resume: !args.no_resume,
+        checkpoints: Checkpoints::default(),
     };
     let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
     let level = args.verbosity.level();
@@ -134,6 +144,31 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
             summary.clones_reflinked,
             summary.clones_copied
         );
+    }
+    Ok(())
+}
+
+/// The destination kind `--target` asks for (`None`: automatic).
+fn target_kind(args: &ReceiveArgs) -> Option<Kind> {
+    match args.target {
+        TargetChoice::Auto => None,
+        TargetChoice::Btrfs => Some(Kind::Btrfs),
+        TargetChoice::Dir => Some(Kind::Dir),
+    }
+}
+
+/// `rawsend receive --abort DEST/NAME`: discards a partial receive and its resume state.
+fn abort(partial: &Path, kind: Option<Kind>, quiet: bool) -> Result<()> {
+    let cannot = || format!("cannot abort {}", partial.display());
+    let name = partial.file_name().with_context(|| format!("{}: no NAME in DEST/NAME", cannot()))?;
+    let dest = match partial.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut target = FsTarget::open(dest, kind).with_context(cannot)?;
+    let removed = target.abort(name.as_bytes()).with_context(cannot)?;
+    if !quiet {
+        eprintln!("rawsend: discarded the partial receive {removed} and its resume state");
     }
     Ok(())
 }

@@ -9,6 +9,14 @@
 //! applied. After a failure the partial subvolume is left unmarked and the
 //! error says where it is.
 //!
+//! Resume (see [`crate::resume`]): at each SUBVOL or SNAPSHOT whose name
+//! holds a partial receive with saved state, the engine checks the stream's
+//! identity, skips the prefix already applied while verifying its digest,
+//! and continues, under the replay rules where a crash may have left more
+//! applied than was saved. Along the way it notes progress before each
+//! namespace command, checkpoints every [`Checkpoints`] and at every clean
+//! stop, and the target removes the state once the subvolume is marked.
+//!
 //! The engine prints nothing: a caller that reports progress (the CLI prints
 //! btrfs-progs' messages) registers an observer, told of each command just
 //! before it is applied and of each subvolume just before it is marked
@@ -21,8 +29,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
+use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
 
@@ -50,6 +60,11 @@ pub struct ReceiveOptions {
     /// Test-decode every encoded extent written as it is (the kernel does not validate
     /// encoded data), on a worker thread; a corrupt one fails its subvolume.
     pub verify_encoded: bool,
+    /// Keep resume state and continue partial subvolumes (see [`crate::resume`]);
+    /// `false` behaves as btrfs-progs: no state, an existing name is an error.
+    pub resume: bool,
+    /// How often to checkpoint when `resume` is on.
+    pub checkpoints: Checkpoints,
 }
 
 impl Default for ReceiveOptions {
@@ -59,6 +74,8 @@ impl Default for ReceiveOptions {
             max_errors: 1,
             force_decompress: false,
             verify_encoded: true,
+            resume: true,
+            checkpoints: Checkpoints::default(),
         }
     }
 }
@@ -121,6 +138,21 @@ pub enum Event<'a> {
         /// The ctransid recorded as send transid.
         ctransid: u64,
     },
+    /// The open subvolume's resume state was saved, durably, at `position`.
+    Checkpoint {
+        /// How far it is applied.
+        position: Position,
+        /// What may be applied beyond.
+        tail: Tail,
+    },
+    /// The saved prefix of a partial subvolume was skipped and verified; applying
+    /// continues after `position`, under the replay rules if `replay`.
+    Resuming {
+        /// Where applying continues.
+        position: Position,
+        /// Whether the replay rules apply (the last receive did not stop cleanly).
+        replay: bool,
+    },
 }
 
 /// A caller's callback for [`Event`]s.
@@ -145,6 +177,12 @@ pub struct Receiver<T> {
     unfinished: Vec<String>,
     /// Non-zero: stop at the next command boundary (see [`Receiver::interrupt_when`]).
     interrupt: Option<Arc<AtomicUsize>>,
+    /// Input offset of the current stream's header.
+    stream_offset: u64,
+    /// Resume bookkeeping of the open subvolume.
+    tracker: Option<Tracker>,
+    /// This boot's id, for progress records (with resume on).
+    boot: Option<String>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -163,6 +201,9 @@ impl<T: Target> Receiver<T> {
             errors: Vec::new(),
             unfinished: Vec::new(),
             interrupt: None,
+            stream_offset: 0,
+            tracker: None,
+            boot: if opts.resume { resume::boot_id() } else { None },
         }
     }
 
@@ -197,6 +238,7 @@ impl<T: Target> Receiver<T> {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         loop {
             if self.interrupted() {
+                self.settle(Tail::Clean, true);
                 let location = Location {
                     index: Some(reader.commands_read()),
                     offset: reader.offset(),
@@ -207,11 +249,17 @@ impl<T: Target> Receiver<T> {
             }
             let outcome = match reader.next() {
                 Ok(None) => break,
-                Ok(Some(Item::Header { .. })) => continue,
-                Ok(Some(Item::Command(record))) => self.apply_record(&record),
-                Err(err) => Err(Error::from(err)),
+                Ok(Some(Item::Header { offset, .. })) => {
+                    self.stream_offset = offset;
+                    continue;
+                }
+                // A command that failed may be partly applied; a stream error applied nothing.
+                Ok(Some(Item::Command(record))) => self.apply_record(&record).map_err(|err| (err, Tail::Pending)),
+                Err(err) => Err((Error::from(err), Tail::Clean)),
             };
-            if let Err(err) = outcome {
+            if let Err((err, tail)) = outcome {
+                let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
+                self.settle(tail, stops);
                 self.record_error(err);
             }
             if self.too_many_errors() {
@@ -244,22 +292,162 @@ impl<T: Target> Receiver<T> {
 
     /// Leaves an open subvolume unmarked (after a failure, or input that ended early).
     fn abandon_current(&mut self) {
+        let resumable = self.tracker.take().is_some_and(|tracker| tracker.keeping && !tracker.skipping());
         if self.current.take().is_some() {
-            self.report_unfinished();
+            self.report_unfinished(resumable);
         }
     }
 
     /// Notes where the target left a subvolume it did not finish, if it did.
-    fn report_unfinished(&mut self) {
-        if let Some(place) = self.target.abandon_subvol() {
+    fn report_unfinished(&mut self, resumable: bool) {
+        if let Some(mut place) = self.target.abandon_subvol() {
+            place.resumable = resumable;
             self.unfinished.push(place.to_string());
         }
     }
 
     fn apply_record(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
-        self.apply(record).map_err(|kind| Error { location: location(record), kind })?;
+        let located = |kind| Error { location: location(record), kind };
+        if self.skipped(record).map_err(located)? {
+            return Ok(());
+        }
+        self.before_apply(&record.command).map_err(located)?;
+        self.apply(record).or_else(|kind| self.replayed(&record.command, kind)).map_err(located)?;
         self.summary.commands += 1;
+        self.advance(record).map_err(located)
+    }
+
+    /// Whether `record` belongs to the saved prefix being skipped (it is then consumed).
+    fn skipped(&mut self, record: &Record<'_>) -> Result<bool> {
+        let Some(tracker) = self.tracker.as_ref().filter(|tracker| tracker.skipping()) else {
+            return Ok(false);
+        };
+        if matches!(record.command, Command::End) {
+            return Err(refused(tracker, "the stream ends before the point the partial receive reached".into()));
+        }
+        self.advance(record)?;
+        Ok(true)
+    }
+
+    /// Moves the open subvolume's position past `record`: verifies the skipped prefix
+    /// once it is complete, or checkpoints when one is due.
+    fn advance(&mut self, record: &Record<'_>) -> Result<()> {
+        let Some(tracker) = self.tracker.as_mut() else { return Ok(()) };
+        tracker.position = tracker.position.after(record.raw);
+        match &tracker.skip_to {
+            Some((to, _)) if tracker.position.commands < to.commands => Ok(()),
+            Some((to, _)) if tracker.position != *to => Err(refused(
+                tracker,
+                format!("this stream's first {} commands differ from those it applied", to.commands),
+            )),
+            Some((to, _)) => {
+                let (position, replay) = (*to, tracker.replay_from.is_some());
+                tracker.skip_to = None;
+                self.notify(Event::Resuming { position, replay });
+                // From here on the disk may hold more than the saved state says.
+                self.checkpoint(Tail::Unknown)
+            }
+            None if tracker.keeping && tracker.due(&self.opts.checkpoints) => self.checkpoint(Tail::Unknown),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a namespace command: ends the replay window, notes progress.
+    fn before_apply(&mut self, command: &Command<'_>) -> Result<()> {
+        let Some(tracker) = self.tracker.as_mut() else { return Ok(()) };
+        if !resume::is_namespace(command) {
+            return Ok(());
+        }
+        if tracker.replay_from.is_some_and(|from| tracker.position.commands > from) {
+            tracker.replay_from = None;
+        }
+        if !tracker.keeping {
+            return Ok(());
+        }
+        if !self.target.resumable() {
+            return self.stop_keeping();
+        }
+        self.note_progress()
+    }
+
+    /// Notes the open subvolume's position as progress, if this boot has an id.
+    fn note_progress(&mut self) -> Result<()> {
+        let (Some(tracker), Some(boot)) = (&self.tracker, &self.boot) else { return Ok(()) };
+        let progress = Progress { boot: boot.clone(), position: tracker.position };
+        self.target.note_progress(Some(&progress))
+    }
+
+    /// `err`, or success if the replay rules say the command was already applied.
+    fn replayed(&mut self, command: &Command<'_>, err: ErrorKind) -> Result<()> {
+        let replaying = self.tracker.as_ref().is_some_and(|tracker| tracker.replay_from.is_some());
+        if replaying && self.already_applied(command, &err)? {
+            return Ok(());
+        }
+        Err(err)
+    }
+
+    /// Whether `err` from `command` is what applying it a second time gives (see
+    /// [`crate::resume`]).
+    fn already_applied(&mut self, command: &Command<'_>, err: &ErrorKind) -> Result<bool> {
+        let errno = |e: Errno| err.errno() == Some(e.raw_os_error());
+        Ok(match *command {
+            Command::Mkfile { .. }
+            | Command::Mkdir { .. }
+            | Command::Mknod { .. }
+            | Command::Mkfifo { .. }
+            | Command::Mksock { .. }
+            | Command::Symlink { .. }
+            | Command::Link { .. }
+            | Command::EnableVerity { .. } => errno(Errno::EXIST),
+            Command::Unlink { .. } | Command::Rmdir { .. } => errno(Errno::NOENT),
+            Command::RemoveXattr { .. } => errno(Errno::NODATA),
+            Command::Rename { from, to } => {
+                errno(Errno::NOENT) && !self.target.exists(from)? && self.target.exists(to)?
+            }
+            _ => false,
+        })
+    }
+
+    /// At a stop (`stops`) or an error the receive goes on after: saves the open
+    /// subvolume's state with `tail`, or stops keeping it (what follows an error
+    /// applied after a failed command cannot be resumed exactly).
+    fn settle(&mut self, tail: Tail, stops: bool) {
+        let settled = if stops { self.checkpoint(tail) } else { self.stop_keeping() };
+        if let Err(kind) = settled {
+            self.errors.push(Error { location: Location::default(), kind });
+        }
+    }
+
+    /// Makes what the open subvolume applied durable and saves its resume state at its
+    /// position, if state is kept; stops keeping it if the subvolume failed or holds
+    /// state in memory only.
+    fn checkpoint(&mut self, tail: Tail) -> Result<()> {
+        self.collect_verdicts();
+        let Some(tracker) = self.tracker.as_ref().filter(|t| t.keeping && !t.skipping()) else { return Ok(()) };
+        let state = ResumeState { identity: tracker.identity, position: tracker.position, tail };
+        if self.current != Some(false) || !self.target.resumable() {
+            return self.stop_keeping();
+        }
+        // Progress first: a kill between the two leaves progress at or past the state.
+        self.note_progress()?;
+        self.target.checkpoint(&state)?;
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.checkpointed();
+        }
+        self.notify(Event::Checkpoint { position: state.position, tail });
         Ok(())
+    }
+
+    /// Stops keeping resume state for the open subvolume and erases its progress, so that
+    /// a later receive refuses to resume it rather than guess.
+    fn stop_keeping(&mut self) -> Result<()> {
+        match self.tracker.as_mut().filter(|tracker| tracker.keeping) {
+            Some(tracker) => {
+                tracker.keeping = false;
+                self.target.note_progress(None)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Waits for the verifier to check every extent submitted and records the errors it found.
@@ -277,6 +465,7 @@ impl<T: Target> Receiver<T> {
         match self.current {
             Some(false) => {
                 self.current = None;
+                self.tracker = None;
                 let (uuid, ctransid) = self.current_id;
                 self.notify(Event::Finishing { uuid, ctransid });
                 self.target.finish_subvol()
@@ -289,17 +478,33 @@ impl<T: Target> Receiver<T> {
         }
     }
 
-    fn begin(&mut self, command: &Command<'_>, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
+    fn begin(&mut self, record: &Record<'_>, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
         self.finish_current()?;
         if !path.is_single_component() {
             return Err(ErrorKind::Invalid("a subvolume name must be a single path component"));
         }
-        self.notify(Event::Command(command));
-        if let Err(err) = self.target.begin_subvol(&start) {
+        self.notify(Event::Command(&record.command));
+        let identity =
+            Identity { uuid: start.uuid, ctransid: start.ctransid, parent: start.parent, version: record.version };
+        let header_len = record.offset.saturating_sub(self.stream_offset);
+        let mut tracker = Tracker::new(identity, header_len, self.opts.resume);
+        let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
+        let began = match saved {
+            Some(saved) => {
+                let plan = saved.plan(&identity, self.boot.as_deref()).map_err(|reason| {
+                    ErrorKind::ResumeRefused { place: saved.place.clone(), reason, abort: saved.abort.clone() }
+                })?;
+                tracker.resume(saved, plan);
+                self.target.resume_subvol(&start)
+            }
+            None => self.target.begin_subvol(&start),
+        };
+        if let Err(err) = began {
             // It may have made something before failing (a partly copied parent).
-            self.report_unfinished();
+            self.report_unfinished(false);
             return Err(err);
         }
+        self.tracker = Some(tracker);
         self.current = Some(false);
         self.current_id = (start.uuid, start.ctransid);
         self.summary.subvolumes.push(String::from_utf8_lossy(start.name).into_owned());
@@ -310,12 +515,12 @@ impl<T: Target> Receiver<T> {
         match record.command {
             Command::Subvol { path, uuid, ctransid } => {
                 let start = SubvolStart { name: path.as_bytes(), uuid, ctransid, parent: None };
-                return self.begin(&record.command, path, start);
+                return self.begin(record, path, start);
             }
             Command::Snapshot { path, uuid, ctransid, clone_uuid, clone_ctransid } => {
                 let parent = Some((clone_uuid, clone_ctransid));
                 let start = SubvolStart { name: path.as_bytes(), uuid, ctransid, parent };
-                return self.begin(&record.command, path, start);
+                return self.begin(record, path, start);
             }
             Command::End => return self.finish_current(),
             _ => {}
@@ -508,6 +713,15 @@ impl<T: Target> Receiver<T> {
         self.summary.clones_copied += 1;
         Ok(())
     }
+}
+
+/// The error refusing to continue the partial subvolume `tracker` was resuming.
+fn refused(tracker: &Tracker, reason: String) -> ErrorKind {
+    let (place, abort) = match &tracker.skip_to {
+        Some((_, saved)) => (saved.place.clone(), saved.abort.clone()),
+        None => (String::new(), String::new()),
+    };
+    ErrorKind::ResumeRefused { place, reason, abort }
 }
 
 /// Where a command is, for errors: index, offset, command and path.

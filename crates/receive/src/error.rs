@@ -70,6 +70,25 @@ pub enum ErrorKind {
     /// The receive was asked to stop (a signal) before this command.
     #[error("interrupted before this command")]
     Interrupted,
+    /// A partial subvolume with resume state that this stream cannot continue; it was
+    /// left as it was.
+    #[error("cannot resume {place}: {reason}; it was left as it was (to discard it: `{abort}`)")]
+    ResumeRefused {
+        /// DEST/NAME.
+        place: String,
+        /// Why.
+        reason: String,
+        /// The command that discards it.
+        abort: String,
+    },
+    /// `--abort` on something that is not a partial receive with resume state.
+    #[error("{place} is not a partial receive with resume state ({reason}); nothing was removed")]
+    NotPartial {
+        /// DEST/NAME.
+        place: String,
+        /// What it is.
+        reason: &'static str,
+    },
 }
 
 /// What holds the name a SUBVOL or SNAPSHOT wants.
@@ -82,6 +101,9 @@ pub enum Taken {
     Incomplete {
         /// The shell command that removes it.
         remove: String,
+        /// The shell command that discards it and its resume state, when it has one
+        /// (a receive with `--no-resume` found it).
+        abort: Option<String>,
     },
     /// Anything else.
     Foreign,
@@ -91,10 +113,16 @@ impl fmt::Display for Taken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Taken::Received(uuid) => write!(f, "is already received (received UUID {uuid})"),
-            Taken::Incomplete { remove } => write!(
+            Taken::Incomplete { remove, abort: None } => write!(
                 f,
                 "is left over from an incomplete receive (it is not marked received); \
                  remove it with `{remove}` and receive again"
+            ),
+            Taken::Incomplete { abort: Some(abort), .. } => write!(
+                f,
+                "is left over from an incomplete receive (it is not marked received) and has resume \
+                 state: run the same receive without --no-resume to continue it, or discard it with \
+                 `{abort}` and receive again"
             ),
             Taken::Foreign => f.write_str("exists and is not from rawsend/btrfs receive"),
         }

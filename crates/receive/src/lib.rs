@@ -18,6 +18,7 @@ mod engine;
 mod error;
 pub mod fs;
 pub mod model;
+pub mod resume;
 mod target;
 mod verify;
 

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 
 use crate::error::{ErrorKind, Result};
+use crate::resume::{Progress, ResumeState, Saved};
 use crate::target::{
     Candidate, Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished,
     Verity, preferred,
@@ -231,6 +232,10 @@ fn not_found(what: &'static str) -> ErrorKind {
 pub struct ModelTarget {
     /// Subvolumes by name.
     pub subvols: BTreeMap<Vec<u8>, Subvol>,
+    /// Resume states of partial subvolumes, by name (see [`crate::resume`]).
+    pub states: BTreeMap<Vec<u8>, ResumeState>,
+    /// Progress records of partial subvolumes, by name.
+    pub progress: BTreeMap<Vec<u8>, Progress>,
     current: Option<Vec<u8>>,
 }
 
@@ -281,7 +286,9 @@ impl Target for ModelTarget {
     fn finish_subvol(&mut self) -> Result<()> {
         let subvol = self.current()?;
         subvol.received = Some(subvol.sent_as);
-        self.current = None;
+        let name = self.current.take().expect("current subvolume");
+        self.states.remove(&name);
+        self.progress.remove(&name);
         Ok(())
     }
 
@@ -290,7 +297,53 @@ impl Target for ModelTarget {
         Some(Unfinished {
             place: format!("model subvolume {}", String::from_utf8_lossy(&name)),
             cleanup: None,
+            abort: None,
+            resumable: false,
         })
+    }
+
+    fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {
+        if self.subvols.get(name).is_none_or(|subvol| subvol.received.is_some()) {
+            return Ok(None);
+        }
+        let place = format!("model subvolume {}", String::from_utf8_lossy(name));
+        Ok(self.states.get(name).map(|state| Saved {
+            abort: format!("remove {place}"),
+            place,
+            state: *state,
+            progress: self.progress.get(name).cloned(),
+        }))
+    }
+
+    fn resume_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
+        if self.subvols.get(start.name).is_none_or(|subvol| subvol.received.is_some()) {
+            return Err(not_found("no partial subvolume of that name"));
+        }
+        self.current = Some(start.name.to_vec());
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &ResumeState) -> Result<()> {
+        let name = self.current.clone().ok_or(ErrorKind::NoSubvolume)?;
+        self.states.insert(name, *state);
+        Ok(())
+    }
+
+    fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {
+        let name = self.current.clone().ok_or(ErrorKind::NoSubvolume)?;
+        match progress {
+            Some(progress) => self.progress.insert(name, progress.clone()),
+            None => self.progress.remove(&name),
+        };
+        Ok(())
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn exists(&mut self, path: StreamPath<'_>) -> Result<bool> {
+        Ok(self.current()?.lookup(path).is_some())
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
@@ -356,7 +409,7 @@ impl Target for ModelTarget {
 
     fn remove_xattr(&mut self, path: StreamPath<'_>, name: XattrName<'_>) -> Result<()> {
         let removed = self.current()?.inode(path)?.xattrs.remove(name.as_bytes());
-        removed.map(drop).ok_or_else(|| not_found("no such xattr"))
+        removed.map(drop).ok_or_else(|| ErrorKind::io("no such xattr", std::io::Error::from_raw_os_error(61)))
     }
 
     fn write(&mut self, path: StreamPath<'_>, offset: u64, data: &[u8]) -> Result<()> {

@@ -11,6 +11,7 @@ pub use rawsend_btrfs::Verity;
 use rawsend_stream::{Rdev, StreamPath, SymlinkTarget, Timespec, Uuid, XattrName};
 
 use crate::error::Result;
+use crate::resume::{Progress, ResumeState, Saved};
 
 /// What a target can do natively.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,15 +103,25 @@ pub struct Unfinished {
     pub place: String,
     /// The command that removes it, to start over, where there is one.
     pub cleanup: Option<String>,
+    /// The command that discards it with its resume state (`rawsend receive --abort ...`).
+    pub abort: Option<String>,
+    /// Whether its resume state is saved (set by the engine): running the same receive
+    /// again continues it.
+    pub resumable: bool,
 }
 
 impl std::fmt::Display for Unfinished {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} is incomplete and was not marked as received", self.place)?;
-        if let Some(cleanup) = &self.cleanup {
-            write!(f, " (to start over, remove it: `{cleanup}`)")?;
+        match (&self.abort, &self.cleanup) {
+            (Some(abort), _) if self.resumable => write!(
+                f,
+                " (its resume state is saved: run the same receive again to continue where it stopped, \
+                 or discard it: `{abort}`)"
+            ),
+            (_, Some(cleanup)) => write!(f, " (to start over, remove it: `{cleanup}`)"),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -144,6 +155,21 @@ pub trait Target {
     fn finish_subvol(&mut self) -> Result<()>;
     /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
     fn abandon_subvol(&mut self) -> Option<Unfinished>;
+    /// The resume state of `name`, if it is a partial receive that has one (see
+    /// [`crate::resume`]); untrusted: the engine verifies what it skips.
+    fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>>;
+    /// Continues the partial subvolume `start.name` instead of making a new one.
+    fn resume_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()>;
+    /// Makes everything applied durable, then saves `state` for the current subvolume
+    /// atomically (kept outside it). [`Target::finish_subvol`] removes it.
+    fn checkpoint(&mut self, state: &ResumeState) -> Result<()>;
+    /// Notes `progress` for the current subvolume without syncing; `None` erases it.
+    fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()>;
+    /// Whether the current subvolume holds no state in memory only that resuming
+    /// would lose (flags deferred to the end, owners that could not be set...).
+    fn resumable(&self) -> bool;
+    /// Whether a node exists at `path` (not following a final symlink).
+    fn exists(&mut self, path: StreamPath<'_>) -> Result<bool>;
     /// Creates a node.
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()>;
     /// Renames a node (replacing a destination the way `rename(2)` does).

@@ -18,6 +18,7 @@
 mod copy;
 mod fingerprint;
 mod locate;
+mod partial;
 mod received;
 mod setid;
 mod skips;
@@ -35,9 +36,11 @@ use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Stat, 
 use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Result, Taken};
+use crate::resume::{Progress, ResumeState, Saved};
 use crate::target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
+use partial::ProgressFile;
 use received::Record;
 pub use received::{RECEIVED_XATTR, RECORDS_DIR};
 use setid::Unowned;
@@ -90,6 +93,23 @@ struct Current {
     deferred_flags: Vec<(OwnedFd, IFlags)>,
     /// Inodes whose owner could not be set, and the set-id bits they may not have.
     unowned: Unowned,
+    /// Its progress record, once the engine noted one (see [`crate::resume`]).
+    progress: Option<ProgressFile>,
+}
+
+impl Current {
+    fn new(start: &SubvolStart<'_>, root: OwnedFd) -> Current {
+        Current {
+            name: start.name.to_vec(),
+            uuid: start.uuid,
+            ctransid: start.ctransid,
+            tree: Tree::new(root),
+            sources: HashMap::new(),
+            deferred_flags: Vec::new(),
+            unowned: Unowned::default(),
+            progress: None,
+        }
+    }
 }
 
 /// Receives into a directory. See the module docs.
@@ -295,8 +315,70 @@ impl FsTarget {
         };
         match received {
             Some(uuid) => (uuid == start.uuid).then_some(Taken::Received(uuid)),
-            None => Some(Taken::Incomplete { remove: format!("{remove} {}", shell_quote(path)) }),
+            None => {
+                let saved = partial::load_state(self.dest.as_fd(), self.kind, start.name, dir).ok()?.is_some();
+                Some(Taken::Incomplete {
+                    remove: format!("{remove} {}", shell_quote(path)),
+                    abort: saved.then(|| abort_command(path)),
+                })
+            }
         }
+    }
+
+    /// DEST/`name`, for the user.
+    fn place(&self, name: &[u8]) -> String {
+        format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(name))
+    }
+
+    /// The root of DEST/`name` if it is what a receive left unfinished (a writable
+    /// subvolume without received UUID on btrfs, a directory without record otherwise);
+    /// else what it is.
+    fn partial_root(&self, name: &[u8]) -> Result<std::result::Result<OwnedFd, &'static str>> {
+        if name == RECORDS_DIR.as_bytes() || !StreamPath::new(name).is_ok_and(|p| p.is_single_component()) {
+            return Ok(Err("a name a receive cannot make"));
+        }
+        let dir = match tree::open_dir_beneath(self.dest.as_fd(), name) {
+            Ok(dir) => dir,
+            Err(e) if e.errno() == Some(Errno::NOENT.raw_os_error()) => return Ok(Err("it does not exist")),
+            Err(e) if e.errno() == Some(Errno::NOTDIR.raw_os_error()) => return Ok(Err("not a directory")),
+            Err(e) => return Err(e),
+        };
+        let complete = match self.kind {
+            Kind::Btrfs => {
+                if !btrfs::is_subvolume_root(&dir)? {
+                    return Ok(Err("not a subvolume"));
+                }
+                let info = btrfs::subvolume_info(&dir)?;
+                info.received_uuid.is_some() || info.read_only
+            }
+            Kind::Dir => received::read(self.dest.as_fd(), name, dir.as_fd())?.is_some(),
+        };
+        Ok(if complete { Err("it is marked received or read-only") } else { Ok(dir) })
+    }
+
+    /// Discards the partial receive DEST/`name` and its resume state (`rawsend receive
+    /// --abort`): the subvolume is deleted (btrfs) or the directory removed without
+    /// following symlinks. Anything else is refused and left alone. Returns what it removed.
+    pub fn abort(&mut self, name: &[u8]) -> Result<String> {
+        let place = self.place(name);
+        let not_partial = |reason| ErrorKind::NotPartial { place: place.clone(), reason };
+        let root = self.partial_root(name)?.map_err(not_partial)?;
+        if partial::load_state(self.dest.as_fd(), self.kind, name, root.as_fd())?.is_none() {
+            return Err(not_partial("it has no resume state"));
+        }
+        drop(root);
+        let what = match self.kind {
+            Kind::Btrfs => {
+                btrfs::delete_subvolume(self.dest.as_fd(), std::ffi::OsStr::from_bytes(name))?;
+                "subvolume"
+            }
+            Kind::Dir => {
+                tree::remove_tree(self.dest.as_fd(), name)?;
+                "directory"
+            }
+        };
+        partial::forget(self.dest.as_fd(), name)?;
+        Ok(format!("{what} {place}"))
     }
 
     /// Starts the dir target's snapshot from a copy of its parent; the device nodes the
@@ -535,6 +617,11 @@ fn sync_filesystem(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::fs::syncfs(fd).map_err(|e| ErrorKind::io("syncfs (make the received data durable)", e))
 }
 
+/// The command that discards the partial receive at `path`.
+fn abort_command(path: &str) -> String {
+    format!("rawsend receive --abort {}", shell_quote(path))
+}
+
 /// `text` as one shell word, for commands suggested to the user.
 fn shell_quote(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
@@ -627,15 +714,7 @@ impl Target for FsTarget {
         };
         let (root, parent) = self.make_subvol(start, parent)?;
         // Current from here on, so that a failed copy is reported as left unfinished.
-        self.current = Some(Current {
-            name: start.name.to_vec(),
-            uuid: start.uuid,
-            ctransid: start.ctransid,
-            tree: Tree::new(root),
-            sources: HashMap::new(),
-            deferred_flags: Vec::new(),
-            unowned: Unowned::default(),
-        });
+        self.current = Some(Current::new(start, root));
         parent.map_or(Ok(()), |parent| self.copy_parent(parent))
     }
 
@@ -645,17 +724,76 @@ impl Target for FsTarget {
             let result = rustix::fs::ioctl_setflags(fd, *flags);
             self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
         }
-        self.mark_received(&current)
+        self.mark_received(&current)?;
+        partial::forget(self.dest.as_fd(), &current.name)
     }
 
     fn abandon_subvol(&mut self) -> Option<Unfinished> {
         let current = self.current.take()?;
-        let path = format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(&current.name));
+        let path = self.place(&current.name);
         let (what, cleanup) = match self.kind {
             Kind::Btrfs => ("subvolume", format!("btrfs subvolume delete {}", shell_quote(&path))),
             Kind::Dir => ("directory", format!("rm -rf {}", shell_quote(&path))),
         };
-        Some(Unfinished { place: format!("{what} {path}"), cleanup: Some(cleanup) })
+        Some(Unfinished {
+            place: format!("{what} {path}"),
+            cleanup: Some(cleanup),
+            abort: Some(abort_command(&path)),
+            resumable: false,
+        })
+    }
+
+    fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {
+        let Ok(root) = self.partial_root(name)? else { return Ok(None) };
+        let dest = self.dest.as_fd();
+        let Some(state) = partial::load_state(dest, self.kind, name, root.as_fd())? else { return Ok(None) };
+        let progress = partial::load_progress(dest, self.kind, name, root.as_fd())?;
+        let place = self.place(name);
+        Ok(Some(Saved { abort: abort_command(&place), place, state, progress }))
+    }
+
+    fn resume_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
+        let root = self.partial_root(start.name)?.map_err(|reason| ErrorKind::NotPartial {
+            place: self.place(start.name),
+            reason,
+        })?;
+        self.current = Some(Current::new(start, root));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &ResumeState) -> Result<()> {
+        let FsTarget { dest, kind, current, .. } = self;
+        let current = current.as_ref().ok_or(ErrorKind::NoSubvolume)?;
+        sync_filesystem(current.tree.root())?;
+        partial::save_state(dest.as_fd(), *kind, &current.name, current.tree.root(), state)
+    }
+
+    fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {
+        let record = progress.map_or([b' '; crate::resume::PROGRESS_LEN], Progress::to_record);
+        let FsTarget { dest, kind, current, .. } = self;
+        let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
+        match &current.progress {
+            Some(file) => file.write(&record),
+            None => {
+                let root = current.tree.root();
+                current.progress = Some(ProgressFile::create(dest.as_fd(), *kind, &current.name, root, &record)?);
+                Ok(())
+            }
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        self.current.as_ref().is_some_and(|current| {
+            current.deferred_flags.is_empty() && current.unowned.is_empty() && current.tree.absent().next().is_none()
+        })
+    }
+
+    fn exists(&mut self, path: StreamPath<'_>) -> Result<bool> {
+        match self.stat_node(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::NOENT.raw_os_error()) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {

@@ -51,11 +51,15 @@ const FILE_MAX: u64 = 64 << 20;
 
 /// What a file under `RECORDS_DIR` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Store {
+pub enum Store {
     /// Received records where xattrs are unsupported.
     Records,
     /// Paths of device nodes not created.
     Absent,
+    /// Resume states of partial receives (see `super::partial`).
+    Resume,
+    /// Progress records of partial receives (see `super::partial`).
+    Progress,
 }
 
 impl Store {
@@ -63,6 +67,8 @@ impl Store {
         match self {
             Store::Records => "records",
             Store::Absent => "absent",
+            Store::Resume => "resume",
+            Store::Progress => "progress",
         }
     }
 }
@@ -141,14 +147,19 @@ pub fn write(
         Ok(()) => {
             rustix::fs::fsync(root).map(|()| true).map_err(|e| ErrorKind::io("sync a received record", e))
         }
-        Err(Errno::OPNOTSUPP) => store(dest, Store::Records, name, root, text.as_bytes()).map(|()| false),
+        Err(Errno::OPNOTSUPP) => store(dest, Store::Records, name, root, text.as_bytes()).map(|_| false),
         Err(e) => Err(ErrorKind::io("record received state", e)),
     }
 }
 
 /// Forgets what `RECORDS_DIR` says of `name` (a new directory of that name is starting).
 pub fn clear(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
-    for store in [Store::Records, Store::Absent] {
+    forget(dest, name, &[Store::Records, Store::Absent])
+}
+
+/// Removes, durably, what `stores` hold about `name`.
+pub fn forget(dest: BorrowedFd<'_>, name: &[u8], stores: &[Store]) -> Result<()> {
+    for &store in stores {
         let Some(dir) = open_store(dest, store)? else { continue };
         match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
             // Durably gone: a stale record must not come back after a crash to vouch
@@ -203,7 +214,7 @@ pub fn read(dest: BorrowedFd<'_>, name: &[u8], dir: BorrowedFd<'_>) -> Result<Op
 }
 
 /// The directory of `store`, if it exists.
-fn open_store(dest: BorrowedFd<'_>, store: Store) -> Result<Option<OwnedFd>> {
+pub fn open_store(dest: BorrowedFd<'_>, store: Store) -> Result<Option<OwnedFd>> {
     let path = format!("{RECORDS_DIR}/{}", store.dir());
     match open_dir_beneath(dest, path.as_bytes()) {
         Err(e) if e.errno() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
@@ -211,14 +222,15 @@ fn open_store(dest: BorrowedFd<'_>, store: Store) -> Result<Option<OwnedFd>> {
     }
 }
 
-/// Writes `content` about directory `root` (named `name`) into `store`, atomically.
-fn store(
+/// Writes `content` about directory `root` (named `name`) into `store`, atomically;
+/// returns the length of the line naming `root` that precedes `content` in the file.
+pub fn store(
     dest: BorrowedFd<'_>,
     store: Store,
     name: &[u8],
     root: BorrowedFd<'_>,
     content: &[u8],
-) -> Result<()> {
+) -> Result<usize> {
     let io = |op| move |e: Errno| ErrorKind::io(op, e);
     let mut dir = dest.try_clone_to_owned().map_err(|e| ErrorKind::io("open the destination", e))?;
     for part in [RECORDS_DIR, store.dir()] {
@@ -230,7 +242,8 @@ fn store(
         dir = open_dir_beneath(dir.as_fd(), part.as_bytes())?;
     }
     let ino = rustix::fs::fstat(root).map_err(io("stat"))?.st_ino;
-    let content = [format!("{ino}\n").as_bytes(), content].concat();
+    let about = format!("{ino}\n");
+    let content = [about.as_bytes(), content].concat();
     let temporary = [b".tmp.", name].concat();
     // Whatever is there (a leftover, or a FIFO someone planted) goes; O_EXCL then
     // guarantees a fresh regular file, so nothing can make this open block.
@@ -244,7 +257,8 @@ fn store(
     super::pwrite_all(file.as_fd(), &content, 0)?;
     rustix::fs::fsync(&file).map_err(io("sync a received record"))?;
     rustix::fs::renameat(&dir, &temporary[..], &dir, name).map_err(io("write a received record"))?;
-    sync_dir(dir.as_fd())
+    sync_dir(dir.as_fd())?;
+    Ok(about.len())
 }
 
 /// Makes a directory's entries durable (after a create, rename or unlink in it).
@@ -253,7 +267,7 @@ fn sync_dir(dir: BorrowedFd<'_>) -> Result<()> {
 }
 
 /// Reads what `store` says of directory `root` (named `name`), if it is about that directory.
-fn load(dest: BorrowedFd<'_>, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+pub fn load(dest: BorrowedFd<'_>, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
     let Some(dir) = open_store(dest, store)? else { return Ok(None) };
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let file = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {

@@ -89,6 +89,21 @@ pub fn list(dir: BorrowedFd<'_>) -> Result<Vec<CString>> {
     Ok(names)
 }
 
+/// Removes directory `name` in `parent` and everything beneath it, never following a
+/// symlink (a symlink is removed, not its target) and never leaving the filesystem.
+/// Depth is bounded by the stream's path limit; each level holds one fd.
+pub fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+    let dir = open_dir_beneath(parent, name)?;
+    for entry in list(dir.as_fd())? {
+        match rustix::fs::unlinkat(&dir, entry.as_c_str(), rustix::fs::AtFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::ISDIR) => remove_tree(dir.as_fd(), entry.as_bytes())?,
+            Err(e) => return Err(ErrorKind::io("remove", e)),
+        }
+    }
+    rustix::fs::unlinkat(parent, name, rustix::fs::AtFlags::REMOVEDIR).map_err(|e| ErrorKind::io("remove", e))
+}
+
 /// `/proc/self/fd/N` (plus `/name` when given): reaches exactly the inode an fd holds.
 pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> OsString {
     let mut path = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();

@@ -1,0 +1,94 @@
+//! Where the filesystem target keeps the resume state of a partial receive
+//! (see [`crate::resume`]): never inside the subvolume or directory (it would
+//! become part of the received tree) but beside it, on the same filesystem,
+//! in `DEST/.rawsend-received/resume/NAME` (the durable state, written
+//! atomically by `received::store`) and `DEST/.rawsend-received/progress/NAME`
+//! (the progress record, rewritten in place and never synced).
+//!
+//! Like the dir target's records, both files start with the inode number of
+//! the directory they describe; on btrfs, where every subvolume root has the
+//! same inode number, a second line names the subvolume's own UUID. A file
+//! left by a deleted partial receive never vouches for a new one of that name.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rawsend_btrfs as btrfs;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use super::Kind;
+use super::received::{self, Store};
+use crate::error::{ErrorKind, Result};
+use crate::resume::{PROGRESS_LEN, Progress, ResumeState};
+
+/// The line binding a file to partial subvolume `root` beyond its inode number.
+fn binding(kind: Kind, root: BorrowedFd<'_>) -> Result<String> {
+    Ok(match kind {
+        Kind::Btrfs => format!("subvolume {}\n", btrfs::subvolume_info(root)?.uuid),
+        Kind::Dir => String::new(),
+    })
+}
+
+/// What `store` says of partial `root` (named `name`), after its binding line.
+fn load(dest: BorrowedFd<'_>, kind: Kind, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+    let Some(content) = received::load(dest, store, name, root)? else { return Ok(None) };
+    let binding = binding(kind, root)?;
+    Ok(content.strip_prefix(binding.as_bytes()).map(<[u8]>::to_vec))
+}
+
+/// The saved state of partial `root` (named `name`), if there is one that parses.
+pub fn load_state(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<ResumeState>> {
+    Ok(load(dest, kind, Store::Resume, name, root)?.and_then(|text| ResumeState::parse(&text)))
+}
+
+/// The progress record of partial `root` (named `name`), if there is one that parses.
+pub fn load_progress(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Progress>> {
+    Ok(load(dest, kind, Store::Progress, name, root)?.and_then(|record| Progress::parse(&record)))
+}
+
+/// Saves `state` for partial `root` (named `name`) atomically and durably.
+pub fn save_state(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>, state: &ResumeState) -> Result<()> {
+    let content = [binding(kind, root)?.into_bytes(), state.to_text().into_bytes()].concat();
+    received::store(dest, Store::Resume, name, root, &content).map(drop)
+}
+
+/// Removes, durably, the state and progress of `name` (it completed or was discarded).
+pub fn forget(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+    received::forget(dest, name, &[Store::Progress, Store::Resume])
+}
+
+/// The progress file of the partial subvolume being received, open for rewriting.
+pub struct ProgressFile {
+    file: OwnedFd,
+    /// Where the record starts, after the lines binding the file to its subvolume.
+    at: u64,
+}
+
+impl ProgressFile {
+    /// Creates the progress file of partial `root` (named `name`) holding `record`.
+    pub fn create(
+        dest: BorrowedFd<'_>,
+        kind: Kind,
+        name: &[u8],
+        root: BorrowedFd<'_>,
+        record: &[u8; PROGRESS_LEN],
+    ) -> Result<ProgressFile> {
+        let binding = binding(kind, root)?;
+        let content = [binding.as_bytes(), record].concat();
+        let about = received::store(dest, Store::Progress, name, root, &content)?;
+        let dir = received::open_store(dest, Store::Progress)?
+            .ok_or(ErrorKind::Invalid("the progress directory vanished"))?;
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = rustix::fs::openat(&dir, name, flags, Mode::empty())
+            .map_err(|e| ErrorKind::io("open the progress record", e))?;
+        let stat = rustix::fs::fstat(&file).map_err(|e| ErrorKind::io("stat", e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(ErrorKind::Invalid("the progress record is not a regular file"));
+        }
+        Ok(ProgressFile { file, at: (about + binding.len()) as u64 })
+    }
+
+    /// Rewrites the record in place (into the page cache: not synced, by design).
+    pub fn write(&self, record: &[u8; PROGRESS_LEN]) -> Result<()> {
+        super::pwrite_all(self.file.as_fd(), record, self.at)
+    }
+}
