@@ -43,7 +43,11 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
         }
         Event::Finishing { .. } => return Vec::new(),
         Event::Checkpoint { .. } | Event::Resuming { .. } => {
-            return resume_message(event).filter(|_| level >= 2).map(|line| (Stream::Stderr, line)).into_iter().collect();
+            return resume_message(event)
+                .filter(|_| level >= 2)
+                .map(|line| (Stream::Stderr, line))
+                .into_iter()
+                .collect();
         }
         Event::Command(command) => command,
     };

@@ -100,8 +100,8 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     let Some(dest) = &args.dest else {
         return dump::dump(input, Format::Text, reader, args.max_errors);
     };
-    let mut target =
-        FsTarget::open(dest, target_kind(args)).with_context(|| format!("cannot receive into {}", dest.display()))?;
+    let mut target = FsTarget::open(dest, target_kind(args))
+        .with_context(|| format!("cannot receive into {}", dest.display()))?;
     if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
         eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
     }

@@ -234,7 +234,14 @@ impl<T: Target> Receiver<T> {
     }
 
     /// Like [`Receiver::receive`], also handing back the target (to receive more streams into it).
-    pub fn receive_into(mut self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
+    pub fn receive_into(self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
+        let (outcome, target) = self.receive_keeping(input);
+        outcome.map(|summary| (summary, target))
+    }
+
+    /// Like [`Receiver::receive`], handing back the target whatever happened (to look at
+    /// what a failed or interrupted receive left, or to continue it).
+    pub fn receive_keeping(mut self, input: impl Read) -> (std::result::Result<Summary, Failure>, T) {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         loop {
             if self.interrupted() {
@@ -254,7 +261,9 @@ impl<T: Target> Receiver<T> {
                     continue;
                 }
                 // A command that failed may be partly applied; a stream error applied nothing.
-                Ok(Some(Item::Command(record))) => self.apply_record(&record).map_err(|err| (err, Tail::Pending)),
+                Ok(Some(Item::Command(record))) => {
+                    self.apply_record(&record).map_err(|err| (err, Tail::Pending))
+                }
                 Err(err) => Err((Error::from(err), Tail::Clean)),
             };
             if let Err((err, tail)) = outcome {
@@ -268,11 +277,12 @@ impl<T: Target> Receiver<T> {
         }
         self.collect_verdicts();
         self.abandon_current();
-        if self.errors.is_empty() {
-            Ok((self.summary, self.target))
+        let outcome = if self.errors.is_empty() {
+            Ok(self.summary)
         } else {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
-        }
+        };
+        (outcome, self.target)
     }
 
     fn interrupted(&self) -> bool {
@@ -323,7 +333,10 @@ impl<T: Target> Receiver<T> {
             return Ok(false);
         };
         if matches!(record.command, Command::End) {
-            return Err(refused(tracker, "the stream ends before the point the partial receive reached".into()));
+            return Err(refused(
+                tracker,
+                "the stream ends before the point the partial receive reached".into(),
+            ));
         }
         self.advance(record)?;
         Ok(true)
@@ -423,7 +436,9 @@ impl<T: Target> Receiver<T> {
     /// state in memory only.
     fn checkpoint(&mut self, tail: Tail) -> Result<()> {
         self.collect_verdicts();
-        let Some(tracker) = self.tracker.as_ref().filter(|t| t.keeping && !t.skipping()) else { return Ok(()) };
+        let Some(tracker) = self.tracker.as_ref().filter(|t| t.keeping && !t.skipping()) else {
+            return Ok(());
+        };
         let state = ResumeState { identity: tracker.identity, position: tracker.position, tail };
         if self.current != Some(false) || !self.target.resumable() {
             return self.stop_keeping();
@@ -484,15 +499,23 @@ impl<T: Target> Receiver<T> {
             return Err(ErrorKind::Invalid("a subvolume name must be a single path component"));
         }
         self.notify(Event::Command(&record.command));
-        let identity =
-            Identity { uuid: start.uuid, ctransid: start.ctransid, parent: start.parent, version: record.version };
+        let identity = Identity {
+            uuid: start.uuid,
+            ctransid: start.ctransid,
+            parent: start.parent,
+            version: record.version,
+        };
         let header_len = record.offset.saturating_sub(self.stream_offset);
         let mut tracker = Tracker::new(identity, header_len, self.opts.resume);
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {
                 let plan = saved.plan(&identity, self.boot.as_deref()).map_err(|reason| {
-                    ErrorKind::ResumeRefused { place: saved.place.clone(), reason, abort: saved.abort.clone() }
+                    ErrorKind::ResumeRefused {
+                        place: saved.place.clone(),
+                        reason,
+                        abort: saved.abort.clone(),
+                    }
                 })?;
                 tracker.resume(saved, plan);
                 self.target.resume_subvol(&start)

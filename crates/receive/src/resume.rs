@@ -84,7 +84,9 @@ impl Digest {
     /// The digest after one more command, given its raw bytes (header first).
     pub fn add(self, raw: &[u8]) -> Digest {
         let header = &raw[..raw.len().min(HEADER_LEN)];
-        Digest(header.iter().fold(self.0, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)))
+        Digest(
+            header.iter().fold(self.0, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)),
+        )
     }
 }
 
@@ -400,7 +402,9 @@ fn is_boot_id(text: &str) -> bool {
 }
 
 fn parse_u64(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || (text.len() > 1 && text.starts_with('0'))
+    if text.is_empty()
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
     {
         return None;
     }

@@ -316,7 +316,8 @@ impl FsTarget {
         match received {
             Some(uuid) => (uuid == start.uuid).then_some(Taken::Received(uuid)),
             None => {
-                let saved = partial::load_state(self.dest.as_fd(), self.kind, start.name, dir).ok()?.is_some();
+                let saved =
+                    partial::load_state(self.dest.as_fd(), self.kind, start.name, dir).ok()?.is_some();
                 Some(Taken::Incomplete {
                     remove: format!("{remove} {}", shell_quote(path)),
                     abort: saved.then(|| abort_command(path)),
@@ -753,10 +754,9 @@ impl Target for FsTarget {
     }
 
     fn resume_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
-        let root = self.partial_root(start.name)?.map_err(|reason| ErrorKind::NotPartial {
-            place: self.place(start.name),
-            reason,
-        })?;
+        let root = self
+            .partial_root(start.name)?
+            .map_err(|reason| ErrorKind::NotPartial { place: self.place(start.name), reason })?;
         self.current = Some(Current::new(start, root));
         Ok(())
     }
@@ -776,7 +776,8 @@ impl Target for FsTarget {
             Some(file) => file.write(&record),
             None => {
                 let root = current.tree.root();
-                current.progress = Some(ProgressFile::create(dest.as_fd(), *kind, &current.name, root, &record)?);
+                current.progress =
+                    Some(ProgressFile::create(dest.as_fd(), *kind, &current.name, root, &record)?);
                 Ok(())
             }
         }
@@ -784,7 +785,9 @@ impl Target for FsTarget {
 
     fn resumable(&self) -> bool {
         self.current.as_ref().is_some_and(|current| {
-            current.deferred_flags.is_empty() && current.unowned.is_empty() && current.tree.absent().next().is_none()
+            current.deferred_flags.is_empty()
+                && current.unowned.is_empty()
+                && current.tree.absent().next().is_none()
         })
     }
 

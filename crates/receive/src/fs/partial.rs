@@ -29,24 +29,46 @@ fn binding(kind: Kind, root: BorrowedFd<'_>) -> Result<String> {
 }
 
 /// What `store` says of partial `root` (named `name`), after its binding line.
-fn load(dest: BorrowedFd<'_>, kind: Kind, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+fn load(
+    dest: BorrowedFd<'_>,
+    kind: Kind,
+    store: Store,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+) -> Result<Option<Vec<u8>>> {
     let Some(content) = received::load(dest, store, name, root)? else { return Ok(None) };
     let binding = binding(kind, root)?;
     Ok(content.strip_prefix(binding.as_bytes()).map(<[u8]>::to_vec))
 }
 
 /// The saved state of partial `root` (named `name`), if there is one that parses.
-pub fn load_state(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<ResumeState>> {
+pub fn load_state(
+    dest: BorrowedFd<'_>,
+    kind: Kind,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+) -> Result<Option<ResumeState>> {
     Ok(load(dest, kind, Store::Resume, name, root)?.and_then(|text| ResumeState::parse(&text)))
 }
 
 /// The progress record of partial `root` (named `name`), if there is one that parses.
-pub fn load_progress(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Progress>> {
+pub fn load_progress(
+    dest: BorrowedFd<'_>,
+    kind: Kind,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+) -> Result<Option<Progress>> {
     Ok(load(dest, kind, Store::Progress, name, root)?.and_then(|record| Progress::parse(&record)))
 }
 
 /// Saves `state` for partial `root` (named `name`) atomically and durably.
-pub fn save_state(dest: BorrowedFd<'_>, kind: Kind, name: &[u8], root: BorrowedFd<'_>, state: &ResumeState) -> Result<()> {
+pub fn save_state(
+    dest: BorrowedFd<'_>,
+    kind: Kind,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+    state: &ResumeState,
+) -> Result<()> {
     let content = [binding(kind, root)?.into_bytes(), state.to_text().into_bytes()].concat();
     received::store(dest, Store::Resume, name, root, &content).map(drop)
 }

@@ -267,7 +267,12 @@ fn sync_dir(dir: BorrowedFd<'_>) -> Result<()> {
 }
 
 /// Reads what `store` says of directory `root` (named `name`), if it is about that directory.
-pub fn load(dest: BorrowedFd<'_>, store: Store, name: &[u8], root: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
+pub fn load(
+    dest: BorrowedFd<'_>,
+    store: Store,
+    name: &[u8],
+    root: BorrowedFd<'_>,
+) -> Result<Option<Vec<u8>>> {
     let Some(dir) = open_store(dest, store)? else { return Ok(None) };
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let file = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {

@@ -1,0 +1,260 @@
+//! Resume on the in-memory model: for every fixture chain, each stream is cut
+//! after every command and continued by receiving the whole stream again,
+//! both after a clean stop (no replay) and as after a kill (the progress
+//! record at the last namespace command, everything up to the cut applied,
+//! replayed under the replay rules); the result must equal receiving the
+//! stream in one go. A stream that is not the one the partial subvolume was
+//! receiving, or whose prefix differs, or a forged state, is refused and the
+//! partial subvolume is left as it was.
+
+use std::path::PathBuf;
+
+use rawsend_receive::resume::{Digest, Position, Progress, Tail};
+use rawsend_receive::{ErrorKind, Failure, ModelTarget, ReceiveOptions, Receiver, Summary};
+use rawsend_stream::{Command, Item, StreamReader};
+use rawsend_testutil::fixtures::chains;
+
+/// One command of a stream: where it ends, and whether it changes the namespace.
+struct Cut {
+    end: usize,
+    namespace: bool,
+    raw: Vec<u8>,
+}
+
+/// Most cut places per stream.
+const CUTS: usize = 40;
+
+/// The commands of a file holding one stream of one subvolume (`None` for others).
+fn commands(stream: &[u8]) -> Option<Vec<Cut>> {
+    let mut reader = StreamReader::new(stream);
+    let mut cuts = Vec::new();
+    while let Some(item) = reader.next().expect("a valid fixture") {
+        if let Item::Header { offset, .. } = item {
+            if offset != 0 {
+                return None;
+            }
+        }
+        if let Item::Command(record) = item {
+            let starts = matches!(record.command, Command::Subvol { .. } | Command::Snapshot { .. });
+            if starts && !cuts.is_empty() {
+                return None;
+            }
+            cuts.push(Cut {
+                end: (record.offset as usize) + record.raw.len(),
+                namespace: rawsend_receive::resume::is_namespace(&record.command),
+                raw: record.raw.to_vec(),
+            });
+        }
+    }
+    Some(cuts)
+}
+
+/// The position after the first `n` commands.
+fn position(cuts: &[Cut], n: usize) -> Position {
+    cuts[..n].iter().fold(Position::start(17), |position, cut| position.after(&cut.raw))
+}
+
+fn receive(model: ModelTarget, bytes: &[u8]) -> (Result<Summary, Failure>, ModelTarget) {
+    Receiver::new(model, ReceiveOptions::default()).receive_keeping(bytes)
+}
+
+/// The model after receiving `streams` in one go.
+fn in_one_go(streams: &[Vec<u8>]) -> ModelTarget {
+    streams.iter().fold(ModelTarget::new(), |model, stream| {
+        let (outcome, model) = receive(model, stream);
+        outcome.expect("an uninterrupted receive");
+        model
+    })
+}
+
+fn assert_same(got: &ModelTarget, want: &ModelTarget, label: &str) {
+    assert_eq!(got.subvols.keys().collect::<Vec<_>>(), want.subvols.keys().collect::<Vec<_>>(), "{label}");
+    for (name, subvol) in &want.subvols {
+        let other = &got.subvols[name];
+        assert!(other.by_path(true) == subvol.by_path(true), "{label}: trees differ");
+        assert_eq!(other.received, subvol.received, "{label}");
+    }
+    assert!(got.states.is_empty() && got.progress.is_empty(), "{label}: resume state left behind");
+}
+
+/// Boot id the engine writes into progress records.
+fn boot() -> String {
+    rawsend_receive::resume::boot_id().expect("this kernel has a boot id")
+}
+
+#[test]
+fn every_cut_of_every_chain_resumes_to_the_same_tree() {
+    let chains = chains();
+    assert!(chains.len() >= 10);
+    let mut resumed = 0;
+    for chain in chains.iter().filter(|chain| chain.variant() != "v1") {
+        let streams: Vec<Vec<u8>> = chain.streams.iter().map(|path| std::fs::read(path).unwrap()).collect();
+        let want = in_one_go(&streams);
+        for (index, stream) in streams.iter().enumerate() {
+            let before = in_one_go(&streams[..index]);
+            let Some(cuts) = commands(stream) else { continue };
+            let name = subvolume_name(&chain.streams[index]);
+            // Cut after the SUBVOL/SNAPSHOT and after later commands but END, at most
+            // CUTS places spread over the stream (each is received about four times).
+            let step = cuts.len().div_ceil(CUTS);
+            for applied in (1..cuts.len()).filter(|n| n % step == 1 % step) {
+                let label = format!("{} stream {index} cut after {applied} commands", chain.name);
+                let (outcome, partial) = receive(before.clone(), &stream[..cuts[applied - 1].end]);
+                let failure = outcome.expect_err("a cut stream fails");
+                let state =
+                    partial.states.get(&name).unwrap_or_else(|| panic!("{label}: no state: {failure}"));
+                assert_eq!(state.tail, Tail::Clean, "{label}");
+                let rest = streams[index + 1..].to_vec();
+                let all = [vec![stream.clone()], rest].concat();
+                assert_same(&in_one_go_from(partial.clone(), &all), &want, &format!("{label}, clean"));
+                for noted in killed_progress(&cuts, applied) {
+                    let crashed = as_after_a_kill(partial.clone(), &name, position(&cuts, noted));
+                    let label = format!("{label}, killed with progress at {noted}");
+                    assert_same(&in_one_go_from(crashed, &all), &want, &label);
+                }
+                resumed += 1;
+            }
+        }
+    }
+    assert!(resumed > 500, "only {resumed} cuts");
+}
+
+/// Where the progress record may be after a kill with `applied` commands done: before
+/// the last namespace command applied, or before the next one if it was about to start.
+fn killed_progress(cuts: &[Cut], applied: usize) -> Vec<usize> {
+    let last = (1..applied).rev().find(|&n| cuts[n].namespace).unwrap_or(1);
+    let mut noted = vec![last];
+    if cuts.get(applied).is_some_and(|cut| cut.namespace) {
+        noted.push(applied);
+    }
+    noted
+}
+
+/// The model as a kill would leave it: the saved state an older periodic checkpoint
+/// (the SUBVOL), the progress record at `noted`.
+fn as_after_a_kill(mut model: ModelTarget, name: &[u8], noted: Position) -> ModelTarget {
+    let state = model.states.get_mut(name).expect("saved state");
+    state.tail = Tail::Unknown;
+    state.position = Position { commands: 1, offset: 0, digest: Digest::EMPTY };
+    model.progress.insert(name.to_vec(), Progress { boot: boot(), position: noted });
+    model
+}
+
+fn in_one_go_from(model: ModelTarget, streams: &[Vec<u8>]) -> ModelTarget {
+    streams.iter().fold(model, |model, stream| {
+        let (outcome, model) = receive(model, stream);
+        outcome.unwrap_or_else(|failure| panic!("resuming: {failure}"));
+        model
+    })
+}
+
+/// The SUBVOL or SNAPSHOT name of a fixture stream.
+fn subvolume_name(stream: &PathBuf) -> Vec<u8> {
+    let bytes = std::fs::read(stream).unwrap();
+    let mut reader = StreamReader::new(&bytes[..]);
+    loop {
+        if let Some(Item::Command(record)) = reader.next().unwrap() {
+            return record.command.path().expect("SUBVOL or SNAPSHOT has a path").as_bytes().to_vec();
+        }
+    }
+}
+
+/// A partial subvolume of the first full fixture, cut after `applied` commands.
+fn partial_full(applied: usize) -> (Vec<u8>, ModelTarget, Vec<u8>) {
+    let chain = chains().into_iter().find(|chain| chain.variant() == "v2").expect("a v2 chain");
+    let stream = std::fs::read(&chain.streams[0]).unwrap();
+    let cuts = commands(&stream).expect("one stream");
+    let (_, partial) = receive(ModelTarget::new(), &stream[..cuts[applied - 1].end]);
+    (stream, partial, subvolume_name(&chain.streams[0]))
+}
+
+/// The error of a receive expected to be refused.
+fn refusal(model: ModelTarget, stream: &[u8]) -> (String, ModelTarget) {
+    let (outcome, model) = receive(model, stream);
+    let failure = outcome.expect_err("refused");
+    assert!(
+        failure.errors.iter().any(|err| matches!(err.kind, ErrorKind::ResumeRefused { .. })),
+        "{failure}"
+    );
+    (failure.to_string(), model)
+}
+
+#[test]
+fn a_changed_prefix_is_refused_and_the_partial_subvolume_left_alone() {
+    let (stream, partial, name) = partial_full(40);
+    let cuts = commands(&stream).expect("one stream");
+    // Other data in the prefix (the largest command's last byte, data): same identity,
+    // a valid CRC, a different digest.
+    let index = (1..40).max_by_key(|&i| cuts[i].raw.len()).unwrap();
+    let mut changed = stream.clone();
+    changed[cuts[index].end - 1] ^= 0xff;
+    let (message, after) = refusal(partial.clone(), &fix_crc(&changed, &cuts, index));
+    assert!(message.contains("first 40 commands differ"), "{message}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
+    assert_eq!(after.states, partial.states);
+    // The state still works with the right stream.
+    let (outcome, done) = receive(after, &stream);
+    outcome.expect("the right stream resumes");
+    assert!(done.subvols[&name].received.is_some());
+}
+
+/// `stream` with command `index`'s CRC recomputed, so that only its content differs.
+fn fix_crc(stream: &[u8], cuts: &[Cut], index: usize) -> Vec<u8> {
+    let start = cuts[index].end - cuts[index].raw.len();
+    let mut out = stream.to_vec();
+    let frame = &mut out[start..cuts[index].end];
+    let crc = rawsend_stream::command_crc(frame);
+    frame[6..10].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn another_streams_subvolume_of_that_name_is_refused() {
+    let (stream, partial, name) = partial_full(40);
+    let mut forged = partial.clone();
+    forged.states.get_mut(&name).unwrap().identity.ctransid += 1;
+    let (message, after) = refusal(forged.clone(), &stream);
+    assert!(message.contains("another stream"), "{message}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
+    assert_eq!(after.states, forged.states);
+}
+
+#[test]
+fn a_forged_state_cannot_make_it_skip_unverified_commands() {
+    let (stream, partial, name) = partial_full(40);
+    let cuts = commands(&stream).expect("one stream");
+    // Claims more commands than were applied, with a made-up digest.
+    let mut forged = partial.clone();
+    let state = forged.states.get_mut(&name).unwrap();
+    state.position = Position { commands: 300, offset: cuts[299].end as u64, digest: Digest(12345) };
+    let (message, after) = refusal(forged, &stream);
+    assert!(message.contains("first 300 commands differ"), "{message}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
+    // Past the end of the stream.
+    let mut forged = partial.clone();
+    forged.states.get_mut(&name).unwrap().position.commands = 1_000_000;
+    let (message, _) = refusal(forged, &stream);
+    assert!(message.contains("ends before"), "{message}");
+}
+
+#[test]
+fn after_a_restart_a_crash_past_the_checkpoint_is_refused() {
+    let (stream, partial, name) = partial_full(40);
+    let mut crashed = as_after_a_kill(partial, &name, position(&commands(&stream).unwrap(), 30));
+    crashed.progress.get_mut(&name).unwrap().boot = "00000000-0000-0000-0000-000000000000".into();
+    let (message, after) = refusal(crashed.clone(), &stream);
+    assert!(message.contains("cannot be known exactly"), "{message}");
+    assert_eq!(after.subvols, crashed.subvols);
+}
+
+#[test]
+fn without_resume_a_partial_subvolume_is_an_error_and_no_state_is_kept() {
+    let (stream, partial, name) = partial_full(40);
+    let opts = ReceiveOptions { resume: false, ..ReceiveOptions::default() };
+    let (outcome, after) = Receiver::new(partial.clone(), opts).receive_keeping(&stream[..]);
+    let failure = outcome.expect_err("the name is taken");
+    assert_eq!(after.subvols[&name], partial.subvols[&name], "{failure}");
+    let cuts = commands(&stream).expect("one stream");
+    let (_, fresh) = Receiver::new(ModelTarget::new(), opts).receive_keeping(&stream[..cuts[39].end]);
+    assert!(fresh.states.is_empty() && fresh.progress.is_empty());
+}
