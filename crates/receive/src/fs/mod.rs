@@ -246,7 +246,8 @@ impl FsTarget {
     }
 
     /// Makes the new subvolume (btrfs) or directory, or the btrfs snapshot of `parent`, and
-    /// opens it; for a dir target snapshot, also returns the parent to copy.
+    /// opens it; for a dir target snapshot, opens an empty directory aside for the copy of
+    /// its parent instead (see [`FsTarget::copy_parent`]) and also returns the parent.
     fn make_subvol(
         &self,
         start: &SubvolStart<'_>,
@@ -265,18 +266,30 @@ impl FsTarget {
             _ if start.name == RECORDS_DIR.as_bytes() => {
                 return Err(ErrorKind::Invalid("the name .rawsend-received is reserved with --target dir"));
             }
-            parent => {
-                let parent = match parent {
-                    Some(Origin::Dir(found)) => Some(found),
-                    _ => None,
-                };
+            Some(Origin::Dir(found)) => {
+                if rustix::fs::statat(dest, start.name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                    return Err(taken(ErrorKind::io("mkdir", Errno::EXIST)));
+                }
+                return Ok((copy_destination(dest, start.name)?, Some(found)));
+            }
+            None => {
                 rustix::fs::mkdirat(dest, start.name, Mode::from_raw_mode(0o700))
                     .map_err(|e| taken(ErrorKind::io("mkdir", e)))?;
                 received::clear(dest, start.name)?;
-                return Ok((tree::open_dir_beneath(dest, start.name)?, parent));
             }
         }
         Ok((tree::open_dir_beneath(dest, start.name)?, None))
+    }
+
+    /// Moves the complete copy of a dir target snapshot's parent to DEST/NAME, durably.
+    fn move_copy_into_place(&mut self, start: &SubvolStart<'_>) -> Result<()> {
+        sync_filesystem(self.tree()?.root())?;
+        let dest = self.dest.as_fd();
+        received::clear(dest, start.name)?;
+        let copying = received::create_store(dest, received::Store::Copying)?;
+        rustix::fs::renameat_with(&copying, start.name, dest, start.name, rustix::fs::RenameFlags::NOREPLACE)
+            .map_err(|e| self.if_name_taken(start, ErrorKind::io("move the copied parent into place", e)))?;
+        Ok(())
     }
 
     /// `err`, or if it says that SUBVOL/SNAPSHOT's name exists, what is there.
@@ -618,6 +631,18 @@ fn sync_filesystem(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::fs::syncfs(fd).map_err(|e| ErrorKind::io("syncfs (make the received data durable)", e))
 }
 
+/// A fresh, empty directory for the copy of snapshot `name`'s parent, beside the records
+/// (whatever an interrupted copy left there is removed first).
+fn copy_destination(dest: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
+    let copying = received::create_store(dest, received::Store::Copying)?;
+    match tree::remove_tree(copying.as_fd(), name) {
+        Err(e) if e.errno() != Some(Errno::NOENT.raw_os_error()) => return Err(e),
+        _ => {}
+    }
+    rustix::fs::mkdirat(&copying, name, Mode::from_raw_mode(0o700)).map_err(|e| ErrorKind::io("mkdir", e))?;
+    tree::open_dir_beneath(copying.as_fd(), name)
+}
+
 /// The command that discards the partial receive at `path`.
 fn abort_command(path: &str) -> String {
     format!("rawsend receive --abort {}", shell_quote(path))
@@ -714,9 +739,15 @@ impl Target for FsTarget {
             None => None,
         };
         let (root, parent) = self.make_subvol(start, parent)?;
-        // Current from here on, so that a failed copy is reported as left unfinished.
         self.current = Some(Current::new(start, root));
-        parent.map_or(Ok(()), |parent| self.copy_parent(parent))
+        let Some(parent) = parent else { return Ok(()) };
+        // The copy is made aside and moved into place once complete, so that an
+        // interrupted or failed copy leaves nothing at DEST/NAME to resume or remove.
+        let copied = self.copy_parent(parent).and_then(|()| self.move_copy_into_place(start));
+        if copied.is_err() {
+            self.current = None;
+        }
+        copied
     }
 
     fn finish_subvol(&mut self) -> Result<()> {

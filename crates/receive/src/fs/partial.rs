@@ -73,9 +73,13 @@ pub fn save_state(
     received::store(dest, Store::Resume, name, root, &content).map(drop)
 }
 
-/// Removes, durably, the state and progress of `name` (it completed or was discarded).
+/// Removes, durably, the state and progress of `name` (it completed or was discarded),
+/// and the directories that held them if no other partial receive uses them.
 pub fn forget(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
-    received::forget(dest, name, &[Store::Progress, Store::Resume])
+    let stores = [Store::Progress, Store::Resume];
+    received::forget(dest, name, &stores)?;
+    received::tidy(dest, &[Store::Progress, Store::Resume, Store::Copying]);
+    Ok(())
 }
 
 /// The progress file of the partial subvolume being received, open for rewriting.

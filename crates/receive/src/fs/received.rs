@@ -60,6 +60,8 @@ pub enum Store {
     Resume,
     /// Progress records of partial receives (see `super::partial`).
     Progress,
+    /// Snapshot parents being copied by the dir target, moved into place once complete.
+    Copying,
 }
 
 impl Store {
@@ -69,6 +71,7 @@ impl Store {
             Store::Absent => "absent",
             Store::Resume => "resume",
             Store::Progress => "progress",
+            Store::Copying => "copying",
         }
     }
 }
@@ -232,15 +235,7 @@ pub fn store(
     content: &[u8],
 ) -> Result<usize> {
     let io = |op| move |e: Errno| ErrorKind::io(op, e);
-    let mut dir = dest.try_clone_to_owned().map_err(|e| ErrorKind::io("open the destination", e))?;
-    for part in [RECORDS_DIR, store.dir()] {
-        match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
-            Ok(()) => sync_dir(dir.as_fd())?,
-            Err(Errno::EXIST) => {}
-            Err(e) => return Err(io("create the records directory")(e)),
-        }
-        dir = open_dir_beneath(dir.as_fd(), part.as_bytes())?;
-    }
+    let dir = create_store(dest, store)?;
     let ino = rustix::fs::fstat(root).map_err(io("stat"))?.st_ino;
     let about = format!("{ino}\n");
     let content = [about.as_bytes(), content].concat();
@@ -259,6 +254,31 @@ pub fn store(
     rustix::fs::renameat(&dir, &temporary[..], &dir, name).map_err(io("write a received record"))?;
     sync_dir(dir.as_fd())?;
     Ok(about.len())
+}
+
+/// The directory of `store`, created (durably) if needed.
+pub fn create_store(dest: BorrowedFd<'_>, store: Store) -> Result<OwnedFd> {
+    let mut dir = dest.try_clone_to_owned().map_err(|e| ErrorKind::io("open the destination", e))?;
+    for part in [RECORDS_DIR, store.dir()] {
+        match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+            Ok(()) => sync_dir(dir.as_fd())?,
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(ErrorKind::io("create the records directory", e)),
+        }
+        dir = open_dir_beneath(dir.as_fd(), part.as_bytes())?;
+    }
+    Ok(dir)
+}
+
+/// Removes the directories of `stores`, and `RECORDS_DIR`, where they are empty: a
+/// destination keeps no trace of state that is no longer needed.
+pub fn tidy(dest: BorrowedFd<'_>, stores: &[Store]) {
+    let Ok(records) = open_dir_beneath(dest, RECORDS_DIR.as_bytes()) else { return };
+    for store in stores {
+        // ENOTEMPTY (another partial receive's state) and ENOENT are fine.
+        let _ = rustix::fs::unlinkat(&records, store.dir(), AtFlags::REMOVEDIR);
+    }
+    let _ = rustix::fs::unlinkat(dest, RECORDS_DIR, AtFlags::REMOVEDIR);
 }
 
 /// Makes a directory's entries durable (after a create, rename or unlink in it).
