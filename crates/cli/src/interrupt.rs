@@ -1,9 +1,11 @@
 //! Stopping a receive cleanly on SIGINT, SIGTERM or SIGHUP.
 //!
 //! The first such signal only sets a flag: the engine stops at the next
-//! command boundary, leaves the open subvolume unmarked, and the CLI says
-//! which subvolume is incomplete and what to do, then exits with 128 + the
-//! signal's number, as a shell reports a process killed by it. A receive
+//! command boundary, leaves the open subvolume unmarked with its resume
+//! state saved (a clean stop: running the same receive again continues
+//! exactly there), and the CLI says which subvolume is incomplete, that the
+//! same command continues it and that `--abort` discards it, then exits with
+//! 128 + the signal's number, as a shell reports a process killed by it. A receive
 //! waiting for input on a pipe would not reach a boundary, so its input is
 //! read through [`Guarded`], which polls and gives up once the flag is set. A
 //! second signal kills at once (its default action), for a user who will not

@@ -79,6 +79,10 @@ pub struct ReceiveArgs {
     /// receive is an error instead of being continued.
     #[arg(long)]
     no_resume: bool,
+    /// Checkpoint the resume state after every MIB mebibytes of stream applied (and at
+    /// least every 30 seconds); each checkpoint syncs the destination filesystem.
+    #[arg(long, value_name = "MIB", default_value_t = Checkpoints::default().bytes >> 20, conflicts_with = "no_resume")]
+    checkpoint_every: u64,
     /// Discard the partial receive DEST/NAME and its resume state (the partial subvolume
     /// or directory too); refuses anything else.
     #[arg(long, value_name = "DEST/NAME", conflicts_with_all = ["dump", "dest", "file"])]
@@ -112,7 +116,10 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         force_decompress: args.force_decompress,
         verify_encoded: !args.no_verify_encoded,
         resume: !args.no_resume,
-        checkpoints: Checkpoints::default(),
+        checkpoints: Checkpoints {
+            bytes: args.checkpoint_every.saturating_mul(1 << 20),
+            ..Checkpoints::default()
+        },
     };
     let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
     let level = args.verbosity.level();

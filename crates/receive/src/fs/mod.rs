@@ -10,7 +10,9 @@
 //! has CAP_SYS_ADMIN (without it a btrfs receive cannot finish), the dir
 //! target otherwise. A SUBVOL or SNAPSHOT whose name exists in DEST is
 //! refused with what is there ([`Taken`]): received already, left over from
-//! an incomplete receive, or something else.
+//! an incomplete receive, or something else; unless the engine continues it
+//! as a partial receive with resume state, which this target keeps beside
+//! it in DEST (see `partial` and [`crate::resume`]).
 //!
 //! All path handling goes through [`tree::Tree`], which never follows a
 //! symlink and never leaves the subvolume.
@@ -643,6 +645,15 @@ fn copy_destination(dest: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
     tree::open_dir_beneath(copying.as_fd(), name)
 }
 
+/// Removes what a failed copy of snapshot `name`'s parent left aside (best effort: a
+/// leftover is removed by the next receive of that name anyway).
+fn discard_copy(dest: BorrowedFd<'_>, name: &[u8]) {
+    if let Ok(Some(copying)) = received::open_store(dest, received::Store::Copying) {
+        let _ = tree::remove_tree(copying.as_fd(), name);
+    }
+    received::tidy(dest, &[received::Store::Copying]);
+}
+
 /// The command that discards the partial receive at `path`.
 fn abort_command(path: &str) -> String {
     format!("rawsend receive --abort {}", shell_quote(path))
@@ -746,6 +757,7 @@ impl Target for FsTarget {
         let copied = self.copy_parent(parent).and_then(|()| self.move_copy_into_place(start));
         if copied.is_err() {
             self.current = None;
+            discard_copy(self.dest.as_fd(), start.name);
         }
         copied
     }
