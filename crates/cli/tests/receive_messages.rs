@@ -93,12 +93,14 @@ fn rerun_of_a_complete_receive(fstype: FsType, target: &str) {
     assert!(changes.is_empty(), "the refused receive changed the destination: {changes:?}");
 }
 
-/// A receive that failed halfway, then run again: the message says the subvolume is left
-/// over and gives the command that removes it; after that command the receive succeeds.
+/// A receive with `--no-resume` (which keeps no resume state, as btrfs-progs) that failed
+/// halfway, then run again: the message says the subvolume is left over and gives the
+/// command that removes it; after that command the receive succeeds.
 fn rerun_over_an_incomplete_receive(fstype: FsType, target: &str, remove: &str) {
     let (_fs, dest, scratch) = destination(fstype);
-    let failed = refused(&["--target", target], &truncated_stream(&scratch), &dest);
+    let failed = refused(&["--target", target, "--no-resume"], &truncated_stream(&scratch), &dest);
     assert!(failed.contains("truncated"), "{failed}");
+    assert!(!dest.join(".rawsend-received/resume").exists(), "--no-resume kept resume state");
     let message = refused(&["--target", target], &stream(), &dest);
     let path = dest.join("basic-full");
     let command = format!("{remove} {}", path.display());

@@ -312,14 +312,25 @@ fn the_observer_hears_each_command_before_it_applies_and_each_completion_before_
         log.borrow_mut().push(match event {
             Event::Command(command) => command.kind().name().to_owned(),
             Event::Finishing { uuid, ctransid } => format!("finishing {uuid} {ctransid}"),
+            Event::Checkpoint { position, .. } => format!("checkpoint {}", position.commands),
+            Event::Resuming { position, .. } => format!("resuming {}", position.commands),
         });
     };
     let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
     let failure = Receiver::new(ModelTarget::new(), opts).observe(observe).receive(&bytes[..]).unwrap_err();
     assert_eq!(failure.errors.len(), 1);
-    // The failed subvolume b is not finished, so it is not reported as finishing.
+    // The failed subvolume b is not finished, so it is not reported as finishing; each
+    // subvolume's resume state is first saved once its SUBVOL applied.
     assert_eq!(
         *heard.borrow(),
-        ["subvol", "mkfile", "finishing 01010101-0101-0101-0101-010101010101 5", "subvol", "rmdir"]
+        [
+            "subvol",
+            "checkpoint 1",
+            "mkfile",
+            "finishing 01010101-0101-0101-0101-010101010101 5",
+            "subvol",
+            "checkpoint 1",
+            "rmdir"
+        ]
     );
 }
