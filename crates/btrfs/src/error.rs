@@ -32,6 +32,8 @@ pub enum Op {
     SubvolCreate,
     /// `BTRFS_IOC_SNAP_DESTROY`.
     SnapDestroy,
+    /// `mmap(2)` of a file, shared.
+    Mmap,
     /// `BTRFS_IOC_SNAP_CREATE_V2`.
     SnapCreate,
     /// `BTRFS_IOC_SUBVOL_GETFLAGS`.
@@ -75,6 +77,7 @@ impl Op {
             Op::Send => "BTRFS_IOC_SEND",
             Op::SubvolCreate => "BTRFS_IOC_SUBVOL_CREATE",
             Op::SnapDestroy => "BTRFS_IOC_SNAP_DESTROY",
+            Op::Mmap => "mmap",
             Op::SnapCreate => "BTRFS_IOC_SNAP_CREATE_V2",
             Op::SubvolGetFlags => "BTRFS_IOC_SUBVOL_GETFLAGS",
             Op::SubvolSetFlags => "BTRFS_IOC_SUBVOL_SETFLAGS",

@@ -26,6 +26,7 @@ mod ioctl;
 mod raw;
 mod search;
 mod send;
+mod shared;
 mod signal;
 mod subvol;
 mod uuid;
@@ -40,6 +41,7 @@ pub use error::{EncodedWriteError, Error, Op, Result};
 pub use rustix::io::Errno;
 pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_received_uuid, subvolume_path};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
+pub use shared::SharedMap;
 pub use signal::default_sigpipe;
 pub use subvol::{
     SubvolumeInfo, create_subvolume, delete_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id,

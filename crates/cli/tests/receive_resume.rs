@@ -431,3 +431,40 @@ fn abort_removes_a_partial_directory_without_following_symlinks() {
     assert!(!fs_guard.path().join("s1").exists());
     assert_eq!(fs::read(outside.join("keep")).unwrap(), b"keep");
 }
+
+#[test]
+fn enospc_then_space_freed_resumes_on_ext4() {
+    require_root();
+    let source = make_source();
+    let fs_guard = LoopFs::builder(FsType::Ext4, 256 * MIB).mount_options("noatime").build();
+    let since = now_ns();
+    let reference = fs_guard.path().join("reference");
+    fs::create_dir(&reference).unwrap();
+    assert_success(&receive_file(&source.full, &reference), "uninterrupted receive");
+    let want = TreeSnapshot::capture(reference.join("s1"));
+    let used = du(&reference);
+    fs::remove_dir_all(&reference).unwrap();
+    // Leave room for about half of what the receive writes.
+    let filler = fs_guard.path().join("filler");
+    let free = rustix::fs::statvfs(fs_guard.path()).unwrap();
+    let available = free.f_bavail * free.f_frsize;
+    fs::File::create(&filler).unwrap().set_len(0).unwrap();
+    run(Command::new("fallocate").arg("-l").arg((available - used / 2).to_string()).arg(&filler));
+    let dest = fs_guard.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let full = receive_file(&source.full, &dest);
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success() && stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("run the same receive again"), "{stderr}");
+    assert_partial(&dest.join("s1"), FsType::Ext4, "after ENOSPC");
+    fs::remove_file(&filler).unwrap();
+    assert_success(&receive_file(&source.full, &dest), "resuming after space was freed");
+    assert_received_like(&dest.join("s1"), &want, FsType::Ext4, since, "ENOSPC then space freed");
+}
+
+/// Bytes used by the files under `dir` (`du -sb`).
+fn du(dir: &Path) -> u64 {
+    let output = run(Command::new("du").arg("-sb").arg(dir));
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}

@@ -52,6 +52,9 @@ const STATE_MAGIC: &str = "rawsend-resume 1";
 const PROGRESS_MAGIC: &str = "rawsend-progress-1";
 /// Length of a progress record: fixed, so that rewriting it in place leaves no stale tail.
 pub const PROGRESS_LEN: usize = 128;
+/// Progress records kept, written in turn: a kill may tear the one being written, never
+/// the other (see [`latest_progress`]).
+pub const PROGRESS_SLOTS: usize = 2;
 /// Longest saved state accepted (a forged file may be anything).
 pub const STATE_MAX: usize = 1024;
 /// Bytes of a command header the digest covers: length, type, CRC32C.
@@ -83,9 +86,13 @@ impl Digest {
 
     /// The digest after one more command, given its raw bytes (header first).
     pub fn add(self, raw: &[u8]) -> Digest {
-        let header = &raw[..raw.len().min(HEADER_LEN)];
+        self.hash(&raw[..raw.len().min(HEADER_LEN)])
+    }
+
+    /// FNV-1a of `bytes`, continuing from this digest.
+    fn hash(self, bytes: &[u8]) -> Digest {
         Digest(
-            header.iter().fold(self.0, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)),
+            bytes.iter().fold(self.0, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)),
         )
     }
 }
@@ -227,10 +234,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// The fixed-length record written.
+    /// The fixed-length record written, ending with a check of the rest.
     pub fn to_record(&self) -> [u8; PROGRESS_LEN] {
         let Position { commands, offset, digest } = self.position;
         let text = format!("{PROGRESS_MAGIC} {} {commands} {offset} {:016x}", self.boot, digest.0);
+        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
         let mut record = [b' '; PROGRESS_LEN];
         let len = text.len().min(PROGRESS_LEN - 1);
         record[..len].copy_from_slice(&text.as_bytes()[..len]);
@@ -244,6 +252,10 @@ impl Progress {
             return None;
         }
         let text = std::str::from_utf8(&record[..PROGRESS_LEN - 1]).ok()?.trim_end_matches(' ');
+        let (text, check) = text.rsplit_once(' ')?;
+        if check != format!("{:016x}", Digest::EMPTY.hash(text.as_bytes()).0) {
+            return None;
+        }
         let mut words = text.split(' ');
         if words.next()? != PROGRESS_MAGIC {
             return None;
@@ -258,6 +270,14 @@ impl Progress {
         }
         Some(Progress { boot, position: Position { commands, offset, digest } })
     }
+}
+
+/// The latest intact record among [`PROGRESS_SLOTS`] records written in turn.
+pub fn latest_progress(records: &[u8]) -> Option<Progress> {
+    if records.len() != PROGRESS_LEN * PROGRESS_SLOTS {
+        return None;
+    }
+    records.chunks(PROGRESS_LEN).filter_map(Progress::parse).max_by_key(|progress| progress.position.commands)
 }
 
 /// What a target saved about a partial subvolume.
@@ -478,12 +498,26 @@ mod tests {
     fn progress_records_parse_back_and_refuse_damage() {
         let progress = Progress { boot: BOOT.to_owned(), position: state(Tail::Clean).position };
         let record = progress.to_record();
-        assert_eq!(Progress::parse(&record), Some(progress));
+        assert_eq!(Progress::parse(&record), Some(progress.clone()));
         assert_eq!(Progress::parse(&record[..PROGRESS_LEN - 1]), None);
         let mut torn = record;
         torn[40] = b'x';
         assert_eq!(Progress::parse(&torn), None);
         assert_eq!(Progress::parse(&[b' '; PROGRESS_LEN]), None);
+        // A digit changed (a record torn between two writes) fails the check.
+        let later =
+            Progress { position: Position { commands: 1001, ..progress.position }, ..progress.clone() };
+        let (old, new) = (record, later.to_record());
+        let differ = (0..PROGRESS_LEN).find(|&i| old[i] != new[i]).expect("records differ");
+        let mut mixed = old;
+        mixed[differ] = new[differ];
+        assert_eq!(Progress::parse(&mixed), None);
+        // Of two slots the later intact one wins; a torn slot leaves the other.
+        assert_eq!(latest_progress(&[new, old].concat()), Some(later.clone()));
+        assert_eq!(latest_progress(&[old, new].concat()), Some(later));
+        assert_eq!(latest_progress(&[old, mixed].concat()), Some(progress));
+        assert_eq!(latest_progress(&[mixed, mixed].concat()), None);
+        assert_eq!(latest_progress(&old), None, "one slot is not a progress file");
     }
 
     #[test]

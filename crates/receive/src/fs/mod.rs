@@ -331,8 +331,8 @@ impl FsTarget {
         match received {
             Some(uuid) => (uuid == start.uuid).then_some(Taken::Received(uuid)),
             None => {
-                let saved =
-                    partial::load_state(self.dest.as_fd(), self.kind, start.name, dir).ok()?.is_some();
+                let state = partial::load_state(self.dest.as_fd(), self.kind, start.name, dir);
+                let saved = state.ok().flatten().is_some();
                 Some(Taken::Incomplete {
                     remove: format!("{remove} {}", shell_quote(path)),
                     abort: saved.then(|| abort_command(path)),
@@ -815,9 +815,10 @@ impl Target for FsTarget {
         let record = progress.map_or([b' '; crate::resume::PROGRESS_LEN], Progress::to_record);
         let FsTarget { dest, kind, current, .. } = self;
         let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
-        match &current.progress {
-            Some(file) => file.write(&record),
-            None => {
+        match (&mut current.progress, progress) {
+            (Some(file), Some(_)) => file.write(&record),
+            (Some(file), None) => file.erase(),
+            (None, _) => {
                 let root = current.tree.root();
                 current.progress =
                     Some(ProgressFile::create(dest.as_fd(), *kind, &current.name, root, &record)?);

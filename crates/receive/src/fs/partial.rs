@@ -10,7 +10,7 @@
 //! same inode number, a second line names the subvolume's own UUID. A file
 //! left by a deleted partial receive never vouches for a new one of that name.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
 use rawsend_btrfs as btrfs;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -18,7 +18,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use super::Kind;
 use super::received::{self, Store};
 use crate::error::{ErrorKind, Result};
-use crate::resume::{PROGRESS_LEN, Progress, ResumeState};
+use crate::resume::{PROGRESS_LEN, PROGRESS_SLOTS, Progress, ResumeState, latest_progress};
 
 /// The line binding a file to partial subvolume `root` beyond its inode number.
 fn binding(kind: Kind, root: BorrowedFd<'_>) -> Result<String> {
@@ -58,7 +58,7 @@ pub fn load_progress(
     name: &[u8],
     root: BorrowedFd<'_>,
 ) -> Result<Option<Progress>> {
-    Ok(load(dest, kind, Store::Progress, name, root)?.and_then(|record| Progress::parse(&record)))
+    Ok(load(dest, kind, Store::Progress, name, root)?.and_then(|records| latest_progress(&records)))
 }
 
 /// Saves `state` for partial `root` (named `name`) atomically and durably.
@@ -82,15 +82,18 @@ pub fn forget(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The progress file of the partial subvolume being received, open for rewriting.
+/// The progress file of the partial subvolume being received, mapped for rewriting: a
+/// record costs a memory copy, not a system call (see `rawsend_btrfs::SharedMap`).
 pub struct ProgressFile {
-    file: OwnedFd,
-    /// Where the record starts, after the lines binding the file to its subvolume.
-    at: u64,
+    map: btrfs::SharedMap,
+    /// Where the first slot starts, after the lines binding the file to its subvolume.
+    at: usize,
+    /// The slot the next record goes to.
+    next: usize,
 }
 
 impl ProgressFile {
-    /// Creates the progress file of partial `root` (named `name`) holding `record`.
+    /// Creates the progress file of partial `root` (named `name`), every slot holding `record`.
     pub fn create(
         dest: BorrowedFd<'_>,
         kind: Kind,
@@ -99,22 +102,31 @@ impl ProgressFile {
         record: &[u8; PROGRESS_LEN],
     ) -> Result<ProgressFile> {
         let binding = binding(kind, root)?;
-        let content = [binding.as_bytes(), record].concat();
+        let content = [binding.as_bytes(), &record.repeat(PROGRESS_SLOTS)].concat();
         let about = received::store(dest, Store::Progress, name, root, &content)?;
         let dir = received::open_store(dest, Store::Progress)?
             .ok_or(ErrorKind::Invalid("the progress directory vanished"))?;
-        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let file = rustix::fs::openat(&dir, name, flags, Mode::empty())
             .map_err(|e| ErrorKind::io("open the progress record", e))?;
         let stat = rustix::fs::fstat(&file).map_err(|e| ErrorKind::io("stat", e))?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             return Err(ErrorKind::Invalid("the progress record is not a regular file"));
         }
-        Ok(ProgressFile { file, at: (about + binding.len()) as u64 })
+        let at = about + binding.len();
+        let map = btrfs::SharedMap::new(&file, at + PROGRESS_LEN * PROGRESS_SLOTS)?;
+        Ok(ProgressFile { map, at, next: 0 })
     }
 
-    /// Rewrites the record in place (into the page cache: not synced, by design).
-    pub fn write(&self, record: &[u8; PROGRESS_LEN]) -> Result<()> {
-        super::pwrite_all(self.file.as_fd(), record, self.at)
+    /// Writes `record` into the next slot (into the page cache: not synced, by design).
+    pub fn write(&mut self, record: &[u8; PROGRESS_LEN]) -> Result<()> {
+        let written = self.map.write(self.at + self.next * PROGRESS_LEN, record);
+        self.next = (self.next + 1) % PROGRESS_SLOTS;
+        if written { Ok(()) } else { Err(ErrorKind::Invalid("progress record outside its file")) }
+    }
+
+    /// Blanks every slot: no record to resume from.
+    pub fn erase(&mut self) -> Result<()> {
+        (0..PROGRESS_SLOTS).try_for_each(|_| self.write(&[b' '; PROGRESS_LEN]))
     }
 }
