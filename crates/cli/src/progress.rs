@@ -87,7 +87,7 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
 fn resume_message(event: Event<'_>) -> Option<String> {
     Some(match event {
         Event::Checkpoint { position, tail } => format!(
-            "rawsend: checkpoint: {} commands, {} bytes of this subvolume's stream applied and durable ({tail:?})",
+            "rawsend: checkpoint after command {}, byte {} of this subvolume's stream ({tail:?}): resume state saved once synced",
             position.commands, position.offset
         ),
         Event::Resuming { position, replay } => format!(

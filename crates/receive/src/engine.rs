@@ -31,7 +31,7 @@ use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
 use rustix::io::Errno;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Refusal, Result};
 use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
@@ -138,7 +138,8 @@ pub enum Event<'a> {
         /// The ctransid recorded as send transid.
         ctransid: u64,
     },
-    /// The open subvolume's resume state was saved, durably, at `position`.
+    /// The open subvolume's resume state is saved at `position`, once what was applied
+    /// is durable (the target may finish a periodic checkpoint in the background).
     Checkpoint {
         /// How far it is applied.
         position: Position,
@@ -511,11 +512,8 @@ impl<T: Target> Receiver<T> {
         let began = match saved {
             Some(saved) => {
                 let plan = saved.plan(&identity, self.boot.as_deref()).map_err(|reason| {
-                    ErrorKind::ResumeRefused {
-                        place: saved.place.clone(),
-                        reason,
-                        abort: saved.abort.clone(),
-                    }
+                    let (place, abort) = (saved.place.clone(), saved.abort.clone());
+                    ErrorKind::ResumeRefused(Box::new(Refusal { place, reason, abort }))
                 })?;
                 tracker.resume(saved, plan);
                 self.target.resume_subvol(&start)
@@ -744,7 +742,7 @@ fn refused(tracker: &Tracker, reason: String) -> ErrorKind {
         Some((_, saved)) => (saved.place.clone(), saved.abort.clone()),
         None => (String::new(), String::new()),
     };
-    ErrorKind::ResumeRefused { place, reason, abort }
+    ErrorKind::ResumeRefused(Box::new(Refusal { place, reason, abort }))
 }
 
 /// Where a command is, for errors: index, offset, command and path.

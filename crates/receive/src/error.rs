@@ -72,15 +72,8 @@ pub enum ErrorKind {
     Interrupted,
     /// A partial subvolume with resume state that this stream cannot continue; it was
     /// left as it was.
-    #[error("cannot resume {place}: {reason}; it was left as it was (to discard it: `{abort}`)")]
-    ResumeRefused {
-        /// DEST/NAME.
-        place: String,
-        /// Why.
-        reason: String,
-        /// The command that discards it.
-        abort: String,
-    },
+    #[error(transparent)]
+    ResumeRefused(Box<Refusal>),
     /// `--abort` on something that is not a partial receive with resume state.
     #[error("{place} is not a partial receive with resume state ({reason}); nothing was removed")]
     NotPartial {
@@ -89,6 +82,18 @@ pub enum ErrorKind {
         /// What it is.
         reason: &'static str,
     },
+}
+
+/// Why a partial subvolume's resume state cannot continue with this stream.
+#[derive(Debug, Error)]
+#[error("cannot resume {place}: {reason}; it was left as it was (to discard it: `{abort}`)")]
+pub struct Refusal {
+    /// DEST/NAME.
+    pub place: String,
+    /// Why.
+    pub reason: String,
+    /// The command that discards it.
+    pub abort: String,
 }
 
 /// What holds the name a SUBVOL or SNAPSHOT wants.
@@ -103,7 +108,7 @@ pub enum Taken {
         remove: String,
         /// The shell command that discards it and its resume state, when it has one
         /// (a receive with `--no-resume` found it).
-        abort: Option<String>,
+        abort: Option<Box<str>>,
     },
     /// Anything else.
     Foreign,

@@ -23,7 +23,7 @@ mod target;
 mod verify;
 
 pub use engine::{Event, Failure, ReceiveOptions, Receiver, Summary};
-pub use error::{Error, ErrorKind, Result, Taken};
+pub use error::{Error, ErrorKind, Refusal, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
 pub use target::{

@@ -85,7 +85,7 @@ impl Digest {
     pub const EMPTY: Digest = Digest(0xcbf2_9ce4_8422_2325);
 
     /// The digest after one more command, given its raw bytes (header first).
-    pub fn add(self, raw: &[u8]) -> Digest {
+    pub fn chain(self, raw: &[u8]) -> Digest {
         self.hash(&raw[..raw.len().min(HEADER_LEN)])
     }
 
@@ -119,7 +119,7 @@ impl Position {
         Position {
             commands: self.commands + 1,
             offset: self.offset + raw.len() as u64,
-            digest: self.digest.add(raw),
+            digest: self.digest.chain(raw),
         }
     }
 }
@@ -554,9 +554,9 @@ mod tests {
     #[test]
     fn digests_follow_headers_in_order() {
         let (a, b) = ([1u8; 12], [2u8; 12]);
-        let ab = Digest::EMPTY.add(&a).add(&b);
-        assert_ne!(ab, Digest::EMPTY.add(&b).add(&a));
-        assert_eq!(ab, Digest::EMPTY.add(&a[..10]).add(&b[..10]), "only the header counts");
+        let ab = Digest::EMPTY.chain(&a).chain(&b);
+        assert_ne!(ab, Digest::EMPTY.chain(&b).chain(&a));
+        assert_eq!(ab, Digest::EMPTY.chain(&a[..10]).chain(&b[..10]), "only the header counts");
         let position = Position::start(17).after(&a).after(&b);
         assert_eq!((position.commands, position.offset, position.digest), (2, 41, ab));
     }

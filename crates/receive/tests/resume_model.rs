@@ -172,10 +172,7 @@ fn partial_full(applied: usize) -> (Vec<u8>, ModelTarget, Vec<u8>) {
 fn refusal(model: ModelTarget, stream: &[u8]) -> (String, ModelTarget) {
     let (outcome, model) = receive(model, stream);
     let failure = outcome.expect_err("refused");
-    assert!(
-        failure.errors.iter().any(|err| matches!(err.kind, ErrorKind::ResumeRefused { .. })),
-        "{failure}"
-    );
+    assert!(failure.errors.iter().any(|err| matches!(err.kind, ErrorKind::ResumeRefused(_))), "{failure}");
     (failure.to_string(), model)
 }
 
