@@ -99,6 +99,8 @@ struct Current {
     progress: Option<ProgressFile>,
     /// A periodic checkpoint syncing and saving on its own thread.
     checkpointing: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Whether a checkpoint was made (the first is made at once: see [`FsTarget::checkpoint`]).
+    checkpointed_once: bool,
 }
 
 impl Current {
@@ -113,6 +115,7 @@ impl Current {
             unowned: Unowned::default(),
             progress: None,
             checkpointing: None,
+            checkpointed_once: false,
         }
     }
 
@@ -824,7 +827,9 @@ impl Target for FsTarget {
     /// A periodic checkpoint ([`Tail::Unknown`]) syncs and saves on a thread of its own,
     /// so that the receive goes on while the filesystem writes back (a `syncfs` in line
     /// stalled it for a tenth of its time); it is waited for before the next checkpoint and
-    /// before the subvolume is marked or left. A checkpoint at a stop is done at once.
+    /// before the subvolume is marked or left. A checkpoint at a stop is done at once, and
+    /// so is the first (made before any data is written: a `syncfs` racing the first
+    /// writes would split their extents, which compress worse).
     fn checkpoint(&mut self, state: &ResumeState) -> Result<()> {
         let FsTarget { dest, kind, current, .. } = self;
         let current = current.as_mut().ok_or(ErrorKind::NoSubvolume)?;
@@ -837,7 +842,8 @@ impl Target for FsTarget {
             sync_filesystem(root.as_fd())?;
             partial::save_state(dest.as_fd(), kind, &name, root.as_fd(), &state)
         };
-        if state.tail != Tail::Unknown {
+        if state.tail != Tail::Unknown || !current.checkpointed_once {
+            current.checkpointed_once = true;
             return save();
         }
         let thread = std::thread::Builder::new().name("rawsend-checkpoint".into()).spawn(save).map_err(io)?;
