@@ -50,7 +50,7 @@ mod reader;
 mod value;
 mod writer;
 
-pub use command::{Command, InvalidPath};
+pub use command::{Command, EncodedWrite, InvalidPath};
 pub use crc::{command_crc, raw_crc};
 pub use error::{EncodeError, Error, ErrorKind, Location};
 pub use frame::{CMD_HEADER_LEN, CommandHeader, Frame};
