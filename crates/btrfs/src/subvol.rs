@@ -9,10 +9,10 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use rustix::fd::{AsFd, AsRawFd};
 
+use crate::Uuid;
 use crate::error::{Error, Op, Result, failed};
 use crate::ioctl::call;
 use crate::raw;
-use crate::uuid::Uuid;
 
 /// Copies `name` into a NUL-terminated kernel name field, refusing names
 /// the kernel would reject or misread (empty, `.`, `..`, `/`, NUL, too long).

@@ -19,7 +19,8 @@ use crate::error::{EncodeError, ErrorKind};
 use crate::frame::{CMD_HEADER_LEN, CRC_RANGE, Frame};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
-use crate::value::{Rdev, Timespec, Uuid};
+use crate::uuid::Uuid;
+use crate::value::{Rdev, Timespec};
 
 /// ENCODED_WRITE's fields (v2): compressed data to write as it is.
 ///

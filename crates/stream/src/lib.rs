@@ -47,6 +47,7 @@ mod header;
 mod kind;
 mod path;
 mod reader;
+mod uuid;
 mod value;
 mod writer;
 
@@ -58,5 +59,6 @@ pub use header::{MAGIC, MAX_VERSION, STREAM_HEADER_LEN, StreamHeader};
 pub use kind::{ATTR_MAX, Attr, CommandKind};
 pub use path::{NAME_MAX, PATH_MAX, PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
 pub use reader::{DEFAULT_FRAME_CAP, Item, ReaderOptions, Record, StreamReader, V1_FRAME_CAP};
-pub use value::{Rdev, Timespec, Uuid};
+pub use uuid::{ParseUuidError, Uuid};
+pub use value::{Rdev, Timespec};
 pub use writer::{StreamWriter, WriteError};
