@@ -284,7 +284,7 @@ impl FsTarget {
                 if !btrfs::is_subvolume_root(dir).ok()? {
                     return None;
                 }
-                let info = btrfs::subvolume_info(dir).ok()?;
+                let info = btrfs::subvolume_info(dir).ok()?.root;
                 let received = info.received_uuid;
                 if received.is_none() && info.read_only {
                     return None;
