@@ -189,9 +189,14 @@ report() {
 		expected[$t]=$status
 		why[$t]=$reason
 	done <"$EXPECTED"
-	local passed=0 nfailed=0 nnotrun=0 unexpected=()
+	local passed=0 nfailed=0 nnotrun=0 unexpected=() interrupted=
+	# check lists the test it was interrupted in as run, and not as failed.
+	((${#ran[@]})) && grep -q "^Interrupted!" "$log" && interrupted=${ran[-1]}
 	for t in "${ran[@]}"; do
-		if in_list "$t" "${failed[@]}"; then
+		if [[ $t == "$interrupted" ]]; then
+			status=fail reason=interrupted
+			nfailed=$((nfailed + 1))
+		elif in_list "$t" "${failed[@]}"; then
 			status=fail reason=$(fail_reason "$results" "$t")
 			nfailed=$((nfailed + 1))
 		elif in_list "$t" "${notrun[@]}"; then
@@ -234,7 +239,7 @@ fail_reason() {
 	# The test's first line and check's own messages after it, not the indented diff.
 	said=$(awk -v t="$t" '$1 == t {on = 1; print; next} on && /^([a-z]+\/[0-9]+ |Ran:)/ {exit} on && /^[^ \t]/' \
 		"$results/check.out" |
-		tr -s ' \t\n' ' ' | sed -E "s|^$t ([0-9]+s \.\.\. )*||; s/ \(see [^)]*\)//g; s/ *$//")
+		tr -s ' \t\n' ' ' | sed -E "s|^$t ([0-9]+s \.\.\. )*||; s/ \(see [^)]*\)//g; s/^- //; s/\]- /] /; s/ *$//")
 	if [[ -f $results/$t.out.bad ]]; then
 		diffline=$(diff "$BUILD/tests/$t.out" "$results/$t.out.bad" | grep -m 1 '^[<>]' || true)
 	fi
