@@ -84,7 +84,7 @@ main() {
 	(cd "$BUILD" && PATH="$bindir:$PATH" HOST_OPTIONS="$WORK/local.config" ./check "${tests[@]}") 2>&1 |
 		tee "$results/check.out" | sed -u 's/^/  | /' || true
 	echo "==> ran in $((SECONDS - start)) s; results in $results"
-	report "$results"
+	report "$results" "$mode"
 }
 
 install_packages() {
@@ -176,16 +176,17 @@ cleanup() {
 }
 
 # Reads check's log, prints one line per test and the summary, compares with
-# the expectations file.
+# the expectations file's lines for MODE.
 report() {
-	local results=$1 log ran=() notrun=() failed=() t status reason
+	local results=$1 mode=$2 log ran=() notrun=() failed=() t status which reason
 	log=$results/check.log
 	read -ra ran <<<"$(sed -n 's/^Ran: //p' "$log" | tail -n 1)"
 	read -ra notrun <<<"$(sed -n 's/^Not run: //p' "$log" | tail -n 1)"
 	read -ra failed <<<"$(sed -n 's/^Failures: //p' "$log" | tail -n 1)"
 	local -A expected=() why=()
-	while read -r t status reason; do
+	while read -r t status which reason; do
 		[[ -z $t || $t == \#* ]] && continue
+		[[ $which == all || $which == "$mode" ]] || continue
 		expected[$t]=$status
 		why[$t]=$reason
 	done <"$EXPECTED"
