@@ -29,9 +29,9 @@ SHARED=${RAWSEND_SHARED:-$(dirname "$repo")/shared}
 TARBALL=$SHARED/third-party/fstests-63a29724.tar.gz
 BUILD=${RAWSEND_FSTESTS_DIR:-/var/tmp/rawsend-fstests}
 EXPECTED=$repo/scripts/fstests-expected.txt
-# Build dependencies of fstests and the tools the send group calls
-# (getfattr/setfattr, setfacl, fsverity; setcap, xfs_io, mkfs.btrfs are
-# checked by scripts/test.sh or are in the base image).
+# Build dependencies of fstests (autotools, headers of libuuid, libxfs,
+# libattr, libacl) and the tools the send group calls: xfs_io, getfattr and
+# setfattr, setfacl, setcap, fsverity, killall, bc, gawk, btrfs and mkfs.btrfs.
 PACKAGES=(make gcc autoconf automake libtool libtool-bin pkg-config uuid-dev uuid-runtime
 	xfslibs-dev xfsprogs libattr1-dev libacl1-dev attr acl gawk bc psmisc libcap2-bin
 	fsverity btrfs-progs)
