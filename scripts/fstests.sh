@@ -68,6 +68,7 @@ main() {
 	create_users
 
 	WORK=$(mktemp -d /var/tmp/rawsend-fstests-run.XXXXXX)
+	chmod 755 "$WORK"
 	LOOPS=()
 	trap cleanup EXIT
 	trap 'exit 130' INT TERM
@@ -124,12 +125,14 @@ create_users() {
 	done
 }
 
-# Builds rawsend and makes DIR/btrfs a symlink to it.
+# Builds rawsend, copies it into DIR and makes DIR/btrfs a symlink to it. The
+# copy is for the tests that run btrfs as another user (btrfs/339), who may
+# not reach the target directory.
 link_rawsend() {
 	local dir=$1
 	(cd "$repo" && cargo build --release -p rawsend)
-	mkdir -p "$dir"
-	ln -s "$(realpath "${CARGO_TARGET_DIR:-$repo/target}/release/rawsend")" "$dir/btrfs"
+	install -D -m 755 "${CARGO_TARGET_DIR:-$repo/target}/release/rawsend" "$dir/rawsend"
+	ln -s rawsend "$dir/btrfs"
 }
 
 make_devices() {
