@@ -76,8 +76,9 @@ main() {
 	[[ $mode == rawsend ]] && link_rawsend "$bindir"
 	make_devices
 	local results
-	results=/var/tmp/rawsend-fstests-results/$mode-$(date -u +%Y%m%dT%H%M%SZ)
-	mkdir -p "$results"
+	mkdir -p /var/tmp/rawsend-fstests-results
+	results=$(mktemp -d "/var/tmp/rawsend-fstests-results/$mode-$(date -u +%Y%m%dT%H%M%SZ).XXXX")
+	chmod 755 "$results"
 	write_config "$results"
 
 	echo "==> ./check ${tests[*]} with $(PATH="$bindir:$PATH" type -P btrfs) ($mode)"
