@@ -83,8 +83,14 @@ main() {
 
 	echo "==> ./check ${tests[*]} with $(PATH="$bindir:$PATH" type -P btrfs) ($mode)"
 	local start=$SECONDS
-	(cd "$BUILD" && PATH="$bindir:$PATH" HOST_OPTIONS="$WORK/local.config" ./check "${tests[@]}") 2>&1 |
-		tee "$results/check.out" | sed -u 's/^/  | /' || true
+	# check runs in a process group of its own, which cleanup stops on a signal;
+	# in the background, so that this shell takes the signal while it waits.
+	# shellcheck disable=SC2016 # $$ and $@ are the inner shell's
+	(cd "$BUILD" && PATH="$bindir:$PATH" HOST_OPTIONS="$WORK/local.config" \
+		setsid bash -c 'echo $$ >"$0"; exec ./check "$@"' "$WORK/check.pid" "${tests[@]}") 2>&1 |
+		tee "$results/check.out" | sed -u 's/^/  | /' &
+	wait $! || true
+	rm "$WORK/check.pid"
 	echo "==> ran in $((SECONDS - start)) s; results in $results"
 	report "$results" "$mode"
 }
@@ -164,6 +170,7 @@ cleanup() {
 	local dev target
 	set +e
 	[[ -n ${WORK:-} ]] || return 0
+	stop_check
 	for dev in "${LOOPS[@]}"; do
 		while target=$(findmnt -rn -S "$dev" -o TARGET | head -n 1) && [[ -n $target ]]; do
 			umount "$target" || umount -l "$target"
@@ -177,6 +184,21 @@ cleanup() {
 		losetup -d "$dev"
 	done
 	rm -rf "$WORK"
+}
+
+# Stops check and its tests (its process group) if it still runs: TERM, then
+# KILL after 30 s.
+stop_check() {
+	local pid i
+	pid=$(cat "$WORK/check.pid" 2>/dev/null) || return 0
+	kill -TERM -- "-$pid" 2>/dev/null || return 0
+	echo "==> stopping ./check (process group $pid)" >&2
+	for ((i = 0; i < 30; i++)); do
+		kill -0 -- "-$pid" 2>/dev/null || return 0
+		sleep 1
+	done
+	kill -KILL -- "-$pid" 2>/dev/null
+	sleep 1
 }
 
 # Reads check's log, prints one line per test and the summary, compares with
