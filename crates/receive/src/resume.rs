@@ -431,10 +431,9 @@ fn parse_u64(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+/// `text` as a UUID, only in the canonical form this module writes (lowercase).
 fn parse_uuid(text: &str) -> Option<Uuid> {
-    use std::str::FromStr;
-    let parsed = rawsend_btrfs::Uuid::from_str(text).ok()?;
-    let uuid = Uuid(parsed.0);
+    let uuid: Uuid = text.parse().ok()?;
     (uuid.to_string() == text).then_some(uuid)
 }
 

@@ -336,8 +336,8 @@ impl FsTarget {
                 if !btrfs::is_subvolume_root(dir).ok()? {
                     return None;
                 }
-                let info = btrfs::subvolume_info(dir).ok()?;
-                let received = info.received_uuid.map(|uuid| Uuid(uuid.0));
+                let info = btrfs::subvolume_info(dir).ok()?.root;
+                let received = info.received_uuid;
                 if received.is_none() && info.read_only {
                     return None;
                 }
@@ -382,7 +382,7 @@ impl FsTarget {
                     return Ok(Err("not a subvolume"));
                 }
                 let info = btrfs::subvolume_info(&dir)?;
-                info.received_uuid.is_some() || info.read_only
+                info.root.received_uuid.is_some() || info.root.read_only
             }
             Kind::Dir => received::read(self.dest.as_fd(), name, dir.as_fd())?.is_some(),
         };
@@ -616,7 +616,7 @@ impl FsTarget {
         sync_filesystem(root)?;
         match self.kind {
             Kind::Btrfs => {
-                btrfs::set_received_subvol(root, &btrfs::Uuid(current.uuid.0), current.ctransid)?;
+                btrfs::set_received_subvol(root, &current.uuid, current.ctransid)?;
                 btrfs::set_read_only(root, true)?;
                 sync_filesystem(root)?;
             }

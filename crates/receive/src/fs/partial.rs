@@ -23,7 +23,7 @@ use crate::resume::{PROGRESS_LEN, PROGRESS_SLOTS, Progress, ResumeState, latest_
 /// The line binding a file to partial subvolume `root` beyond its inode number.
 fn binding(kind: Kind, root: BorrowedFd<'_>) -> Result<String> {
     Ok(match kind {
-        Kind::Btrfs => format!("subvolume {}\n", btrfs::subvolume_info(root)?.uuid),
+        Kind::Btrfs => format!("subvolume {}\n", btrfs::subvolume_info(root)?.root.uuid),
         Kind::Dir => String::new(),
     })
 }
