@@ -7,6 +7,11 @@
 //! btrfs and plain directories, and the in-memory [`ModelTarget`], the
 //! executable specification used by tests.
 //!
+//! Receives are resumable ([`resume`]): with [`ReceiveOptions::resume`] the
+//! engine keeps a state per partial subvolume through the target, and given
+//! the same stream again it skips the verified prefix and continues;
+//! [`Receiver::receive_keeping`] hands back the target whatever happened.
+//!
 //! Safety against hostile streams comes in layers: `rawsend-stream` rejects
 //! paths that could escape (absolute, `..`, `.`, empty components, NUL); the
 //! engine rejects values that cannot be right (encoded bounds, fallocate
