@@ -468,3 +468,21 @@ fn du(dir: &Path) -> u64 {
     let text = String::from_utf8_lossy(&output.stdout);
     text.split_whitespace().next().unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_state_left_by_a_deleted_partial_never_vouches_for_a_new_subvolume() {
+    require_root();
+    let source = make_source();
+    let (fs_guard, partial) = partial_s1(&source);
+    btrfs_cmd(&["subvolume", "delete"], &[&partial]);
+    btrfs_cmd(&["subvolume", "create"], &[&partial]);
+    assert!(fs_guard.path().join(".rawsend-received/resume/s1").exists(), "the stale state is still there");
+    let output = receive_file(&source.full, fs_guard.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("left over from an incomplete receive") && !stderr.contains("cannot resume"),
+        "{stderr}"
+    );
+    assert!(fs::read_dir(&partial).unwrap().next().is_none(), "the new subvolume was written to");
+}

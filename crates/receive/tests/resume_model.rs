@@ -255,3 +255,42 @@ fn without_resume_a_partial_subvolume_is_an_error_and_no_state_is_kept() {
     let (_, fresh) = Receiver::new(ModelTarget::new(), opts).receive_keeping(&stream[..cuts[39].end]);
     assert!(fresh.states.is_empty() && fresh.progress.is_empty());
 }
+
+#[test]
+fn checkpoints_come_every_so_many_bytes_and_at_the_start() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use rawsend_receive::Event;
+    use rawsend_receive::resume::Checkpoints;
+
+    let chain = chains().into_iter().find(|chain| chain.variant() == "v2").expect("a v2 chain");
+    let stream = std::fs::read(&chain.streams[0]).unwrap();
+    let every = 8192;
+    let checkpoints = Checkpoints { bytes: every, interval: std::time::Duration::from_secs(3600) };
+    let opts = ReceiveOptions { checkpoints, ..ReceiveOptions::default() };
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&heard);
+    let observe = move |event: Event<'_>| {
+        if let Event::Checkpoint { position, tail } = event {
+            log.borrow_mut().push((position.offset, tail));
+        }
+    };
+    let (outcome, model) =
+        Receiver::new(ModelTarget::new(), opts).observe(observe).receive_keeping(&stream[..]);
+    outcome.expect("receives");
+    let offsets: Vec<u64> = heard.borrow().iter().map(|&(offset, _)| offset).collect();
+    assert!(heard.borrow().iter().all(|&(_, tail)| tail == Tail::Unknown));
+    assert!(offsets[0] < 200, "the first checkpoint follows the SUBVOL: {offsets:?}");
+    for pair in offsets.windows(2) {
+        assert!(pair[1] - pair[0] >= every, "{offsets:?}");
+    }
+    // Each at the first command boundary once `every` bytes were applied since the last.
+    let largest =
+        commands(&stream).expect("one stream").iter().map(|cut| cut.raw.len() as u64).max().unwrap();
+    for pair in offsets.windows(2) {
+        assert!(pair[1] - pair[0] < every + largest, "{offsets:?}");
+    }
+    assert!(stream.len() as u64 - offsets.last().unwrap() < every + largest, "{offsets:?}");
+    assert!(model.states.is_empty(), "the state is removed once the subvolume is complete");
+}
