@@ -28,7 +28,6 @@ mod search;
 mod send;
 mod signal;
 mod subvol;
-mod uuid;
 mod verity;
 
 pub use clone::{clone_file, clone_range};
@@ -37,6 +36,7 @@ pub use encoded::{
     encoded_read, encoded_write, sector_size,
 };
 pub use error::{EncodedWriteError, Error, Op, Result};
+pub use rawsend_stream::{ParseUuidError, Uuid};
 pub use rustix::io::Errno;
 pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_received_uuid, subvolume_path};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
@@ -45,5 +45,4 @@ pub use subvol::{
     SubvolumeInfo, create_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id, set_read_only,
     set_received_subvol, snapshot, subvolume_info,
 };
-pub use uuid::{ParseUuidError, Uuid};
 pub use verity::{Verity, enable_verity};

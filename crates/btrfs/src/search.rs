@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use rustix::fd::AsFd;
 
+use crate::Uuid;
 use crate::error::{Error, Op, Result};
 use crate::ioctl::call;
 use crate::raw;
 use crate::subvol::ino_lookup;
-use crate::uuid::Uuid;
 
 /// One item found by a tree search.
 struct Item {

@@ -12,7 +12,7 @@ use rustix::fd::{AsFd, AsRawFd};
 use crate::error::{Error, Op, Result, failed};
 use crate::ioctl::call;
 use crate::raw;
-use crate::uuid::Uuid;
+use crate::{RootInfo, Uuid};
 
 /// Copies `name` into a NUL-terminated kernel name field, refusing names
 /// the kernel would reject or misread (empty, `.`, `..`, `/`, NUL, too long).
@@ -142,30 +142,14 @@ pub fn set_received_subvol(fd: impl AsFd, uuid: &Uuid, stransid: u64) -> Result<
 /// What `BTRFS_IOC_GET_SUBVOL_INFO` reports about a subvolume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubvolumeInfo {
-    /// Root id (tree id) of the subvolume.
-    pub id: u64,
+    /// What its root item records (the same as [`crate::root_info`] reads).
+    pub root: RootInfo,
     /// Its name in the directory that holds it (empty for the top level).
     pub name: OsString,
     /// Root id of the subvolume holding it; 0 for the top level.
     pub parent_id: u64,
     /// Inode number of the directory holding it.
     pub dirid: u64,
-    /// Whether it is read-only.
-    pub read_only: bool,
-    /// Its UUID.
-    pub uuid: Uuid,
-    /// UUID of the subvolume it is a snapshot of, if any.
-    pub parent_uuid: Option<Uuid>,
-    /// UUID of the subvolume it was received from, if any.
-    pub received_uuid: Option<Uuid>,
-    /// Transid of the last change.
-    pub ctransid: u64,
-    /// Transid of its creation.
-    pub otransid: u64,
-    /// Sender's ctransid when it was received (0 if not received).
-    pub stransid: u64,
-    /// Local transid when it was received (0 if not received).
-    pub rtransid: u64,
 }
 
 /// Information about the subvolume `fd` is in; needs no privileges.
@@ -182,18 +166,20 @@ pub fn subvolume_info(fd: impl AsFd) -> Result<SubvolumeInfo> {
     // which holds no pointers.
     unsafe { call::<{ raw::BTRFS_IOC_GET_SUBVOL_INFO }, _>(Op::GetSubvolInfo, fd, &mut args)? };
     Ok(SubvolumeInfo {
-        id: args.treeid,
+        root: RootInfo {
+            id: args.treeid,
+            read_only: args.flags & raw::BTRFS_ROOT_SUBVOL_RDONLY != 0,
+            uuid: Uuid(args.uuid),
+            parent_uuid: Uuid(args.parent_uuid).non_nil(),
+            received_uuid: Uuid(args.received_uuid).non_nil(),
+            ctransid: args.ctransid,
+            otransid: args.otransid,
+            stransid: args.stransid,
+            rtransid: args.rtransid,
+        },
         name: OsString::from_vec(until_nul(&args.name).to_vec()),
         parent_id: args.parent_id,
         dirid: args.dirid,
-        read_only: args.flags & raw::BTRFS_ROOT_SUBVOL_RDONLY != 0,
-        uuid: Uuid(args.uuid),
-        parent_uuid: Uuid(args.parent_uuid).non_nil(),
-        received_uuid: Uuid(args.received_uuid).non_nil(),
-        ctransid: args.ctransid,
-        otransid: args.otransid,
-        stransid: args.stransid,
-        rtransid: args.rtransid,
     })
 }
 

@@ -49,9 +49,10 @@ fn subvolume_snapshot_info_and_lookups() {
     let snap_path = fs.path().join("snap");
     let snap = open(&snap_path);
 
-    let info = rawsend_btrfs::subvolume_info(&snap).expect("subvolume info");
-    let vol_info = rawsend_btrfs::subvolume_info(&subvol).expect("subvolume info");
-    assert_eq!(info.name, "snap");
+    let snap_info = rawsend_btrfs::subvolume_info(&snap).expect("subvolume info");
+    assert_eq!(snap_info.name, "snap");
+    let info = snap_info.root;
+    let vol_info = rawsend_btrfs::subvolume_info(&subvol).expect("subvolume info").root;
     assert!(info.read_only);
     assert_eq!(info.parent_uuid, Some(vol_info.uuid));
     assert_eq!(info.uuid.to_string(), show_field(&snap_path, "UUID:"));
@@ -62,8 +63,7 @@ fn subvolume_snapshot_info_and_lookups() {
     assert_eq!(rawsend_btrfs::subvolume_id_by_uuid(&top, &info.uuid).expect("uuid lookup"), Some(info.id));
     assert_eq!(rawsend_btrfs::subvolume_id_by_uuid(&top, &Uuid([7; 16])).expect("uuid lookup"), None);
     let root = rawsend_btrfs::root_info(&top, info.id).expect("root item").expect("root exists");
-    assert_eq!((root.uuid, root.parent_uuid, root.ctransid), (info.uuid, info.parent_uuid, info.ctransid));
-    assert!(root.read_only);
+    assert_eq!(root, info, "the root item and GET_SUBVOL_INFO agree");
     assert_eq!(rawsend_btrfs::root_info(&top, 999_999).expect("root item"), None);
 }
 
@@ -94,14 +94,14 @@ fn read_only_flag_and_received_uuid() {
     let sender = Uuid([0x5a; 16]);
     let rtransid = rawsend_btrfs::set_received_subvol(&subvol, &sender, 1234).expect("set received");
     assert!(rtransid > 0);
-    let info = rawsend_btrfs::subvolume_info(&subvol).expect("info");
+    let info = rawsend_btrfs::subvolume_info(&subvol).expect("info").root;
     assert_eq!((info.received_uuid, info.stransid, info.rtransid), (Some(sender), 1234, rtransid));
     let found = rawsend_btrfs::subvolume_ids_by_received_uuid(&subvol, &sender).expect("lookup");
     assert_eq!(found, [info.id]);
     // A second copy received from the same sender: both are listed.
     let copy = subvolume_with_file(&fs, "copy");
     rawsend_btrfs::set_received_subvol(&copy, &sender, 99).expect("set received");
-    let copy_id = rawsend_btrfs::subvolume_info(&copy).expect("info").id;
+    let copy_id = rawsend_btrfs::subvolume_info(&copy).expect("info").root.id;
     let mut found = rawsend_btrfs::subvolume_ids_by_received_uuid(&subvol, &sender).expect("lookup");
     found.sort_unstable();
     assert_eq!(found, [info.id, copy_id]);

@@ -122,21 +122,17 @@ fn detail(level: u8, command: &Command<'_>) -> Option<String> {
         Command::UpdateExtent { path, offset, len } => {
             format!("update_extent {path}: offset={offset}, len={len}")
         }
-        Command::EncodedWrite {
-            path,
-            offset,
-            unencoded_file_len,
-            unencoded_len,
-            unencoded_offset,
-            compression,
-            encryption,
-            data,
-        } => format!(
-            "encoded_write {path} - offset={offset}, len={}, unencoded_offset={unencoded_offset}, \
-             unencoded_file_len={unencoded_file_len}, unencoded_len={unencoded_len}, compression={}, encryption={}",
-            data.len(),
-            compression.unwrap_or(0),
-            encryption.unwrap_or(0)
+        Command::EncodedWrite(write) => format!(
+            "encoded_write {} - offset={}, len={}, unencoded_offset={}, unencoded_file_len={}, \
+             unencoded_len={}, compression={}, encryption={}",
+            write.path,
+            write.offset,
+            write.data.len(),
+            write.unencoded_offset,
+            write.unencoded_file_len,
+            write.unencoded_len,
+            write.compression.unwrap_or(0),
+            write.encryption.unwrap_or(0)
         ),
         Command::Fallocate { path, mode, offset, len } => {
             format!("fallocate {path} - offset={offset}, len={len}, mode={mode}")

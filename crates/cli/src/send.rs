@@ -129,7 +129,7 @@ fn open_subvolume(path: &Path, role: Role) -> anyhow::Result<Subvolume> {
 /// Checks that `other` is on the same filesystem as `first`: the root with
 /// its id there must carry its UUID.
 fn check_same_filesystem(first: &Subvolume, other: &Subvolume) -> anyhow::Result<()> {
-    let uuid = rawsend_btrfs::subvolume_info(&other.file)?.uuid;
+    let uuid = rawsend_btrfs::subvolume_info(&other.file)?.root.uuid;
     let there = rawsend_btrfs::root_info(&first.file, other.id)?;
     if there.map(|root| root.uuid) != Some(uuid) {
         bail!(

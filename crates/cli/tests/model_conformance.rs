@@ -179,7 +179,8 @@ fn received_differences(subvol: &Subvol, dir: &Path, target: Dest, tree: &mut Tr
         Dest::Btrfs => {
             let file = File::open(dir).unwrap_or_else(|err| panic!("cannot open {}: {err}", dir.display()));
             let info = rawsend_btrfs::subvolume_info(&file)
-                .unwrap_or_else(|err| panic!("subvolume info of {}: {err}", dir.display()));
+                .unwrap_or_else(|err| panic!("subvolume info of {}: {err}", dir.display()))
+                .root;
             (info.received_uuid.map(|uuid| format!("{uuid} {}", info.stransid)), Some(info.read_only))
         }
         Dest::Dir => {

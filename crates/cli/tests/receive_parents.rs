@@ -29,7 +29,7 @@ fn btrfs(args: &[&str], paths: &[&Path]) {
 
 fn ctransid(subvol: &Path) -> u64 {
     let root = std::fs::File::open(subvol).expect("open the subvolume");
-    rawsend_btrfs::subvolume_info(&root).expect("subvolume info").ctransid
+    rawsend_btrfs::subvolume_info(&root).expect("subvolume info").root.ctransid
 }
 
 /// Checks that `received` holds exactly the tree of `sent`, and is marked received.

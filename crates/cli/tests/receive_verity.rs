@@ -82,6 +82,7 @@ fn enable_verity_on_btrfs_seals_the_file_or_fails_unmarked() {
     let output = receive(&stream, &dest, &[]);
     let received = rawsend_btrfs::subvolume_info(File::open(dest.join("vol")).expect("open vol"))
         .expect("subvolume info")
+        .root
         .received_uuid;
     if kernel_has_verity(fs.path()) {
         assert!(output.status.success(), "{}", stderr(&output));

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rawsend_codec::{Compression, Decoder};
-use rawsend_stream::{Command, Item, StreamReader, Uuid};
+use rawsend_stream::{Command, EncodedWrite, Item, StreamReader, Uuid};
 
 const BLOCK: u64 = 4096;
 
@@ -143,8 +143,8 @@ fn apply(sv: &mut Subvolume, command: Command<'_>, decoder: &mut Decoder) {
             let src = (clone_uuid == sv.uuid).then(|| sv.names.get(clone_path.as_bytes()).copied()).flatten();
             sv.clone_range(dst, offset, len, src, clone_offset);
         }
-        Command::EncodedWrite { .. } => {
-            let range = decode_encoded_write(sv, &command, decoder);
+        Command::EncodedWrite(write) => {
+            let range = decode_encoded_write(sv, &write, decoder);
             sv.encoded.push(range);
         }
         _ => {}
@@ -152,8 +152,8 @@ fn apply(sv: &mut Subvolume, command: Command<'_>, decoder: &mut Decoder) {
 }
 
 /// Decodes an ENCODED_WRITE to the file range it covers.
-fn decode_encoded_write(sv: &mut Subvolume, command: &Command<'_>, decoder: &mut Decoder) -> EncodedRange {
-    let Command::EncodedWrite {
+fn decode_encoded_write(sv: &mut Subvolume, write: &EncodedWrite<'_>, decoder: &mut Decoder) -> EncodedRange {
+    let EncodedWrite {
         path,
         offset,
         unencoded_file_len,
@@ -162,10 +162,7 @@ fn decode_encoded_write(sv: &mut Subvolume, command: &Command<'_>, decoder: &mut
         compression,
         encryption,
         data,
-    } = *command
-    else {
-        unreachable!("called for ENCODED_WRITE only")
-    };
+    } = *write;
     assert_eq!(encryption.unwrap_or(0), 0);
     let compression = Compression::from_raw(compression.unwrap_or(0)).expect("known compression");
     let mut out = vec![0; usize::try_from(unencoded_len).unwrap()];

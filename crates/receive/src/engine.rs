@@ -385,28 +385,11 @@ impl<T: Target> Receiver<T> {
                 t.fallocate(path, mode, offset, len)
             }
             Command::Fileattr { path, attr } => t.fileattr(path, attr),
-            Command::EncodedWrite {
-                path,
-                offset,
-                unencoded_file_len,
-                unencoded_len,
-                unencoded_offset,
-                compression,
-                encryption,
-                data,
-            } => {
-                if encryption.unwrap_or(0) != 0 {
+            Command::EncodedWrite(write) => {
+                if write.encryption.unwrap_or(0) != 0 {
                     return Err(ErrorKind::Unsupported("encrypted extents"));
                 }
-                let extent = EncodedExtent {
-                    offset,
-                    len: unencoded_file_len,
-                    unencoded_len,
-                    unencoded_offset,
-                    compression: compression.unwrap_or(0),
-                    data,
-                };
-                self.encoded_write(record, path, &extent)
+                self.encoded_write(record, write.path, &EncodedExtent::from(&write))
             }
             Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
                 let verity = Verity { hash_algorithm: algorithm.into(), block_size, salt, signature: sig };

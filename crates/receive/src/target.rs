@@ -82,6 +82,20 @@ pub struct EncodedExtent<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> From<&rawsend_stream::EncodedWrite<'a>> for EncodedExtent<'a> {
+    /// The extent an ENCODED_WRITE carries (absent compression reads as none).
+    fn from(write: &rawsend_stream::EncodedWrite<'a>) -> Self {
+        EncodedExtent {
+            offset: write.offset,
+            len: write.unencoded_file_len,
+            unencoded_len: write.unencoded_len,
+            unencoded_offset: write.unencoded_offset,
+            compression: write.compression.unwrap_or(0),
+            data: write.data,
+        }
+    }
+}
+
 /// Where a CLONE's bytes come from.
 #[derive(Clone, Copy, Debug)]
 pub struct CloneSource<'a> {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use rawsend_receive::model::Inode;
 use rawsend_receive::{Event, ModelTarget, ReceiveOptions, Receiver};
-use rawsend_stream::{Command, StreamPath, StreamWriter, Timespec, Uuid};
+use rawsend_stream::{Command, EncodedWrite, StreamPath, StreamWriter, Timespec, Uuid};
 use rawsend_testutil::fixtures::chains;
 
 /// Receives streams one after the other into one model, as `btrfs receive` would into one directory.
@@ -110,7 +110,7 @@ fn encoded_writes_with_impossible_bounds_are_refused() {
         let bytes = stream_of(&[
             Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 },
             Command::Mkfile { path: path(b"f"), ino: 257 },
-            Command::EncodedWrite {
+            Command::EncodedWrite(EncodedWrite {
                 path: path(b"f"),
                 offset: 0,
                 unencoded_file_len: len,
@@ -119,7 +119,7 @@ fn encoded_writes_with_impossible_bounds_are_refused() {
                 compression: Some(compression),
                 encryption: Some(0),
                 data,
-            },
+            }),
             Command::End,
         ]);
         let failure =
@@ -134,7 +134,7 @@ fn garbage_compressed_data_is_an_error_when_decoded() {
     let bytes = stream_of(&[
         Command::Subvol { path: path(b"vol"), uuid: Uuid([1; 16]), ctransid: 5 },
         Command::Mkfile { path: path(b"f"), ino: 257 },
-        Command::EncodedWrite {
+        Command::EncodedWrite(EncodedWrite {
             path: path(b"f"),
             offset: 0,
             unencoded_file_len: 4096,
@@ -143,7 +143,7 @@ fn garbage_compressed_data_is_an_error_when_decoded() {
             compression: Some(1),
             encryption: None,
             data: b"definitely not zlib",
-        },
+        }),
         Command::End,
     ]);
     let failure =

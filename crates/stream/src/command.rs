@@ -19,7 +19,32 @@ use crate::error::{EncodeError, ErrorKind};
 use crate::frame::{CMD_HEADER_LEN, CRC_RANGE, Frame};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
-use crate::value::{Rdev, Timespec, Uuid};
+use crate::uuid::Uuid;
+use crate::value::{Rdev, Timespec};
+
+/// ENCODED_WRITE's fields (v2): compressed data to write as it is.
+///
+/// A struct of its own, unlike the other commands' fields, because it is
+/// passed on whole: to the receive engine, the dump formats, the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodedWrite<'a, P = StreamPath<'a>> {
+    /// Into what.
+    pub path: P,
+    /// File offset.
+    pub offset: u64,
+    /// Bytes of file covered.
+    pub unencoded_file_len: u64,
+    /// Size of the decoded data.
+    pub unencoded_len: u64,
+    /// Where the file range starts inside the decoded data.
+    pub unencoded_offset: u64,
+    /// `BTRFS_ENCODED_IO_COMPRESSION_*` (absent means none).
+    pub compression: Option<u32>,
+    /// `BTRFS_ENCODED_IO_ENCRYPTION_*` (absent means none).
+    pub encryption: Option<u32>,
+    /// The encoded bytes.
+    pub data: &'a [u8],
+}
 
 /// One decoded send-stream command. Byte fields borrow from the frame.
 ///
@@ -238,24 +263,7 @@ pub enum Command<'a, P = StreamPath<'a>> {
         attr: u64,
     },
     /// Compressed data to write as-is (v2).
-    EncodedWrite {
-        /// Into what.
-        path: P,
-        /// File offset.
-        offset: u64,
-        /// Bytes of file covered.
-        unencoded_file_len: u64,
-        /// Size of the decoded data.
-        unencoded_len: u64,
-        /// Where the file range starts inside the decoded data.
-        unencoded_offset: u64,
-        /// `BTRFS_ENCODED_IO_COMPRESSION_*` (absent means none).
-        compression: Option<u32>,
-        /// `BTRFS_ENCODED_IO_ENCRYPTION_*` (absent means none).
-        encryption: Option<u32>,
-        /// The encoded bytes.
-        data: &'a [u8],
-    },
+    EncodedWrite(EncodedWrite<'a, P>),
     /// Enable fs-verity on a file (v3).
     EnableVerity {
         /// What.
@@ -419,7 +427,7 @@ impl<'a, P: PathAttr<'a>> Command<'a, P> {
                 len: u64_attr(f, A::Size)?,
             },
             CommandKind::Fileattr => Command::Fileattr { path: p()?, attr: u64_attr(f, A::Fileattr)? },
-            CommandKind::EncodedWrite => Command::EncodedWrite {
+            CommandKind::EncodedWrite => Command::EncodedWrite(EncodedWrite {
                 path: p()?,
                 offset: u64_attr(f, A::FileOffset)?,
                 unencoded_file_len: u64_attr(f, A::UnencodedFileLen)?,
@@ -428,7 +436,7 @@ impl<'a, P: PathAttr<'a>> Command<'a, P> {
                 compression: opt_u32(f, A::Compression)?,
                 encryption: opt_u32(f, A::Encryption)?,
                 data: f.require(A::Data)?,
-            },
+            }),
             CommandKind::EnableVerity => Command::EnableVerity {
                 path: p()?,
                 algorithm: f.fixed::<1>(A::VerityAlgorithm)?[0],
@@ -466,7 +474,7 @@ impl<'a, P: PathAttr<'a>> Command<'a, P> {
             Command::UpdateExtent { .. } => CommandKind::UpdateExtent,
             Command::Fallocate { .. } => CommandKind::Fallocate,
             Command::Fileattr { .. } => CommandKind::Fileattr,
-            Command::EncodedWrite { .. } => CommandKind::EncodedWrite,
+            Command::EncodedWrite(_) => CommandKind::EncodedWrite,
             Command::EnableVerity { .. } => CommandKind::EnableVerity,
         }
     }
@@ -516,7 +524,7 @@ impl<'a, P: PathAttr<'a>> Command<'a, P> {
             | Command::UpdateExtent { path, .. }
             | Command::Fallocate { path, .. }
             | Command::Fileattr { path, .. }
-            | Command::EncodedWrite { path, .. }
+            | Command::EncodedWrite(EncodedWrite { path, .. })
             | Command::EnableVerity { path, .. } => Some(path),
         };
         (path, other)
@@ -649,24 +657,15 @@ impl<'a, P: PathAttr<'a>> Command<'a, P> {
                 w.path(A::Path, path)?;
                 w.u64(A::Fileattr, attr)
             }
-            Command::EncodedWrite {
-                path,
-                offset,
-                unencoded_file_len,
-                unencoded_len,
-                unencoded_offset,
-                compression,
-                encryption,
-                data,
-            } => {
-                w.path(A::Path, path)?;
-                w.u64(A::FileOffset, offset)?;
-                w.u64(A::UnencodedFileLen, unencoded_file_len)?;
-                w.u64(A::UnencodedLen, unencoded_len)?;
-                w.u64(A::UnencodedOffset, unencoded_offset)?;
-                w.opt_u32(A::Compression, compression)?;
-                w.opt_u32(A::Encryption, encryption)?;
-                w.data(data)
+            Command::EncodedWrite(write) => {
+                w.path(A::Path, write.path)?;
+                w.u64(A::FileOffset, write.offset)?;
+                w.u64(A::UnencodedFileLen, write.unencoded_file_len)?;
+                w.u64(A::UnencodedLen, write.unencoded_len)?;
+                w.u64(A::UnencodedOffset, write.unencoded_offset)?;
+                w.opt_u32(A::Compression, write.compression)?;
+                w.opt_u32(A::Encryption, write.encryption)?;
+                w.data(write.data)
             }
             Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
                 w.path(A::Path, path)?;

@@ -1,38 +1,4 @@
-//! Typed values carried by attributes: UUIDs, timestamps and device numbers.
-
-use std::fmt;
-
-/// A 16-byte subvolume UUID, printed as 8-4-4-4-12 hex digits in byte order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// The all-zero UUID, which btrfs uses for "none".
-    pub const NIL: Uuid = Uuid([0; 16]);
-
-    /// Whether every byte is zero.
-    pub fn is_nil(&self) -> bool {
-        self.0 == [0; 16]
-    }
-}
-
-impl fmt::Display for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Uuid({self})")
-    }
-}
+//! Typed values carried by attributes: timestamps and device numbers (UUIDs: `uuid`).
 
 /// A timestamp as the stream carries it: seconds (two's complement) and nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -82,12 +48,6 @@ impl Rdev {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuid_prints_like_libuuid() {
-        let uuid = Uuid(*b"\x01\x23\x45\x67\x89\xab\xcd\xef\x00\x11\x22\x33\x44\x55\x66\x77");
-        assert_eq!(uuid.to_string(), "01234567-89ab-cdef-0011-223344556677");
-    }
 
     #[test]
     fn rdev_decodes_major_and_minor() {

@@ -133,25 +133,19 @@ impl TextDump {
             Command::Fileattr { path, attr } => {
                 self.fields_line(title, path, format!("fileattr=0x{attr}").as_bytes())
             }
-            Command::EncodedWrite {
-                path,
-                offset,
-                unencoded_file_len,
-                unencoded_len,
-                unencoded_offset,
-                compression,
-                encryption,
-                data,
-            } => {
+            Command::EncodedWrite(write) => {
                 let fields = format!(
-                    "offset={offset} len={}, unencoded_file_len={unencoded_file_len}, \
-                     unencoded_len={unencoded_len}, unencoded_offset={unencoded_offset}, \
+                    "offset={} len={}, unencoded_file_len={}, unencoded_len={}, unencoded_offset={}, \
                      compression={}, encryption={}",
-                    data.len(),
-                    compression.unwrap_or(0),
-                    encryption.unwrap_or(0),
+                    write.offset,
+                    write.data.len(),
+                    write.unencoded_file_len,
+                    write.unencoded_len,
+                    write.unencoded_offset,
+                    write.compression.unwrap_or(0),
+                    write.encryption.unwrap_or(0),
                 );
-                self.fields_line(title, path, fields.as_bytes());
+                self.fields_line(title, write.path, fields.as_bytes());
             }
             Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
                 let fields = format!(

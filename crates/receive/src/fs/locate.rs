@@ -41,14 +41,13 @@ pub struct Located {
 
 /// Opens the subvolume with (received) UUID `uuid`; see the module docs.
 pub fn open_subvolume(dest: BorrowedFd<'_>, uuid: Uuid, ctransid: u64) -> Result<Located> {
-    let key = btrfs::Uuid(uuid.0);
     let mut candidates = Vec::new();
-    for id in btrfs::subvolume_ids_by_received_uuid(dest, &key)? {
+    for id in btrfs::subvolume_ids_by_received_uuid(dest, &uuid)? {
         if let Some(info) = btrfs::root_info(dest, id)? {
             candidates.push(Candidate { id, transid: info.stransid });
         }
     }
-    if let Some(id) = btrfs::subvolume_id_by_uuid(dest, &key)? {
+    if let Some(id) = btrfs::subvolume_id_by_uuid(dest, &uuid)? {
         if let Some(info) = btrfs::root_info(dest, id)? {
             candidates.push(Candidate { id, transid: info.ctransid });
         }

@@ -284,8 +284,8 @@ impl FsTarget {
                 if !btrfs::is_subvolume_root(dir).ok()? {
                     return None;
                 }
-                let info = btrfs::subvolume_info(dir).ok()?;
-                let received = info.received_uuid.map(|uuid| Uuid(uuid.0));
+                let info = btrfs::subvolume_info(dir).ok()?.root;
+                let received = info.received_uuid;
                 if received.is_none() && info.read_only {
                     return None;
                 }
@@ -501,7 +501,7 @@ impl FsTarget {
         sync_filesystem(root)?;
         match self.kind {
             Kind::Btrfs => {
-                btrfs::set_received_subvol(root, &btrfs::Uuid(current.uuid.0), current.ctransid)?;
+                btrfs::set_received_subvol(root, &current.uuid, current.ctransid)?;
                 btrfs::set_read_only(root, true)?;
                 sync_filesystem(root)?;
             }

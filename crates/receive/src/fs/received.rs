@@ -30,7 +30,6 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::str::FromStr;
 
-use rawsend_btrfs as btrfs;
 use rawsend_stream::Uuid;
 use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
@@ -90,7 +89,7 @@ impl Record {
     fn parse(text: &[u8]) -> Option<Record> {
         let text = std::str::from_utf8(text).ok()?;
         let mut words = text.split_ascii_whitespace().peekable();
-        let uuid = Uuid(btrfs::Uuid::from_str(words.next()?).ok()?.0);
+        let uuid = Uuid::from_str(words.next()?).ok()?;
         let transid = words.next()?.parse().ok()?;
         let fingerprint = match words.peek() {
             None => None,

@@ -1,11 +1,12 @@
-//! The 16-byte UUIDs btrfs gives subvolumes, printed as `btrfs subvolume
-//! show` prints them.
+//! The 16-byte UUIDs btrfs gives subvolumes: carried by send streams,
+//! printed and parsed as `btrfs subvolume show` prints them. The one UUID
+//! type of the workspace (`rawsend-btrfs` re-exports it).
 
 use core::fmt;
 use core::str::FromStr;
 
 /// A subvolume UUID (uuid, parent uuid or received uuid).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Uuid(pub [u8; 16]);
 
 impl Uuid {
@@ -20,6 +21,12 @@ impl Uuid {
     /// `None` for the nil UUID, else `Some(self)`.
     pub fn non_nil(self) -> Option<Uuid> {
         (!self.is_nil()).then_some(self)
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
     }
 }
 
@@ -72,6 +79,12 @@ mod tests {
         assert_eq!(uuid.0[0], 0x0a);
         assert_eq!(uuid.0[15], 0xf9);
         assert_eq!(uuid.to_string(), text);
+    }
+
+    #[test]
+    fn prints_like_libuuid() {
+        let uuid = Uuid(*b"\x01\x23\x45\x67\x89\xab\xcd\xef\x00\x11\x22\x33\x44\x55\x66\x77");
+        assert_eq!(uuid.to_string(), "01234567-89ab-cdef-0011-223344556677");
     }
 
     #[test]
