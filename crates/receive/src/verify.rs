@@ -3,8 +3,10 @@
 //! The kernel stores an encoded extent without looking inside it: a stream
 //! with a valid CRC but corrupt compressed bytes would be stored, marked
 //! received, and fail later reads with EIO. So every extent written as it is
-//! gets decoded once, to check it, but on a worker thread so that the main
-//! thread's writes do not wait for it. The engine submits each extent after
+//! gets decoded once, to check it, but on worker threads (one per core) so
+//! that the main thread's writes do not wait for it: writing an extent as it
+//! is costs far less than decoding it, so one worker alone would hold the
+//! writes back. The engine submits each extent after
 //! writing it and collects the verdicts before it marks the subvolume
 //! complete ([`Verifier::finish`]): a corrupt extent fails its subvolume, with
 //! the location of the command that carried it.
@@ -13,6 +15,7 @@
 //! are queued, and their buffers are recycled.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use rawsend_codec::{Compression, Decoder};
@@ -41,7 +44,7 @@ struct Verdict {
 pub(crate) struct Verifier {
     jobs: Option<SyncSender<Job>>,
     verdicts: Receiver<Verdict>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     /// Submitted extents whose verdict has not been collected.
     pending: usize,
     /// Buffers back from the worker.
@@ -49,14 +52,21 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    /// Starts the worker thread.
+    /// Starts the worker threads, one per core.
     pub(crate) fn start() -> std::io::Result<Verifier> {
         let (jobs, inbox) = mpsc::sync_channel::<Job>(IN_FLIGHT);
         let (outbox, verdicts) = mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("rawsend-verify".into())
-            .spawn(move || check_all(&inbox, &outbox))?;
-        Ok(Verifier { jobs: Some(jobs), verdicts, worker: Some(worker), pending: 0, spare: Vec::new() })
+        let inbox = Arc::new(Mutex::new(inbox));
+        let count = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut workers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (inbox, outbox) = (Arc::clone(&inbox), outbox.clone());
+            let worker = std::thread::Builder::new()
+                .name("rawsend-verify".into())
+                .spawn(move || check_all(&inbox, &outbox))?;
+            workers.push(worker);
+        }
+        Ok(Verifier { jobs: Some(jobs), verdicts, workers, pending: 0, spare: Vec::new() })
     }
 
     /// Queues an extent for checking; returns the errors of extents checked meanwhile.
@@ -118,19 +128,20 @@ impl Verifier {
 
 impl Drop for Verifier {
     fn drop(&mut self) {
-        // Closing the queue ends the worker's loop.
+        // Closing the queue ends the workers' loops.
         self.jobs = None;
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
-/// The worker: decodes each job and reports back.
-fn check_all(inbox: &Receiver<Job>, outbox: &mpsc::Sender<Verdict>) {
+/// A worker: takes jobs from the shared queue until it closes, decodes each, reports back.
+fn check_all(inbox: &Mutex<Receiver<Job>>, outbox: &mpsc::Sender<Verdict>) {
     let mut decoder = Decoder::new();
     let mut scratch = Vec::new();
-    for job in inbox {
+    let next = || inbox.lock().unwrap_or_else(PoisonError::into_inner).recv().ok();
+    while let Some(job) = next() {
         scratch.resize(job.unencoded_len, 0);
         let error = decoder
             .decode(job.compression, &job.data, &mut scratch)
