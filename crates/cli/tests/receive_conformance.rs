@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rawsend_testutil::tree::{CompareOptions, FileKind, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, ReceivedState, fixtures, received_state, require_root, run};
+use rawsend_testutil::{
+    FsType, LoopFs, MIB, ReceivedState, fixtures, output_text, received_state, require_root, run,
+};
 
 const FS_SIZE: u64 = 1024 * MIB;
 const VARIANTS: [&str; 3] = ["v1", "v2", "v2c"];
@@ -60,15 +62,6 @@ fn btrfs_fs() -> LoopFs {
 
 fn rawsend() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rawsend"))
-}
-
-fn output_text(output: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}stderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Receives `streams` in order with `btrfs receive`; a failure here is a broken fixture.

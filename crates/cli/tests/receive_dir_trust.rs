@@ -26,7 +26,7 @@ use std::process::{Command, Output};
 
 use rawsend_stream::{Command as StreamCommand, StreamPath, StreamWriter, Uuid};
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, output_text, require_root, run};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
 /// The user (and group) unprivileged receives run as.
@@ -46,15 +46,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn rawsend() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rawsend"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}stderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -173,7 +164,7 @@ fn receive(stream: &Path, dest: &Path) -> Output {
 }
 
 fn assert_success(output: &Output) {
-    assert!(output.status.success(), "{}", text(output));
+    assert!(output.status.success(), "{}", output_text(output));
 }
 
 /// The count in the one warning about cleared set-id bits (`None`: no such warning).
@@ -248,7 +239,7 @@ fn nobody_receives_no_set_id_file_for_itself() {
     let dest = nobody.dir("dest");
     let full = nobody.receive(&fixture.full, &dest, &[]);
     assert_success(&full);
-    assert_eq!(cleared(&full), Some(3), "setuid, setgid, nobody-setuid:\n{}", text(&full));
+    assert_eq!(cleared(&full), Some(3), "setuid, setgid, nobody-setuid:\n{}", output_text(&full));
     let snap1 = dest.join("snap1");
     assert_eq!(fs::symlink_metadata(snap1.join("setuid")).expect("stat").uid(), NOBODY);
     for (name, expected) in
@@ -266,11 +257,16 @@ fn nobody_receives_no_set_id_file_for_itself() {
     {
         assert_eq!(mode(&snap2.join(name)), expected, "{name}");
     }
-    assert_eq!(cleared(&incremental), Some(3), "plain, new-setuid, nobody-setuid:\n{}", text(&incremental));
+    assert_eq!(
+        cleared(&incremental),
+        Some(3),
+        "plain, new-setuid, nobody-setuid:\n{}",
+        output_text(&incremental)
+    );
     assert_no_foreign_set_id(&snap2, &fixture.source("snap2"));
 
     let strict = nobody.receive(&fixture.full, &nobody.dir("strict"), &["--strict"]);
-    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
+    assert_eq!(strict.status.code(), Some(1), "{}", output_text(&strict));
 }
 
 /// A parent received by root (owners kept, set-id bits set) copied by `nobody` for an
@@ -297,7 +293,7 @@ fn nobody_copying_a_set_id_parent_clears_the_bits() {
         assert_eq!(mode(&snap2.join(name)), expected, "{name}");
     }
     assert_eq!(mode(&snap2.join("shared")), 0o2775);
-    assert_eq!(cleared(&incremental), Some(5), "{}", text(&incremental));
+    assert_eq!(cleared(&incremental), Some(5), "{}", output_text(&incremental));
     assert_no_foreign_set_id(&snap2, &fixture.source("snap2"));
 }
 
@@ -347,7 +343,7 @@ fn set_id_bits_are_cleared_whatever_the_command_order() {
     for (name, expected) in [("before", 0o755), ("renamed", 0o711), ("own", 0o6755), ("dir", 0o2775)] {
         assert_eq!(mode(&vol.join(name)), expected, "{name}");
     }
-    assert_eq!(cleared(&output), Some(2), "before, renamed:\n{}", text(&output));
+    assert_eq!(cleared(&output), Some(2), "before, renamed:\n{}", output_text(&output));
 }
 
 /// The record's xattr on `dir`, if any.
@@ -391,11 +387,11 @@ fn an_edited_parent_is_refused_naming_the_change() {
         let output = receive(&fixture.incremental, &dest);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if named.is_empty() {
-            assert!(output.status.success(), "{what}: {}", text(&output));
+            assert!(output.status.success(), "{what}: {}", output_text(&output));
             assert!(record(&dest.join("snap2")).is_some(), "{what}: marked received");
             continue;
         }
-        assert_eq!(output.status.code(), Some(1), "{what}: {}", text(&output));
+        assert_eq!(output.status.code(), Some(1), "{what}: {}", output_text(&output));
         for expected in
             ["the parent directory snap1 changed after it was received", named, "receive a full stream again"]
         {
@@ -500,7 +496,7 @@ fn a_parent_recorded_without_a_fingerprint_is_used_with_a_warning() {
             .expect("start rawsend");
         let stderr = String::from_utf8_lossy(&output.stderr);
         if strict {
-            assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+            assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
             assert!(stderr.contains("recorded by an older rawsend"), "{stderr}");
             assert!(record(&dest.join("snap2")).is_none());
         } else {

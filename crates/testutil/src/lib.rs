@@ -52,6 +52,16 @@ pub fn run(command: &mut Command) -> Output {
     output
 }
 
+/// A command's exit status, stdout and stderr, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs `program` with `args`; see [`run`].
 pub fn run_cmd<I, S>(program: &str, args: I) -> Output
 where
