@@ -15,7 +15,7 @@ fi
 # tool -> Debian package
 declare -A PACKAGES=(
 	[mkfs.btrfs]=btrfs-progs [compsize]=btrfs-compsize [mkfs.ext4]=e2fsprogs
-	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3
+	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3 [/usr/bin/time]=time
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do

@@ -55,11 +55,11 @@ pub trait Input: Read + AsFd {}
 
 impl<T: Read + AsFd> Input for T {}
 
-/// Opens FILE, or standard input.
-pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input>> {
+/// Opens FILE, or standard input (sendable, so a transcoding thread can read it).
+pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
     Ok(match file {
         Some(path) => Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?),
-        None => Box::new(io::stdin().lock()),
+        None => Box::new(io::stdin()),
     })
 }
 

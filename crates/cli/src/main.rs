@@ -13,6 +13,7 @@ mod interrupt;
 mod progress;
 mod receive;
 mod send;
+mod transcode;
 mod verbosity;
 
 use std::ffi::OsString;
@@ -36,6 +37,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Receive a send stream (like `btrfs receive`); `--dump` prints it instead.
     Receive(receive::ReceiveArgs),
+    /// Rewrite a send stream: compress its data (v2 ENCODED_WRITE), decode it, or change version.
+    Transcode(transcode::TranscodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args),
             Command::Dump(args) => dump::run(args),
             Command::Receive(args) => receive::run(args),
+            Command::Transcode(args) => transcode::run(args),
         }
     };
     match result {
