@@ -10,15 +10,17 @@
 //! the dir target's reason and completion records (not with `-q`), its
 //! warnings, and with `-v` a summary of the work.
 
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use rawsend_receive::fs::Kind;
 use rawsend_receive::resume::Checkpoints;
 use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
 use rawsend_stream::ReaderOptions;
+use rawsend_transcode::{Codec, Compress, Options, TranscodeReader};
 
 use crate::dump::{self, Format};
 use crate::interrupt::{Interrupt, Interrupted};
@@ -83,6 +85,12 @@ pub struct ReceiveArgs {
     /// least every 30 seconds); each checkpoint syncs the destination filesystem.
     #[arg(long, value_name = "MIB", default_value_t = Checkpoints::default().bytes >> 20, conflicts_with = "no_resume")]
     checkpoint_every: u64,
+    /// Compress WRITE data with zstd[:LEVEL], zlib[:LEVEL] or lzo on all cores and store it
+    /// as compressed extents (BTRFS_IOC_ENCODED_WRITE; btrfs only), where that saves a
+    /// sector, without mounting DEST with compress-force; encoded extents of the stream
+    /// are stored as they are.
+    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["dump", "force_decompress", "abort"])]
+    compress: Option<Codec>,
     /// Discard the partial receive DEST/NAME and its resume state (the partial subvolume
     /// or directory too); refuses anything else.
     #[arg(long, value_name = "DEST/NAME", conflicts_with_all = ["dump", "dest", "file"])]
@@ -109,6 +117,13 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
         eprintln!("rawsend: receiving into plain directories (--target dir): {why}");
     }
+    if args.compress.is_some() && target.kind() == Kind::Dir {
+        bail!(
+            "--compress stores compressed extents, which only btrfs can hold; {} is received into \
+             plain directories (--target dir)",
+            dest.display()
+        );
+    }
     target.set_strict(args.strict);
     let opts = ReceiveOptions {
         reader,
@@ -126,11 +141,11 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     let receiver = Receiver::new(target, opts)
         .interrupt_when(interrupt.flag())
         .observe(move |event| progress::print(level, event));
-    let (summary, target) =
-        receiver.receive_into(interrupt.guard(input)).map_err(|failure| match interrupt.signal() {
-            Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
-            None => anyhow!("{failure}"),
-        })?;
+    let input = compressed(interrupt.guard(input), args.compress, reader)?;
+    let (summary, target) = receiver.receive_into(input).map_err(|failure| match interrupt.signal() {
+        Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
+        None => anyhow!("{failure}"),
+    })?;
     for (what, count) in target.skipped() {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }
@@ -153,6 +168,18 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The stream to apply: `input`, or with `--compress` its WRITE data compressed on
+/// worker threads (`rawsend-transcode`) while the engine applies what is ready.
+fn compressed(
+    input: impl Read + Send + 'static,
+    codec: Option<Codec>,
+    reader: ReaderOptions,
+) -> Result<Box<dyn Read>> {
+    let Some(codec) = codec else { return Ok(Box::new(input)) };
+    let opts = Options { recompress: false, ..Options::new(Compress::With(codec)) };
+    Ok(Box::new(TranscodeReader::new(input, opts, reader)?))
 }
 
 /// The destination kind `--target` asks for (`None`: automatic).
