@@ -1,18 +1,24 @@
-//! The threads: one reads and plans, a pool of workers compresses, and the
-//! consumer reads the output in order.
+//! The threads: the planner reads the input, a pool of workers compresses,
+//! and the output is taken in stream order.
 //!
-//! The planner thread turns the input into a sequence of units: bytes ready
-//! now (batched up to [`BATCH`]) or a job's result to come. Units go in
-//! stream order through a bounded channel to the consumer ([`TranscodeReader`]),
-//! which waits for each job's result in turn; jobs go through a second bounded
-//! channel to the workers, which take the next one as soon as they are free.
-//! So compression runs on all workers while the output keeps the input's
-//! order, and at most `UNITS_PER_WORKER × workers` units, a job per worker
-//! and one batch being filled are held: memory is bounded by the worker
-//! count, whatever the stream's size.
+//! The planner turns the input into a sequence of units: bytes ready now
+//! (batched up to [`BATCH`]) or a job's result to come. Jobs go through a
+//! bounded channel to the workers, which take the next one as soon as they
+//! are free; units wait in stream order until they are ready. So compression
+//! runs on all workers while the output keeps the input's order, and at most
+//! `UNITS_PER_WORKER × workers` units, a job per worker and one batch being
+//! filled are held: memory is bounded by the worker count, whatever the
+//! stream's size. Two ways to drive it:
+//! - [`transcode`]: the calling thread plans and writes the output (a queue);
+//!   input and output may be anything, borrowed and not `Send` (the kernel's
+//!   pipe in `send --compress`).
+//! - [`TranscodeReader`]: the planner runs on a thread of its own and units go
+//!   through a bounded channel to whoever reads the output (the receive
+//!   engine in `receive --compress`).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -124,18 +130,35 @@ impl Read for TranscodeReader {
     }
 }
 
-/// Transcodes `input` into `output` (see the crate docs).
-pub fn transcode<R: Read + Send + 'static>(
-    input: R,
-    mut output: impl Write,
-    opts: &Options,
-) -> Result<Summary, Error> {
-    let mut reader = TranscodeReader::new(input, *opts, ReaderOptions::default())?;
-    while let Some(bytes) = reader.next_chunk()? {
-        output.write_all(&bytes).map_err(Error::Write)?;
-    }
-    output.flush().map_err(Error::Write)?;
-    Ok(reader.summary().unwrap_or_default())
+/// Transcodes `input` into `output` (see the crate docs) and says what was left out.
+///
+/// The calling thread reads, plans and writes, keeping at most
+/// `UNITS_PER_WORKER × workers` units in flight; the workers are scoped threads,
+/// so neither `input` nor `output` has to be `Send` or `'static`.
+pub fn transcode(input: impl Read, output: impl Write, opts: &Options) -> Result<Summary, Error> {
+    opts.check()?;
+    let workers = opts.workers.max(1);
+    let (job_tx, job_rx) = sync_channel::<(Job, SyncSender<JobResult>)>(workers);
+    let job_rx = Mutex::new(job_rx);
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| work(&job_rx));
+        }
+        let mut sink = QueueSink {
+            batch: Vec::new(),
+            queue: VecDeque::new(),
+            jobs: job_tx,
+            output,
+            limit: UNITS_PER_WORKER * workers,
+        };
+        let mut planner = Planner::new(*opts);
+        read_all(StreamReader::new(input), &mut planner, &mut sink)?;
+        sink.hand_on();
+        sink.drain(true)?;
+        sink.output.flush().map_err(Error::Write)?;
+        Ok(Summary { dropped_fileattrs: planner.dropped_fileattrs })
+        // Dropping the sink closes the job channel: the workers end and the scope joins them.
+    })
 }
 
 fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> Result<(), Error> {
@@ -179,16 +202,14 @@ fn plan<R: Read>(
 fn read_all<R: Read>(
     mut reader: StreamReader<R>,
     planner: &mut Planner,
-    sink: &mut ChannelSink,
+    sink: &mut impl Sink,
 ) -> Result<(), Error> {
     while let Some(item) = reader.next()? {
         match item {
             Item::Header { version, .. } => planner.header(version, sink)?,
             Item::Command(record) => planner.command(&record, sink)?,
         }
-        if sink.batch.len() >= BATCH {
-            sink.hand_on()?;
-        }
+        sink.step()?;
     }
     planner.finish(sink)
 }
@@ -217,10 +238,81 @@ impl Sink for ChannelSink {
         &mut self.batch
     }
 
+    fn step(&mut self) -> Result<(), Error> {
+        if self.batch.len() >= BATCH {
+            self.hand_on()?;
+        }
+        Ok(())
+    }
+
     fn job(&mut self, job: Job) -> Result<(), Error> {
         self.hand_on()?;
         let (done, result) = sync_channel(1);
         self.jobs.send((job, done)).map_err(|_| Error::Thread("the workers stopped".to_owned()))?;
         self.units.send(Unit::Pending(result)).map_err(|_| Error::OutputClosed)
+    }
+}
+
+/// [`transcode`]'s [`Sink`]: units wait in a queue and are written, in order, as
+/// soon as they are ready; the planner waits for the oldest once `limit` are queued.
+struct QueueSink<W> {
+    batch: Vec<u8>,
+    queue: VecDeque<Unit>,
+    jobs: SyncSender<(Job, SyncSender<JobResult>)>,
+    output: W,
+    limit: usize,
+}
+
+impl<W: Write> QueueSink<W> {
+    fn hand_on(&mut self) {
+        if !self.batch.is_empty() {
+            self.queue.push_back(Unit::Ready(std::mem::take(&mut self.batch)));
+        }
+    }
+
+    /// Writes the queued units that are ready; with `all`, waits for every one,
+    /// otherwise only while more than `limit` are queued.
+    fn drain(&mut self, all: bool) -> Result<(), Error> {
+        while let Some(unit) = self.queue.pop_front() {
+            let bytes = match unit {
+                Unit::Ready(bytes) => bytes,
+                Unit::Pending(result) if all || self.queue.len() >= self.limit => {
+                    result.recv().unwrap_or_else(|_| Err(stopped()))?
+                }
+                Unit::Pending(result) => match result.try_recv() {
+                    Ok(done) => done?,
+                    Err(TryRecvError::Empty) => {
+                        self.queue.push_front(Unit::Pending(result));
+                        return Ok(());
+                    }
+                    Err(TryRecvError::Disconnected) => return Err(stopped()),
+                },
+                Unit::Failed(err) => return Err(err),
+                Unit::End(_) => continue,
+            };
+            self.output.write_all(&bytes).map_err(Error::Write)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Sink for QueueSink<W> {
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.batch
+    }
+
+    fn step(&mut self) -> Result<(), Error> {
+        if self.batch.len() >= BATCH {
+            self.hand_on();
+        }
+        self.drain(false)
+    }
+
+    fn job(&mut self, job: Job) -> Result<(), Error> {
+        self.hand_on();
+        let (done, result) = sync_channel(1);
+        self.jobs.send((job, done)).map_err(|_| stopped())?;
+        self.queue.push_back(Unit::Pending(result));
+        self.drain(false)
     }
 }

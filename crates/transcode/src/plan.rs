@@ -32,6 +32,8 @@ pub(crate) trait Sink {
     fn bytes(&mut self) -> &mut Vec<u8>;
     /// Output a worker makes, in this place of the stream.
     fn job(&mut self, job: Job) -> Result<(), Error>;
+    /// Called after each input item: a chance to pass output on.
+    fn step(&mut self) -> Result<(), Error>;
 }
 
 /// WRITE data gathered into an extent.

@@ -17,9 +17,11 @@ use std::path::PathBuf;
 use rawsend_codec::Compression;
 use rawsend_receive::model::Inode;
 use rawsend_receive::{ModelTarget, ReceiveOptions, Receiver};
-use rawsend_stream::{Command, EncodedWrite, Item, StreamPath, StreamReader, StreamWriter, Uuid};
+use rawsend_stream::{
+    Command, EncodedWrite, Item, ReaderOptions, StreamPath, StreamReader, StreamWriter, Uuid,
+};
 use rawsend_testutil::fixtures::chains;
-use rawsend_transcode::{Compress, Error, Options, SECTOR, transcode};
+use rawsend_transcode::{Compress, Error, Options, SECTOR, TranscodeReader, transcode};
 
 /// Every data choice of `--compress`, and the output versions to try with each.
 const CHOICES: &[(&str, &[Option<u32>])] = &[
@@ -40,19 +42,8 @@ fn options(choice: &str, version: Option<u32>) -> Options {
 
 fn transcoded(stream: &[u8], opts: &Options) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    transcode(stream.to_vec().as_slice().to_owned_reader(), &mut out, opts)?;
+    transcode(stream, &mut out, opts)?;
     Ok(out)
-}
-
-/// `&[u8]` is not `'static`; the transcoder's reading thread needs an owned input.
-trait OwnedReader {
-    fn to_owned_reader(&self) -> std::io::Cursor<Vec<u8>>;
-}
-
-impl OwnedReader for [u8] {
-    fn to_owned_reader(&self) -> std::io::Cursor<Vec<u8>> {
-        std::io::Cursor::new(self.to_vec())
-    }
 }
 
 /// A received subvolume: its received UUID and transid, and its inodes by path.
@@ -405,8 +396,7 @@ fn what_an_older_version_cannot_carry() {
     // v1 has no inode flags: FILEATTR is left out and counted, as a v1 send has none.
     let fileattr = stream_with(2, Command::Fileattr { path: p("f"), attr: 0x10 });
     let mut out = Vec::new();
-    let summary =
-        transcode(fileattr.to_owned_reader(), &mut out, &options("none", Some(1))).expect("transcodes");
+    let summary = transcode(&fileattr[..], &mut out, &options("none", Some(1))).expect("transcodes");
     assert_eq!(summary.dropped_fileattrs, 1);
     assert!(!shape_kinds(&out).contains(&"fileattr"));
     // A preallocation cannot be expressed in v1; a punched hole becomes zeros.
@@ -437,4 +427,26 @@ fn shape_kinds(stream: &[u8]) -> Vec<&'static str> {
         }
     }
     kinds
+}
+
+#[test]
+fn the_reader_gives_the_same_bytes_as_transcode_and_its_errors() {
+    use std::io::Read;
+    for chain in chains().into_iter().filter(|chain| chain.family() == "basic") {
+        for stream in &chain.streams {
+            let original = read(stream);
+            let opts = options("zlib", None);
+            let mut via_reader = Vec::new();
+            let input = std::io::Cursor::new(original.clone());
+            let mut reader = TranscodeReader::new(input, opts, ReaderOptions::default()).expect("starts");
+            reader.read_to_end(&mut via_reader).expect("reads");
+            assert_eq!(via_reader, transcoded(&original, &opts).expect("transcodes"), "{}", stream.display());
+        }
+    }
+    let original = synthetic(&[("f", text(100_000))], 48 * 1024, 1);
+    let truncated = std::io::Cursor::new(original[..original.len() - 30_000].to_vec());
+    let mut reader =
+        TranscodeReader::new(truncated, options("zstd", None), ReaderOptions::default()).expect("starts");
+    let err = reader.read_to_end(&mut Vec::new()).expect_err("truncated");
+    assert!(err.to_string().contains("command #3 (write) at byte"), "{err}");
 }
