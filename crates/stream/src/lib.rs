@@ -47,6 +47,7 @@ mod header;
 mod kind;
 mod path;
 mod reader;
+pub mod resume;
 mod uuid;
 mod value;
 mod writer;
