@@ -89,7 +89,7 @@ pub struct ReceiveArgs {
     /// as compressed extents (BTRFS_IOC_ENCODED_WRITE; btrfs only), where that saves a
     /// sector, without mounting DEST with compress-force; encoded extents of the stream
     /// are stored as they are.
-    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["dump", "force_decompress", "abort"])]
+    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["dump", "force_decompress", "abort", "resume_token"])]
     compress: Option<Codec>,
     /// Discard the partial receive DEST/NAME and its resume state (the partial subvolume
     /// or directory too); refuses anything else.

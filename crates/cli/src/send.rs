@@ -12,7 +12,8 @@
 //! With `--resume TOKEN` the stream passes through a stage in rawsend on its
 //! way out (the kernel writes into a pipe rawsend reads): the stage checks the
 //! regenerated stream against the token and writes only its continuation
-//! (`rawsend_stream::resume`).
+//! (`rawsend_stream::resume`). With `--compress ALG` the stage compresses the
+//! data on all cores (`rawsend-transcode`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, IsTerminal, Read, Write};
@@ -24,6 +25,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
 use rawsend_stream::resume::{self, Token};
+use rawsend_transcode::{Codec, Compress, Options, transcode};
 
 use crate::verbosity::Verbosity;
 
@@ -60,6 +62,11 @@ pub struct SendArgs {
     /// SUBVOL, -p, -c, --proto and --compressed-data as the interrupted send.
     #[arg(long, value_name = "TOKEN", conflicts_with_all = ["single_stream", "no_data"])]
     resume: Option<Token>,
+    /// Compress the data the kernel sends uncompressed with zstd[:LEVEL], zlib[:LEVEL] or
+    /// lzo, on all cores, into ENCODED_WRITE where that saves a sector (the stream is
+    /// v2); with --compressed-data the kernel's compressed extents pass as they are.
+    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["single_stream", "resume"])]
+    compress: Option<Codec>,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
     /// Read-only subvolumes to send.
@@ -169,7 +176,12 @@ fn open_output(path: Option<&Path>) -> anyhow::Result<Option<File>> {
 /// Picks the protocol version to ask for, as btrfs-progs does; `None` means
 /// the kernel knows only v1 and takes no version.
 fn protocol(args: &SendArgs, supported: u32) -> anyhow::Result<Option<u32>> {
-    let mut proto = args.proto.unwrap_or(1);
+    // --compress makes v2 anyway; asked of the kernel, holes stay holes (FALLOCATE).
+    let default = if args.compress.is_some() && supported >= 2 { 2 } else { 1 };
+    let mut proto = args.proto.unwrap_or(default);
+    if args.compress.is_some() && proto == 1 {
+        bail!("--compress makes a protocol 2 stream (ENCODED_WRITE); it cannot be combined with --proto 1");
+    }
     if proto > supported {
         bail!("requested protocol version {proto} but the kernel supports only {supported}");
     }
@@ -275,6 +287,13 @@ type Stage<'a> = dyn FnMut(&mut dyn Read, &mut dyn Write) -> anyhow::Result<()> 
 
 /// The stage `args` ask for, if any (without one the kernel writes the output itself).
 fn stage(args: &SendArgs) -> anyhow::Result<Option<Box<Stage<'_>>>> {
+    if let Some(codec) = args.compress {
+        let opts = Options { recompress: false, ..Options::new(Compress::With(codec)) };
+        return Ok(Some(Box::new(move |input, output| {
+            transcode(input, output, &opts)?;
+            Ok(())
+        })));
+    }
     let Some(token) = &args.resume else { return Ok(None) };
     if args.subvolumes.len() != 1 {
         bail!("--resume continues one subvolume's stream: give exactly one SUBVOL");

@@ -57,6 +57,10 @@ pub enum CommandError {
     /// Compressing failed (not expected with valid input).
     #[error("compressing: {0}")]
     Encode(#[from] EncodeError),
+    /// A continuation marker (`send --resume`): its position counts the commands
+    /// and bytes of the stream as sent, which a transcode changes.
+    #[error("a continuation of an interrupted receive (send --resume) cannot be transcoded")]
+    Continuation,
     /// The command does not fit the output format.
     #[error("re-encoding: {0}")]
     Format(#[from] rawsend_stream::EncodeError),

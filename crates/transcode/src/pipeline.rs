@@ -22,9 +22,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use rawsend_stream::{Item, ReaderOptions, StreamReader};
+use rawsend_stream::{Item, Location, ReaderOptions, StreamReader};
 
-use crate::error::Error;
+use crate::error::{CommandError, Error};
 use crate::options::Options;
 use crate::plan::{Planner, Sink};
 use crate::work::{Job, Worker};
@@ -208,6 +208,10 @@ fn read_all<R: Read>(
         match item {
             Item::Header { version, .. } => planner.header(version, sink)?,
             Item::Command(record) => planner.command(&record, sink)?,
+            Item::Continue { index, offset, .. } => {
+                let location = Location { index: Some(index), offset, ..Location::default() };
+                return Err(Error::at(&location, CommandError::Continuation));
+            }
         }
         sink.step()?;
     }

@@ -93,6 +93,7 @@ fn shape(stream: &[u8]) -> Shape {
                 Command::Write { .. } => shape.writes += 1,
                 _ => {}
             },
+            Item::Continue { .. } => panic!("no fixture is a continuation"),
         }
     }
     shape
@@ -449,4 +450,16 @@ fn the_reader_gives_the_same_bytes_as_transcode_and_its_errors() {
         TranscodeReader::new(truncated, options("zstd", None), ReaderOptions::default()).expect("starts");
     let err = reader.read_to_end(&mut Vec::new()).expect_err("truncated");
     assert!(err.to_string().contains("command #3 (write) at byte"), "{err}");
+}
+
+#[test]
+fn a_continuation_stream_is_refused_with_its_location() {
+    let full = synthetic(&[("f", text(10_000))], 48 * 1024, 2);
+    let position = rawsend_stream::resume::Position::start(17).after(&full[17..]);
+    let marker = rawsend_stream::resume::continuation_marker(&position);
+    let mut continued = full[..17].to_vec();
+    continued.extend_from_slice(&marker);
+    continued.extend_from_slice(&full[17..]);
+    let err = transcoded(&continued, &options("zstd", None)).expect_err("continuation");
+    assert!(err.to_string().starts_with("command #0 at byte 17: a continuation of an interrupted receive"), "{err}");
 }
