@@ -257,3 +257,70 @@ fn transcoding_a_large_stream_stays_within_a_fixed_memory_bound() {
     eprintln!("peak RSS transcoding a 256 MiB stream: {} KiB", rss_kib);
     assert!(rss_kib < 48 * 1024, "peak RSS {rss_kib} KiB for a 256 MiB stream");
 }
+
+/// Counts ENCODED_WRITEs per compression value in `stream` (`rawsend dump --json`).
+fn encoded_writes(stream: &Path) -> std::collections::BTreeMap<u64, usize> {
+    let output = rawsend().args(["dump", "--json", "-f"]).arg(stream).output().expect("start rawsend dump");
+    assert!(output.status.success(), "{}", output_text(&output));
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let value: serde_json::Value = serde_json::from_str(line).expect("json");
+        if value["command"] == "encoded_write" {
+            *counts.entry(value["compression"].as_u64().expect("compression")).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn send_compress_compresses_what_the_kernel_stored_plain_and_keeps_its_extents() {
+    require_root();
+    let since = now_ns();
+    let source = btrfs_fs();
+    let vol = source.path().join("vol");
+    run(Command::new("btrfs").args(["subvolume", "create"]).arg(&vol));
+    let text: Vec<u8> =
+        b"plain text the kernel stored uncompressed\n".iter().copied().cycle().take(1_000_000).collect();
+    fs::write(vol.join("plain.txt"), &text).expect("write plain");
+    fs::write(vol.join("small"), &text[..3000]).expect("write small");
+    run(&mut Command::new("sync"));
+    run(Command::new("mount").args(["-o", "remount,compress=lzo"]).arg(source.path()));
+    fs::write(vol.join("lzo.txt"), &text).expect("write lzo");
+    run(&mut Command::new("sync"));
+    let snap = source.path().join("snap");
+    run(Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&vol).arg(&snap));
+    let work = tempfile::tempdir().expect("tempdir");
+    let stream = work.path().join("s");
+    run(rawsend()
+        .args(["send", "-q", "--compressed-data", "--compress", "zstd", "-f"])
+        .arg(&stream)
+        .arg(&snap));
+    let counts = encoded_writes(&stream);
+    assert!(counts.get(&2).is_some_and(|&n| n >= 8), "zstd extents for the plain file: {counts:?}");
+    assert!(counts.get(&3).is_some_and(|&n| n >= 8), "the kernel's LZO extents as they are: {counts:?}");
+    let dest = btrfs_fs();
+    let mut problems = Vec::new();
+    for receiver in ["btrfs", "rawsend"] {
+        let into = dest.path().join(receiver);
+        receive(receiver, &[], std::slice::from_ref(&stream), &into).expect("receives");
+        let (want, got) = (TreeSnapshot::capture(&snap), TreeSnapshot::capture(into.join("snap")));
+        let options =
+            CompareOptions { fresh_since_ns: Some(since), root: false, ..CompareOptions::default() };
+        problems
+            .extend(diff_with(&want, &got, &options).into_iter().map(|line| format!("{receiver}: {line}")));
+        let types = compsize_types(&into);
+        if !(types.contains("zstd") && types.contains("lzo")) {
+            problems.push(format!("{receiver}: compsize shows {types:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let refused =
+        rawsend().args(["send", "--proto", "1", "--compress", "zstd", "-f"]).arg(&stream).arg(&snap).output();
+    let refused = refused.expect("start rawsend");
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("--compress makes a protocol 2 stream"),
+        "{}",
+        output_text(&refused)
+    );
+}

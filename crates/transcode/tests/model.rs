@@ -461,5 +461,8 @@ fn a_continuation_stream_is_refused_with_its_location() {
     continued.extend_from_slice(&marker);
     continued.extend_from_slice(&full[17..]);
     let err = transcoded(&continued, &options("zstd", None)).expect_err("continuation");
-    assert!(err.to_string().starts_with("command #0 at byte 17: a continuation of an interrupted receive"), "{err}");
+    assert!(
+        err.to_string().starts_with("command #0 at byte 17: a continuation of an interrupted receive"),
+        "{err}"
+    );
 }
