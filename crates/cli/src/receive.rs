@@ -136,7 +136,9 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         reader,
         max_errors: args.max_errors,
         force_decompress: args.force_decompress,
-        verify_encoded: !args.no_verify_encoded,
+        // With --compress the transcoder checks the stream's own extents (and the engine
+        // need not re-decode those it made).
+        verify_encoded: !args.no_verify_encoded && args.compress.is_none(),
         resume: !args.no_resume,
         checkpoints: Checkpoints {
             bytes: args.checkpoint_every.saturating_mul(1 << 20),
@@ -148,7 +150,7 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     let receiver = Receiver::new(target, opts)
         .interrupt_when(interrupt.flag())
         .observe(move |event| progress::print(level, event));
-    let input = compressed(interrupt.guard(input), args.compress, reader)?;
+    let input = compressed(interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
     let (summary, target) = receiver.receive_into(input).map_err(|failure| match interrupt.signal() {
         Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
         None => anyhow!("{failure}"),
@@ -182,10 +184,11 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
 fn compressed(
     input: impl Read + Send + 'static,
     codec: Option<Codec>,
+    verify: bool,
     reader: ReaderOptions,
 ) -> Result<Box<dyn Read>> {
     let Some(codec) = codec else { return Ok(Box::new(input)) };
-    let opts = Options { recompress: false, ..Options::new(Compress::With(codec)) };
+    let opts = Options { recompress: false, verify, ..Options::new(Compress::With(codec)) };
     Ok(Box::new(TranscodeReader::new(input, opts, reader)?))
 }
 

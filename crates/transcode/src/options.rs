@@ -41,16 +41,21 @@ pub struct Options {
     /// With [`Compress::With`]: decode and recompress ENCODED_WRITE data too. When
     /// false, encoded extents pass as they are (`send --compress` keeps the kernel's).
     pub recompress: bool,
+    /// Test-decode the ENCODED_WRITEs that pass as they are, on the workers, and fail
+    /// at the first that does not decode (the kernel stores corrupt extents unchecked;
+    /// `receive --compress` checks here instead of in the engine, which would also
+    /// re-decode the extents compressed here).
+    pub verify: bool,
     /// Compression worker threads (at least one is used).
     pub workers: usize,
 }
 
 impl Options {
-    /// `compress` with the version chosen automatically, recompression on, and one
-    /// worker per core.
+    /// `compress` with the version chosen automatically, recompression on, no
+    /// verification, and one worker per core.
     pub fn new(compress: Compress) -> Options {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        Options { version: None, compress, recompress: true, workers }
+        Options { version: None, compress, recompress: true, verify: false, workers }
     }
 
     /// The codec to compress with, if any.

@@ -7,8 +7,9 @@
 //!   command, another file or a gap ends the extent. An extent whose end is
 //!   not sector-aligned is encoded whole only where it ends the file (see
 //!   `sizes`); otherwise its last partial sector stays a WRITE.
-//! - ENCODED_WRITE passes as it is, or becomes a job that decodes it (and
-//!   recompresses it where asked).
+//! - ENCODED_WRITE passes as it is (test-decoded by a worker first with
+//!   [`Options::verify`]), or becomes a job that decodes it (and recompresses
+//!   it where asked).
 //! - Every other command is copied byte for byte when the output version is
 //!   the input's, and re-encoded for the output version otherwise; a v1
 //!   output gets a punched hole as WRITEs of zeros and no FILEATTR (v1 has
@@ -62,7 +63,7 @@ impl Output {
     fn job(self, location: Location, path: Vec<u8>, offset: u64, source: Source, unaligned_end: bool) -> Job {
         let whole_file = offset == 0 && unaligned_end;
         let Output { version, codec } = self;
-        Job { location, path, offset, source, version, codec, unaligned_end, whole_file }
+        Job { location, path, offset, source, version, codec, unaligned_end, whole_file, verified: None }
     }
 }
 
@@ -209,12 +210,19 @@ impl Planner {
             Compress::None => false,
             Compress::With(_) => !self.opts.recompress,
         };
-        if keep && self.out.version >= 2 {
-            // v2 and v3 encode ENCODED_WRITE alike.
+        // v2 and v3 encode ENCODED_WRITE alike.
+        let keep = keep && self.out.version >= 2;
+        if keep && !self.opts.verify {
             sink.bytes().extend_from_slice(record.raw);
             return Ok(());
         }
         let extent = Extent::check(write).map_err(|err| Error::at(&location(record), err))?;
+        if keep {
+            let mut job =
+                self.out.job(location(record), Vec::new(), write.offset, Source::Encoded(extent), true);
+            job.verified = Some(record.raw.to_vec());
+            return sink.job(job);
+        }
         let end = write.offset + write.unencoded_file_len;
         // The input extent was accepted as it is, so its end may stay where it is.
         let mut job = self.out.job(

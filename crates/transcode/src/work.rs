@@ -84,6 +84,8 @@ pub(crate) struct Job {
     pub unaligned_end: bool,
     /// The range is the whole file: it may be stored inline.
     pub whole_file: bool,
+    /// Only check that the encoded source decodes, then output this (its command as it was).
+    pub verified: Option<Vec<u8>>,
 }
 
 /// A worker's reusable codec state.
@@ -108,6 +110,10 @@ impl Worker {
                 &scratch[extent.unencoded_offset..extent.unencoded_offset + extent.len]
             }
         };
+        if let Some(raw) = &job.verified {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
         if let Some(codec) = job.codec.filter(|_| encodable(job, plain.len())) {
             let encoded = encoder
                 .encode(codec.compression, codec.level, plain)

@@ -374,10 +374,25 @@ fn corrupt_encoded_data_is_located_when_it_must_be_decoded() {
     let crc = rawsend_stream::command_crc(&corrupt[offset..offset + len]);
     corrupt[offset + 6..offset + 10].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(transcoded(&corrupt, &options("keep", None)).map(|o| o == corrupt).ok(), Some(true));
-    let err = transcoded(&corrupt, &options("none", None)).expect_err("decode fails");
-    let text = err.to_string();
-    assert!(text.starts_with(&format!("command #{index} (encoded_write) at byte {offset}, path ")), "{text}");
-    assert!(text.contains("encoded data"), "{text}");
+    let verify_kept = Options { verify: true, recompress: false, ..options("zstd", None) };
+    for opts in [
+        options("none", None),
+        options("zstd", None),
+        verify_kept,
+        Options { verify: true, ..options("keep", None) },
+    ] {
+        let err = transcoded(&corrupt, &opts).expect_err("decode fails");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("command #{index} (encoded_write) at byte {offset}, path ")),
+            "{text}"
+        );
+        assert!(text.contains("encoded data"), "{text}");
+    }
+    let kept = Options { recompress: false, ..options("zstd", None) };
+    assert!(transcoded(&corrupt, &kept).is_ok(), "not verified: passes as it is");
+    let verified = transcoded(&original, &Options { verify: true, ..kept }).expect("decodes");
+    assert_eq!(verified, transcoded(&original, &kept).expect("transcodes"), "verification changes nothing");
 }
 
 /// A v2 stream of one subvolume with one file and `command` on it.
