@@ -48,7 +48,13 @@ pub fn run(args: &TranscodeArgs) -> Result<()> {
         Some(path) => File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         None => stdout_file()?,
     };
-    transcode(input, output, &opts)?;
+    let summary = transcode(input, output, &opts)?;
+    if summary.dropped_fileattrs > 0 {
+        eprintln!(
+            "rawsend: warning: left out {} FILEATTR commands (file attributes): protocol 1 cannot carry them",
+            summary.dropped_fileattrs
+        );
+    }
     Ok(())
 }
 

@@ -324,3 +324,48 @@ fn send_compress_compresses_what_the_kernel_stored_plain_and_keeps_its_extents()
         output_text(&refused)
     );
 }
+
+/// Stream versions in `stream` (`rawsend dump --json` gives each command's).
+fn versions(stream: &Path) -> BTreeSet<u64> {
+    let output = rawsend().args(["dump", "--json", "-f"]).arg(stream).output().expect("start rawsend dump");
+    assert!(output.status.success(), "{}", output_text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["version"]
+                .as_u64()
+                .expect("version")
+        })
+        .collect()
+}
+
+#[test]
+fn transcode_defaults_and_what_v1_leaves_out() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("out");
+    let streams = fixtures::streams_dir();
+    // No options: v2 with zstd extents.
+    transcode(&streams.join("basic-full.v1.stream"), &out, &[]);
+    assert_eq!(versions(&out), BTreeSet::from([2]));
+    let counts = encoded_writes(&out);
+    assert!(counts.keys().eq([&2]) && counts[&2] > 5, "{counts:?}");
+    // --proto 1 alone decodes everything.
+    transcode(&streams.join("basic-full.v2c.stream"), &out, &["--proto", "1"]);
+    assert_eq!((versions(&out), encoded_writes(&out).len()), (BTreeSet::from([1]), 0));
+    // FILEATTR has no v1 form: left out, with a warning that counts them.
+    let output = rawsend()
+        .args(["transcode", "--proto", "1", "-f"])
+        .arg(streams.join("basic-incr1.v2.stream"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("start rawsend");
+    assert!(output.status.success(), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: left out 4 FILEATTR commands (file attributes)"), "{stderr}");
+    // A compressed v1 is a contradiction.
+    let output = rawsend().args(["transcode", "--proto", "1", "--compress", "zstd", "-o"]).arg(&out).output();
+    let output = output.expect("start rawsend");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output_text(&output).contains("compressed output needs protocol version 2 or 3, not 1"));
+}
