@@ -32,7 +32,7 @@ use crate::work::{Job, Worker};
 /// Ready bytes are handed on once a batch holds this many.
 const BATCH: usize = 256 * 1024;
 /// Units in flight per worker between the planner and the consumer.
-const UNITS_PER_WORKER: usize = 4;
+const UNITS_PER_WORKER: usize = 16;
 
 type JobResult = Result<Vec<u8>, Error>;
 
