@@ -19,12 +19,16 @@
 //! The reusable [`Decoder`] and [`Encoder`] keep zlib and zstd contexts
 //! between calls; [`decode`] and [`encode`] are one-shot conveniences.
 //!
+//! [`ExtentFields::check`] is the bounds check every consumer of an encoded
+//! extent makes before anything else.
+//!
 //! The per-algorithm rules are in the private modules `zlib`, `zstandard`
 //! and `lzo`; `lzo1x_decode` is a bounded LZO1X decoder (the reason it is
 //! ours is documented there).
 
 mod compression;
 mod error;
+mod extent;
 mod lzo;
 mod lzo1x_decode;
 #[cfg(test)]
@@ -35,6 +39,7 @@ mod zstandard;
 use compression::Algorithm;
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
+pub use extent::ExtentFields;
 pub use lzo1x_decode::Lzo1xError;
 
 /// Largest decoded size of one extent (`BTRFS_MAX_UNCOMPRESSED`).

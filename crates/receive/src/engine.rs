@@ -27,7 +27,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
+use rawsend_codec::{Compression, Decoder, ExtentFields};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
 use rustix::io::Errno;
 
@@ -772,25 +772,15 @@ fn location(record: &Record<'_>) -> Location {
 
 /// Checks the fields of an encoded extent that no target can accept wrong.
 fn check_extent(extent: &EncodedExtent<'_>) -> Result<Compression> {
-    let compression = Compression::from_raw(extent.compression)
-        .filter(|c| *c != Compression::None)
-        .ok_or(ErrorKind::Invalid("unknown or no compression in ENCODED_WRITE"))?;
-    if extent.unencoded_len > MAX_UNENCODED_LEN as u64 {
-        return Err(ErrorKind::Invalid("unencoded length above 128 KiB"));
-    }
-    if extent.data.len() > MAX_UNENCODED_LEN {
-        return Err(ErrorKind::Invalid("encoded data above 128 KiB"));
-    }
-    if extent.unencoded_offset.checked_add(extent.len).is_none_or(|end| end > extent.unencoded_len) {
-        return Err(ErrorKind::Invalid("unencoded offset + length exceed the unencoded length"));
-    }
-    if extent.data.is_empty() && extent.len > 0 {
-        return Err(ErrorKind::Invalid("no encoded data for a non-empty range"));
-    }
-    if extent.offset.checked_add(extent.len).is_none() {
-        return Err(ErrorKind::Invalid("file range overflows"));
-    }
-    Ok(compression)
+    let fields = ExtentFields {
+        offset: extent.offset,
+        len: extent.len,
+        unencoded_len: extent.unencoded_len,
+        unencoded_offset: extent.unencoded_offset,
+        compression: extent.compression,
+        data_len: extent.data.len(),
+    };
+    fields.check().map_err(ErrorKind::Invalid)
 }
 
 /// Rejects fs-verity parameters the kernel would refuse, so every target agrees.

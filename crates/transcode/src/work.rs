@@ -2,7 +2,7 @@
 //! encoded, compress it if asked and worth it, and encode the commands that
 //! carry it (one ENCODED_WRITE, or WRITEs).
 
-use rawsend_codec::{Compression, Decoder, Encoder, MAX_UNENCODED_LEN};
+use rawsend_codec::{Compression, Decoder, Encoder, ExtentFields, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, EncodedWrite, Location, RawPath};
 
 use crate::SECTOR;
@@ -35,25 +35,17 @@ pub(crate) struct Extent {
 impl Extent {
     /// Checks the fields no receiver accepts wrong and copies the data.
     pub(crate) fn check(write: &EncodedWrite<'_>) -> Result<Extent, CommandError> {
-        let bad = |why| Err(CommandError::BadExtent(why));
-        let compression =
-            write.compression.and_then(Compression::from_raw).filter(|c| *c != Compression::None);
-        let Some(compression) = compression else { return bad("unknown or no compression") };
+        let fields = ExtentFields {
+            offset: write.offset,
+            len: write.unencoded_file_len,
+            unencoded_len: write.unencoded_len,
+            unencoded_offset: write.unencoded_offset,
+            compression: write.compression.unwrap_or(0),
+            data_len: write.data.len(),
+        };
+        let compression = fields.check().map_err(CommandError::BadExtent)?;
         if write.encryption.unwrap_or(0) != 0 {
-            return bad("encrypted");
-        }
-        if write.unencoded_len > MAX_UNENCODED_LEN as u64 {
-            return bad("unencoded length above 128 KiB");
-        }
-        if write
-            .unencoded_offset
-            .checked_add(write.unencoded_file_len)
-            .is_none_or(|end| end > write.unencoded_len)
-        {
-            return bad("unencoded offset + length exceed the unencoded length");
-        }
-        if write.offset.checked_add(write.unencoded_file_len).is_none() {
-            return bad("file range overflows");
+            return Err(CommandError::BadExtent("encrypted"));
         }
         Ok(Extent {
             compression,
