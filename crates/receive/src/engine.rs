@@ -146,6 +146,17 @@ pub enum Event<'a> {
         /// What may be applied beyond.
         tail: Tail,
     },
+    /// The subvolume just started (its SUBVOL or SNAPSHOT was reported) is already
+    /// received here, from the same sent subvolume: it is left as it is and its commands
+    /// are passed over (with resume on; without, it is an error as with btrfs-progs).
+    AlreadyReceived {
+        /// Its name in DEST.
+        name: &'a [u8],
+        /// The sent subvolume's UUID (its received UUID here).
+        uuid: Uuid,
+        /// Its ctransid.
+        ctransid: u64,
+    },
     /// The saved prefix of a partial subvolume was skipped and verified; applying
     /// continues after `position`, under the replay rules if `replay`.
     Resuming {
@@ -186,6 +197,8 @@ pub struct Receiver<T> {
     boot: Option<String>,
     /// A continuation marker just read: where the next subvolume's stream continues.
     continuing: Option<Position>,
+    /// The subvolume being read is already received here: its commands are passed over.
+    passing_over: bool,
 }
 
 impl<T: Target> Receiver<T> {
@@ -208,6 +221,7 @@ impl<T: Target> Receiver<T> {
             tracker: None,
             boot: if opts.resume { resume::boot_id() } else { None },
             continuing: None,
+            passing_over: false,
         }
     }
 
@@ -326,13 +340,23 @@ impl<T: Target> Receiver<T> {
 
     fn apply_record(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
         let located = |kind| Error { location: location(record), kind };
-        if self.skipped(record).map_err(located)? {
+        if self.passed_over(&record.command) || self.skipped(record).map_err(located)? {
             return Ok(());
         }
         self.before_apply(&record.command).map_err(located)?;
         self.apply(record).or_else(|kind| self.replayed(&record.command, kind)).map_err(located)?;
         self.summary.commands += 1;
         self.advance(record).map_err(located)
+    }
+
+    /// Whether `command` belongs to a subvolume already received here (see [`Receiver::begin`]).
+    fn passed_over(&mut self, command: &Command<'_>) -> bool {
+        match command {
+            Command::Subvol { .. } | Command::Snapshot { .. } => self.passing_over = false,
+            Command::End => return std::mem::take(&mut self.passing_over),
+            _ => {}
+        }
+        self.passing_over
     }
 
     /// Whether `record` belongs to the saved prefix being skipped (it is then consumed).
@@ -501,6 +525,18 @@ impl<T: Target> Receiver<T> {
         }
     }
 
+    /// Whether `start.name` is a complete receive of this very subvolume, as a re-run of
+    /// a receive of several subvolumes finds those it finished: it is then left as it
+    /// is and its commands are passed over.
+    fn already_received(&mut self, start: &SubvolStart<'_>) -> Result<bool> {
+        if self.target.received_as(start.name)? != Some((start.uuid, start.ctransid)) {
+            return Ok(false);
+        }
+        self.passing_over = true;
+        self.notify(Event::AlreadyReceived { name: start.name, uuid: start.uuid, ctransid: start.ctransid });
+        Ok(true)
+    }
+
     /// Notes a continuation marker: the next SUBVOL or SNAPSHOT continues its partial
     /// subvolume after `position`.
     fn expect_continuation(&mut self, position: Position) -> Result<()> {
@@ -522,9 +558,12 @@ impl<T: Target> Receiver<T> {
             parent: start.parent,
             version: record.version,
         };
+        let continuing = self.continuing.take();
+        if self.opts.resume && continuing.is_none() && self.already_received(&start)? {
+            return Ok(());
+        }
         let header_len = record.offset.saturating_sub(self.stream_offset);
         let mut tracker = Tracker::new(identity, header_len, self.opts.resume);
-        let continuing = self.continuing.take();
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {

@@ -302,6 +302,10 @@ impl Target for ModelTarget {
         })
     }
 
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<(Uuid, u64)>> {
+        Ok(self.subvols.get(name).and_then(|subvol| subvol.received))
+    }
+
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {
         if self.subvols.get(name).is_none_or(|subvol| subvol.received.is_some()) {
             return Ok(None);

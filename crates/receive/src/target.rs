@@ -172,6 +172,9 @@ pub trait Target {
     fn finish_subvol(&mut self) -> Result<()>;
     /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
     fn abandon_subvol(&mut self) -> Option<Unfinished>;
+    /// The sent subvolume (UUID, ctransid) that `name` is a complete receive of, if it
+    /// is one (marked received and, on btrfs, read-only).
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<(Uuid, u64)>>;
     /// The resume state of `name`, if it is a partial receive that has one (see
     /// [`crate::resume`]); untrusted: the engine verifies what it skips.
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>>;

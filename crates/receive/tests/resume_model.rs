@@ -363,3 +363,32 @@ fn a_marker_must_come_right_before_the_subvolume() {
     assert!(failure.to_string().contains("two continuation markers"), "{failure}");
     assert_eq!(after.subvols[&name], partial.subvols[&name]);
 }
+
+#[test]
+fn a_rerun_of_several_subvolumes_passes_over_those_already_received() {
+    let chain = chains().into_iter().find(|chain| chain.variant() == "v2" && chain.streams.len() > 1);
+    let chain = chain.expect("a v2 chain with an incremental");
+    let streams: Vec<Vec<u8>> = chain.streams.iter().map(|path| std::fs::read(path).unwrap()).collect();
+    let want = in_one_go(&streams);
+    let joined = streams.concat();
+    let last = streams.last().unwrap();
+    let cuts = commands(last).expect("one stream");
+    let before_last = joined.len() - last.len();
+    for applied in [1, cuts.len() / 2, cuts.len() - 1] {
+        let label = format!("{} joined, cut after {applied} commands of the last stream", chain.name);
+        let (outcome, partial) = receive(ModelTarget::new(), &joined[..before_last + cuts[applied - 1].end]);
+        outcome.expect_err("a cut stream fails");
+        let resumed = in_one_go_from(partial, std::slice::from_ref(&joined));
+        assert_same(&resumed, &want, &label);
+    }
+    // Without resume, a received subvolume of that name is an error, as with btrfs-progs.
+    let opts = ReceiveOptions { resume: false, ..ReceiveOptions::default() };
+    let (outcome, _) = Receiver::new(want.clone(), opts).receive_keeping(&joined[..]);
+    assert!(outcome.is_err(), "--no-resume receives nothing twice");
+    // Another stream's subvolume of the same name is never passed over.
+    let mut other = want.clone();
+    let first = subvolume_name(&chain.streams[0]);
+    other.subvols.get_mut(&first).unwrap().received.as_mut().unwrap().1 += 1;
+    let (outcome, _) = receive(other, &joined);
+    assert!(outcome.is_err(), "a subvolume received from another ctransid is not this one");
+}
