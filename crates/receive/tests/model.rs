@@ -314,6 +314,7 @@ fn the_observer_hears_each_command_before_it_applies_and_each_completion_before_
             Event::Finishing { uuid, ctransid } => format!("finishing {uuid} {ctransid}"),
             Event::Checkpoint { position, .. } => format!("checkpoint {}", position.commands),
             Event::Resuming { position, .. } => format!("resuming {}", position.commands),
+            Event::AlreadyReceived { uuid, .. } => format!("already received {uuid}"),
         });
     };
     let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
