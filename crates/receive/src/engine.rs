@@ -31,7 +31,7 @@ use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
 use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
 use rustix::io::Errno;
 
-use crate::error::{Error, ErrorKind, Refusal, Result};
+use crate::error::{Error, ErrorKind, Refusal, Result, Taken};
 use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
@@ -199,6 +199,8 @@ pub struct Receiver<T> {
     continuing: Option<Position>,
     /// The subvolume being read is already received here: its commands are passed over.
     passing_over: bool,
+    /// The first subvolume passed over: an error if nothing else is received.
+    passed_over: Option<Error>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -222,6 +224,7 @@ impl<T: Target> Receiver<T> {
             boot: if opts.resume { resume::boot_id() } else { None },
             continuing: None,
             passing_over: false,
+            passed_over: None,
         }
     }
 
@@ -299,12 +302,21 @@ impl<T: Target> Receiver<T> {
         }
         self.collect_verdicts();
         self.abandon_current();
+        self.finish();
         let outcome = if self.errors.is_empty() {
             Ok(self.summary)
         } else {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
         };
         (outcome, self.target)
+    }
+
+    /// At the end of the input: if every subvolume read was passed over as already
+    /// received, that is an error, as btrfs-progs makes it (with a clearer message).
+    fn finish(&mut self) {
+        if self.errors.is_empty() && self.summary.subvolumes.is_empty() {
+            self.errors.extend(self.passed_over.take());
+        }
     }
 
     fn interrupted(&self) -> bool {
@@ -527,13 +539,17 @@ impl<T: Target> Receiver<T> {
 
     /// Whether `start.name` is a complete receive of this very subvolume, as a re-run of
     /// a receive of several subvolumes finds those it finished: it is then left as it
-    /// is and its commands are passed over.
-    fn already_received(&mut self, start: &SubvolStart<'_>) -> Result<bool> {
-        if self.target.received_as(start.name)? != Some((start.uuid, start.ctransid)) {
+    /// is and its commands are passed over. A receive that passes over every subvolume
+    /// it reads fails, saying the first is already received (see [`Receiver::finish`]).
+    fn already_received(&mut self, record: &Record<'_>, start: &SubvolStart<'_>) -> Result<bool> {
+        let Some(found) = self.target.received_as(start.name)? else { return Ok(false) };
+        if (found.uuid, found.ctransid) != (start.uuid, start.ctransid) {
             return Ok(false);
         }
         self.passing_over = true;
         self.notify(Event::AlreadyReceived { name: start.name, uuid: start.uuid, ctransid: start.ctransid });
+        let kind = ErrorKind::NameTaken { path: found.place, taken: Taken::Received(found.uuid) };
+        self.passed_over.get_or_insert(Error { location: location(record), kind });
         Ok(true)
     }
 
@@ -559,7 +575,7 @@ impl<T: Target> Receiver<T> {
             version: record.version,
         };
         let continuing = self.continuing.take();
-        if self.opts.resume && continuing.is_none() && self.already_received(&start)? {
+        if self.opts.resume && continuing.is_none() && self.already_received(record, &start)? {
             return Ok(());
         }
         let header_len = record.offset.saturating_sub(self.stream_offset);

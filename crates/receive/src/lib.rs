@@ -32,5 +32,6 @@ pub use error::{Error, ErrorKind, Refusal, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
 pub use target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
+    Verity,
 };

@@ -381,6 +381,11 @@ fn a_rerun_of_several_subvolumes_passes_over_those_already_received() {
         let resumed = in_one_go_from(partial, std::slice::from_ref(&joined));
         assert_same(&resumed, &want, &label);
     }
+    // A re-run with nothing left to receive fails: the first subvolume is already received.
+    let (outcome, after) = receive(want.clone(), &joined);
+    let failure = outcome.expect_err("everything is already received");
+    assert!(matches!(failure.errors[..], [rawsend_receive::Error { kind: ErrorKind::NameTaken { .. }, .. }]));
+    assert_same(&after, &want, "a re-run of a complete receive changes nothing");
     // Without resume, a received subvolume of that name is an error, as with btrfs-progs.
     let opts = ReceiveOptions { resume: false, ..ReceiveOptions::default() };
     let (outcome, _) = Receiver::new(want.clone(), opts).receive_keeping(&joined[..]);

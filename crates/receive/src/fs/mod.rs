@@ -40,7 +40,8 @@ use rustix::io::Errno;
 use crate::error::{ErrorKind, Refusal, Result, Taken};
 use crate::resume::{self, Progress, ResumeState, Saved, Tail, Token};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
+    Verity,
 };
 use partial::ProgressFile;
 use received::Record;
@@ -829,12 +830,12 @@ impl Target for FsTarget {
         })
     }
 
-    fn received_as(&mut self, name: &[u8]) -> Result<Option<(Uuid, u64)>> {
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<Received>> {
         if !is_subvolume_name(name) {
             return Ok(None);
         }
         let Ok(dir) = tree::open_dir_beneath(self.dest.as_fd(), name) else { return Ok(None) };
-        Ok(match self.kind {
+        let found = match self.kind {
             Kind::Btrfs => {
                 if !btrfs::is_subvolume_root(&dir)? {
                     return Ok(None);
@@ -843,7 +844,8 @@ impl Target for FsTarget {
                 info.received_uuid.filter(|_| info.read_only).map(|uuid| (uuid, info.stransid))
             }
             Kind::Dir => received::read(self.dest.as_fd(), name, dir.as_fd())?.map(|r| (r.uuid, r.transid)),
-        })
+        };
+        Ok(found.map(|(uuid, ctransid)| Received { uuid, ctransid, place: self.place(name) }))
     }
 
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {
