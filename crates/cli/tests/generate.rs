@@ -65,8 +65,11 @@ fn man_dir_has_a_page_per_subcommand_and_each_renders_without_warnings() {
 #[test]
 fn man_without_dir_prints_every_page_rawsend_first() {
     let pages = String::from_utf8(rawsend(&["generate", "man"]).stdout).unwrap();
-    let titles: Vec<&str> =
-        pages.lines().filter_map(|line| line.strip_prefix(".TH ")).map(|th| th.split(' ').next().unwrap()).collect();
+    let titles: Vec<&str> = pages
+        .lines()
+        .filter_map(|line| line.strip_prefix(".TH "))
+        .map(|th| th.split(' ').next().unwrap())
+        .collect();
     let mut expected = vec!["rawsend".to_owned()];
     expected.extend(subcommands().iter().map(|sub| format!("rawsend-{sub}")));
     assert_eq!(titles, expected);
