@@ -11,6 +11,9 @@
 //! ([`StreamReader::next_lenient`]), prints such commands as btrfs-progs
 //! does, and marks each on stderr with its location and reason, then counts
 //! them; the dump still succeeds. Framing and CRC errors still stop it.
+//!
+//! That reading loop, [`for_each_item`], is also `rawsend stats`'s, so both
+//! report the same errors at the same places.
 
 pub mod json;
 pub mod text;
