@@ -3,8 +3,8 @@
 //! ripgrep's `rg --generate` does).
 //!
 //! `generate man` prints rawsend(1) and then one page per subcommand
-//! (`rawsend-send(1)`, ...) to stdout, or with `--dir DIR` writes them as
-//! `DIR/rawsend.1`, `DIR/rawsend-send.1`, ...; `generate complete-bash`,
+//! (`rawsend-send(1)`, ..., `rawsend-generate-man(1)`, ...) to stdout, or
+//! with `--dir DIR` writes them as `DIR/rawsend.1`, `DIR/rawsend-send.1`, ...; `generate complete-bash`,
 //! `complete-zsh` and `complete-fish` print a completion script.
 
 use std::fs;
@@ -54,20 +54,33 @@ pub fn run(args: &GenerateArgs, command: clap::Command) -> Result<()> {
     Ok(out.flush()?)
 }
 
-/// The pages: (`rawsend`, the whole command), then (`rawsend-SUB`, SUB) for each subcommand.
-fn pages(mut command: clap::Command) -> Vec<(String, clap::Command)> {
+/// The pages: `rawsend` for the whole command, then `rawsend-SUB` for each
+/// subcommand, `rawsend-SUB-SUBSUB` for theirs, and so on: each page's
+/// SUBCOMMANDS section names the pages below it. clap's `help` subcommands
+/// are left out (`--help` says the same).
+fn pages(command: clap::Command) -> Vec<(String, clap::Command)> {
+    let mut command = without_help_subcommand(command);
     command.build();
-    let subcommands: Vec<(String, clap::Command)> = command
-        .get_subcommands()
-        .filter(|sub| sub.get_name() != "help")
-        .map(|sub| {
-            let name = format!("{}-{}", command.get_name(), sub.get_name());
-            (name.clone(), sub.clone().name(name))
-        })
-        .collect();
-    let mut pages = vec![(command.get_name().to_owned(), command)];
-    pages.extend(subcommands);
+    let version = command.get_version().unwrap_or_default().to_owned();
+    let mut pages = Vec::new();
+    add_pages(command.get_name().to_owned(), &version, command, &mut pages);
     pages
+}
+
+fn without_help_subcommand(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command.get_subcommands().map(|sub| sub.get_name().to_owned()).collect();
+    names.iter().fold(command.disable_help_subcommand(true), |command, name| {
+        command.mut_subcommand(name, without_help_subcommand)
+    })
+}
+
+/// Adds the page `name` for `command` (its footer saying `version`), then its subcommands' pages.
+fn add_pages(name: String, version: &str, command: clap::Command, pages: &mut Vec<(String, clap::Command)>) {
+    let subcommands: Vec<clap::Command> = command.get_subcommands().cloned().collect();
+    pages.push((name.clone(), command.name(name.clone()).version(version.to_owned())));
+    for sub in subcommands {
+        add_pages(format!("{name}-{}", sub.get_name()), version, sub, pages);
+    }
 }
 
 fn print_pages(command: clap::Command) -> Result<()> {

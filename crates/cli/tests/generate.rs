@@ -41,25 +41,50 @@ fn render(page: &Path) -> Output {
         .expect("man (man-db) is installed; scripts/test.sh installs it")
 }
 
+/// The pages a page refers to (`rawsend-send(1)`, ...), from its roff source.
+fn references(roff: &str) -> Vec<String> {
+    let text = roff.replace("\\-", "-");
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '(' || c == ')'))
+        .filter_map(|word| word.strip_suffix("(1)"))
+        .filter(|name| name.starts_with("rawsend"))
+        .map(|name| format!("{name}.1"))
+        .collect()
+}
+
 #[test]
 fn man_dir_has_a_page_per_subcommand_and_each_renders_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
     rawsend(&["generate", "man", "--dir", dir.path().to_str().unwrap()]);
-    let mut names: Vec<String> = subcommands().iter().map(|sub| format!("rawsend-{sub}.1")).collect();
-    names.push("rawsend.1".to_owned());
-    names.sort();
-    let mut written: Vec<String> =
+    let written: Vec<String> =
         fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    written.sort();
-    assert_eq!(written, names);
-    for name in names {
-        let output = render(&dir.path().join(&name));
+    let mut expected: Vec<String> = subcommands().iter().map(|sub| format!("rawsend-{sub}.1")).collect();
+    expected.push("rawsend.1".to_owned());
+    for name in &expected {
+        assert!(written.contains(name), "{name} missing: {written:?}");
+    }
+    for name in &written {
+        let roff = fs::read_to_string(dir.path().join(name)).unwrap();
+        for referenced in references(&roff) {
+            assert!(written.contains(&referenced), "{name} refers to {referenced}, which is not written");
+        }
+        let output = render(&dir.path().join(name));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success() && stderr.is_empty(), "{name}: {stderr}");
         let text = String::from_utf8_lossy(&output.stdout);
         let title = name.trim_end_matches(".1");
         assert!(text.contains(&format!("{title}(1)")) && text.contains("SYNOPSIS"), "{name}:\n{text}");
+        let th = roff.lines().find(|line| line.starts_with(".TH ")).unwrap();
+        assert!(th.contains(&format!("{title} {}", env!("CARGO_PKG_VERSION"))), "{name}: {th}");
     }
+    let top = fs::read_to_string(dir.path().join("rawsend.1")).unwrap();
+    assert!(
+        references(&top).contains(&"rawsend-stats.1".to_owned()),
+        "rawsend(1) lists the subcommands' pages"
+    );
+    assert!(
+        written.contains(&"rawsend-generate-man.1".to_owned()),
+        "nested subcommands get pages: {written:?}"
+    );
 }
 
 #[test]
@@ -70,9 +95,14 @@ fn man_without_dir_prints_every_page_rawsend_first() {
         .filter_map(|line| line.strip_prefix(".TH "))
         .map(|th| th.split(' ').next().unwrap())
         .collect();
+    let top: Vec<&str> = titles.iter().copied().filter(|title| title.matches('-').count() <= 1).collect();
     let mut expected = vec!["rawsend".to_owned()];
     expected.extend(subcommands().iter().map(|sub| format!("rawsend-{sub}")));
-    assert_eq!(titles, expected);
+    assert_eq!(top, expected);
+    for title in titles.iter().filter(|title| title.starts_with("rawsend-generate-")) {
+        let sub = title.trim_start_matches("rawsend-generate-");
+        assert!(["man", "complete-bash", "complete-zsh", "complete-fish"].contains(&sub), "{title}");
+    }
 }
 
 /// Runs `shell -n` on `script`.
