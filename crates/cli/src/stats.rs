@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use rawsend_stream::ReaderOptions;
 use rawsend_stream::stats::{Algorithm, EncodedBytes, FileExtent, Stats, Subvolume};
+use rawsend_stream::{CommandKind, ReaderOptions};
 use serde_json::{Map, Value, json};
 
 use crate::dump::{for_each_item, json::bytes_value, open_input};
@@ -61,7 +61,7 @@ fn to_json(stats: &Stats) -> Value {
         "write_bytes": stats.write_bytes,
         "encoded": encoded_json(stats.encoded_total()),
         "encoded_by_compression": encoded,
-        "clones": { "count": stats.count(rawsend_stream::CommandKind::Clone), "bytes": stats.clone_bytes },
+        "clones": { "count": stats.count(CommandKind::Clone), "bytes": stats.clone_bytes },
         "created": {
             "files": created.files,
             "directories": created.directories,
@@ -142,7 +142,7 @@ fn write_text(out: &mut impl Write, stats: &Stats) -> io::Result<()> {
             size(totals.unencoded_len)
         )?;
     }
-    let clones = stats.count(rawsend_stream::CommandKind::Clone);
+    let clones = stats.count(CommandKind::Clone);
     writeln!(out, "  clone          {clones} commands, {}", size(stats.clone_bytes))?;
     let created = stats.created();
     writeln!(
