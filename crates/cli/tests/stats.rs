@@ -271,3 +271,15 @@ fn paths_a_receive_refuses_are_counted_and_marked_as_the_dump_marks_them() {
     // SUBVOL, MKFILE, one command per case, END.
     assert_eq!(stats["total_commands"].as_u64(), Some(cases.len() as u64 + 3));
 }
+
+#[test]
+fn standard_input_gives_the_same_counts_as_a_file() {
+    let stream = testdata_dir().join("streams/basic-incr1.v2c.stream");
+    let piped = Command::new(env!("CARGO_BIN_EXE_rawsend"))
+        .args(["stats", "--json"])
+        .stdin(fs::File::open(&stream).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&piped.stdout).unwrap(), stats_json(&stream));
+}
