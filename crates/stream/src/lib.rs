@@ -18,6 +18,7 @@
 //!   keeps the paths a receive refuses as they are and names them
 //!   ([`Command::invalid_paths`]).
 //! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`.
+//! - [`stats::Stats`]: what a stream holds, counted item by item.
 //!
 //! ```
 //! use rawsend_stream::{Command, Item, StreamReader, StreamWriter, StreamPath, Uuid};
@@ -48,6 +49,7 @@ mod kind;
 mod path;
 mod reader;
 pub mod resume;
+pub mod stats;
 mod uuid;
 mod value;
 mod writer;
