@@ -32,6 +32,7 @@ use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath,
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Refusal, Result, Taken};
+use crate::lookahead::{self, Held};
 use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
@@ -201,6 +202,8 @@ pub struct Receiver<T> {
     passing_over: bool,
     /// The first subvolume passed over: an error if nothing else is received.
     passed_over: Option<Error>,
+    /// A create held back one command (see [`crate::lookahead`]).
+    held: Option<Held>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -225,6 +228,7 @@ impl<T: Target> Receiver<T> {
             continuing: None,
             passing_over: false,
             passed_over: None,
+            held: None,
         }
     }
 
@@ -287,16 +291,11 @@ impl<T: Target> Receiver<T> {
                 }
                 // A command that failed may be partly applied; a stream error applied nothing.
                 Ok(Some(Item::Command(record))) => {
-                    self.apply_record(&record).map_err(|err| (err, Tail::Pending))
+                    self.apply_next(&record).map_err(|err| (err, Tail::Pending))
                 }
                 Err(err) => Err((Error::from(err), Tail::Clean)),
             };
-            if let Err((err, tail)) = outcome {
-                let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
-                self.settle(tail, stops);
-                self.record_error(err);
-            }
-            if self.too_many_errors() {
+            if self.failed(outcome) {
                 break;
             }
         }
@@ -309,6 +308,115 @@ impl<T: Target> Receiver<T> {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
         };
         (outcome, self.target)
+    }
+
+    /// Records the error of a command or of the stream, if any, and says whether the
+    /// receive must stop.
+    fn failed(&mut self, outcome: std::result::Result<(), (Error, Tail)>) -> bool {
+        if let Err((err, tail)) = outcome {
+            let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
+            self.settle(tail, stops);
+            self.record_error(err);
+        }
+        self.too_many_errors()
+    }
+
+    /// Applies `record` after the create held back, if any: both as one create at the
+    /// final name when `record` renames what the held create creates.
+    fn apply_next(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
+        if let Some(held) = self.held.take() {
+            if held.renamed_by(&record.command).unwrap_or(false) {
+                return self.apply_merged(&held, record);
+            }
+            let alone = self.apply_held_alone(&held).map_err(|err| (err, Tail::Pending));
+            if self.failed(alone) {
+                // Too many errors: the receive stops before `record`.
+                return Ok(());
+            }
+        }
+        self.hold_or_apply(record)
+    }
+
+    /// Applies the held create as sent.
+    fn apply_held_alone(&mut self, held: &Held) -> std::result::Result<(), Error> {
+        let record = held.record().map_err(|kind| Error { location: held.location(), kind })?;
+        self.apply_record(&record)
+    }
+
+    /// Applies `record`, or holds it back if it is a create that the next command may
+    /// rename (see [`crate::lookahead`]).
+    fn hold_or_apply(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
+        if self.may_hold() {
+            if let Some(held) = Held::of(record) {
+                self.held = Some(held);
+                return Ok(());
+            }
+        }
+        self.apply_record(record)
+    }
+
+    /// Whether a create may be held back: in an open subvolume, applying (not skipping,
+    /// passing over or continuing), outside the replay window, where commands are
+    /// applied one by one as sent.
+    fn may_hold(&self) -> bool {
+        self.current.is_some()
+            && !self.passing_over
+            && self.continuing.is_none()
+            && self.tracker.as_ref().is_some_and(|t| !t.skipping() && t.replay_from.is_none())
+    }
+
+    /// The held create and the RENAME `rename` of what it creates, as one create at the
+    /// rename's destination; as the two commands if that name exists.
+    fn apply_merged(&mut self, held: &Held, rename: &Record<'_>) -> std::result::Result<(), Error> {
+        let located = |kind| Error { location: location(rename), kind };
+        let created = held.record().map_err(located)?;
+        let Command::Rename { to, .. } = rename.command else {
+            return Err(located(ErrorKind::Invalid(
+                "a held create merged with a command that is not RENAME",
+            )));
+        };
+        self.before_apply(&created.command).map_err(located)?;
+        self.notify(Event::Command(&created.command));
+        self.notify(Event::Command(&rename.command));
+        match self.create_node(&created.command, Some(to)) {
+            Err(kind) if kind.errno() == Some(Errno::EXIST.raw_os_error()) => {
+                self.create_node(&created.command, None)
+                    .map_err(|kind| Error { location: location(&created), kind })?;
+                self.apply_in_subvol(rename).map_err(located)?;
+            }
+            other => other.map_err(located)?,
+        }
+        self.summary.commands += 2;
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.step(created.raw);
+        }
+        self.advance(rename).map_err(located)
+    }
+
+    /// Creates the node `command` (a create) asks for, at `at` instead of its own path if
+    /// given (see [`crate::lookahead`]).
+    fn create_node(&mut self, command: &Command<'_>, at: Option<StreamPath<'_>>) -> Result<()> {
+        let (path, kind) = match *command {
+            Command::Mkfile { path, .. } => (path, NodeKind::File),
+            Command::Mkdir { path, .. } => (path, NodeKind::Dir),
+            Command::Mknod { path, mode, rdev, .. } => {
+                let kind = mode & 0o170000;
+                if kind != 0o020000 && kind != 0o060000 {
+                    return Err(ErrorKind::Invalid("mknod mode is not a character or block device"));
+                }
+                (path, NodeKind::Device { mode, rdev })
+            }
+            Command::Mkfifo { path, .. } => (path, NodeKind::Fifo),
+            Command::Mksock { path, .. } => (path, NodeKind::Socket),
+            Command::Symlink { path, target, .. } => {
+                if target.as_bytes().is_empty() || target.as_bytes().contains(&0) {
+                    return Err(ErrorKind::Invalid("symlink target is empty or contains NUL"));
+                }
+                (path, NodeKind::Symlink(target))
+            }
+            _ => return Err(ErrorKind::Invalid("not a create")),
+        };
+        self.target.create(at.unwrap_or(path), kind)
     }
 
     /// At the end of the input: if every subvolume read was passed over as already
@@ -641,25 +749,11 @@ impl<T: Target> Receiver<T> {
     }
 
     fn apply_in_subvol(&mut self, record: &Record<'_>) -> Result<()> {
+        if lookahead::is_create(&record.command) {
+            return self.create_node(&record.command, None);
+        }
         let t = &mut self.target;
         match record.command {
-            Command::Mkfile { path, .. } => t.create(path, NodeKind::File),
-            Command::Mkdir { path, .. } => t.create(path, NodeKind::Dir),
-            Command::Mknod { path, mode, rdev, .. } => {
-                let kind = mode & 0o170000;
-                if kind != 0o020000 && kind != 0o060000 {
-                    return Err(ErrorKind::Invalid("mknod mode is not a character or block device"));
-                }
-                t.create(path, NodeKind::Device { mode, rdev })
-            }
-            Command::Mkfifo { path, .. } => t.create(path, NodeKind::Fifo),
-            Command::Mksock { path, .. } => t.create(path, NodeKind::Socket),
-            Command::Symlink { path, target, .. } => {
-                if target.as_bytes().is_empty() || target.as_bytes().contains(&0) {
-                    return Err(ErrorKind::Invalid("symlink target is empty or contains NUL"));
-                }
-                t.create(path, NodeKind::Symlink(target))
-            }
             Command::Rename { from, to } => t.rename(from, to),
             Command::Link { path, target } => t.link(path, target),
             Command::Unlink { path } => t.unlink(path),

@@ -22,6 +22,7 @@
 mod engine;
 mod error;
 pub mod fs;
+mod lookahead;
 pub mod model;
 pub mod resume;
 mod target;
