@@ -556,14 +556,8 @@ impl<T: Target> Receiver<T> {
     fn already_applied(&mut self, command: &Command<'_>, err: &ErrorKind) -> Result<bool> {
         let errno = |e: Errno| err.errno() == Some(e.raw_os_error());
         Ok(match *command {
-            Command::Mkfile { .. }
-            | Command::Mkdir { .. }
-            | Command::Mknod { .. }
-            | Command::Mkfifo { .. }
-            | Command::Mksock { .. }
-            | Command::Symlink { .. }
-            | Command::Link { .. }
-            | Command::EnableVerity { .. } => errno(Errno::EXIST),
+            _ if lookahead::is_create(command) => errno(Errno::EXIST),
+            Command::Link { .. } | Command::EnableVerity { .. } => errno(Errno::EXIST),
             Command::Unlink { .. } | Command::Rmdir { .. } => errno(Errno::NOENT),
             Command::RemoveXattr { .. } => errno(Errno::NODATA),
             Command::Rename { from, to } => {
