@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
 
+use crate::meter::When;
 use crate::receive::ReceiveArgs;
 use crate::send::SendArgs;
 use crate::verbosity::Verbosity;
@@ -66,6 +67,7 @@ pub fn run(argv: &[OsString]) -> Result<()> {
             let mut args: ReceiveArgs =
                 parse("btrfs receive", "Receive subvolumes from a stream (btrfs receive, by rawsend)", rest);
             args.verbosity = args.verbosity.with_global(global);
+            args.progress.when.progress = When::Never;
             crate::receive::run(&args)
         }
         Plan::Real => exec_real(argv),

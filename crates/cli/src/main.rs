@@ -10,6 +10,7 @@
 mod btrfs_compat;
 mod dump;
 mod interrupt;
+mod meter;
 mod progress;
 mod receive;
 mod send;

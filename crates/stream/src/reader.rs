@@ -22,6 +22,7 @@
 //! validated paths.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::command::Command;
 use crate::crc::command_crc;
@@ -30,6 +31,7 @@ use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, RawPath, StreamPath};
+use crate::progress::ReadProgress;
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
 pub const V1_FRAME_CAP: usize = 64 * 1024;
@@ -105,6 +107,8 @@ pub struct StreamReader<R> {
     offset: u64,
     index: u64,
     state: State,
+    /// Where to publish how far reading got, if anyone watches.
+    progress: Option<Arc<ReadProgress>>,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -125,7 +129,15 @@ impl<R: Read> StreamReader<R> {
             offset: 0,
             index: 0,
             state: State::ExpectHeader { first: true },
+            progress: None,
         }
+    }
+
+    /// Publishes the bytes and commands read, the subvolume and a recent path into
+    /// `progress` as reading goes on (see [`ReadProgress`]).
+    pub fn with_progress(mut self, progress: Arc<ReadProgress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Bytes consumed so far (the offset of the next item).
@@ -203,8 +215,16 @@ impl<R: Read> StreamReader<R> {
         self.consume(frame_len);
         self.index += 1;
         let raw = &self.buf[start..start + frame_len];
-        match decode(raw, version, &mut location) {
+        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, &mut location);
+        if let Some(progress) = &self.progress {
+            progress.set_commands(self.index, location.path.as_deref());
+        }
+        match decoded {
             Ok(command) => {
+                let starts_subvolume = matches!(command.kind(), CommandKind::Subvol | CommandKind::Snapshot);
+                if let (Some(progress), true) = (&self.progress, starts_subvolume) {
+                    progress.set_subvolume(command.path().map_or(&[][..], |path: P| path.bytes()));
+                }
                 if command.kind() == CommandKind::End {
                     self.state = if self.opts.stop_at_end {
                         State::Done
@@ -273,6 +293,9 @@ impl<R: Read> StreamReader<R> {
     fn consume(&mut self, n: usize) {
         self.start += n;
         self.offset += n as u64;
+        if let Some(progress) = &self.progress {
+            progress.set_bytes(self.offset);
+        }
     }
 }
 
