@@ -39,7 +39,10 @@ pub use encoded::{
 pub use error::{EncodedWriteError, Error, Op, Result};
 pub use rawsend_stream::{ParseUuidError, Uuid};
 pub use rustix::io::Errno;
-pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_received_uuid, subvolume_path};
+pub use search::{
+    ExtentStorage, FileExtent, RootInfo, file_extent, root_info, subvolume_id_by_uuid,
+    subvolume_ids_by_received_uuid, subvolume_path,
+};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
 pub use shared::SharedMap;
 pub use signal::default_sigpipe;

@@ -61,6 +61,7 @@ pub fn run(argv: &[OsString]) -> Result<()> {
         Plan::Run { sub: Sub::Send, global, rest } => {
             let mut args: SendArgs = parse("btrfs send", "Send subvolumes (btrfs send, by rawsend)", rest);
             args.verbosity = args.verbosity.with_global(global);
+            args.progress.progress = When::Never;
             crate::send::run(&args)
         }
         Plan::Run { sub: Sub::Receive, global, rest } => {

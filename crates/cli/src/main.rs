@@ -9,12 +9,14 @@
 
 mod btrfs_compat;
 mod dump;
+mod estimate;
 mod interrupt;
 mod meter;
 mod progress;
 mod receive;
 mod send;
 mod verbosity;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

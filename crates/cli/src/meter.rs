@@ -100,6 +100,11 @@ enum Style {
 }
 
 impl When {
+    /// Whether progress is shown (with `-q` if `quiet`).
+    pub fn shows(self, quiet: bool) -> bool {
+        self.style(quiet).is_some()
+    }
+
     fn style(self, quiet: bool) -> Option<Style> {
         let terminal = std::io::stderr().is_terminal();
         match self {
@@ -263,10 +268,9 @@ fn line(now: &ProgressSnapshot, total: Option<u64>, elapsed: Duration) -> String
         Some(total) => {
             let percent = (now.bytes as f64 * 100.0 / total.max(1) as f64).min(100.0);
             let left = total.saturating_sub(now.bytes);
-            let eta = if rate > 0 {
-                format!(", ETA {}", HumanDuration(Duration::from_secs(left / rate)))
-            } else {
-                String::new()
+            let eta = match rate {
+                0 => String::new(),
+                _ => format!(", ETA {}", HumanDuration(Duration::from_secs(left.div_ceil(rate)))),
             };
             format!("{} of {} ({percent:.0}%){eta}", BinaryBytes(now.bytes), BinaryBytes(total))
         }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters a reader publishes and a viewer reads. See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadProgress {
     bytes: AtomicU64,
     commands: AtomicU64,
@@ -41,8 +41,21 @@ pub struct ProgressSnapshot {
     pub path: String,
 }
 
+impl Default for ReadProgress {
+    /// Counters at zero, the first path wanted.
+    fn default() -> Self {
+        ReadProgress {
+            bytes: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            want_path: AtomicBool::new(true),
+            path: Mutex::default(),
+            subvolume: Mutex::default(),
+        }
+    }
+}
+
 impl ReadProgress {
-    /// Counters at zero.
+    /// Counters at zero, the first path wanted.
     pub fn new() -> Self {
         ReadProgress::default()
     }
@@ -129,7 +142,7 @@ mod tests {
         let first = progress.snapshot();
         assert_eq!(
             (first.bytes, first.commands, first.subvolume.as_str(), first.path.as_str()),
-            (100, 1, "vol", "")
+            (100, 1, "vol", "a")
         );
         progress.set_commands(2, Some(b"b"));
         progress.set_commands(3, Some(b"c"));
