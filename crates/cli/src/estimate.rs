@@ -77,21 +77,33 @@ pub fn print(estimates: &[SubvolumeEstimate], as_json: bool, quiet: bool) -> Res
     Ok(())
 }
 
-/// Sends `job` without data into a pipe and estimates from what comes out.
+/// Sends `job` without data into a pipe and estimates from what comes out. The
+/// pass sends a whole stream (header and END) for the reader; what `-e` leaves
+/// out is taken off after.
 fn estimate_one(job: &Job<'_>) -> Result<Estimate> {
     let (reader, writer) = rustix::pipe::pipe().context("cannot create a pipe")?;
     let compressed = job.flags.contains(SendFlags::COMPRESSED);
-    std::thread::scope(|scope| {
-        let sender = scope.spawn(move || job.send_into(writer.as_fd()));
+    let whole = Job {
+        flags: if compressed {
+            SendFlags::NO_FILE_DATA | SendFlags::COMPRESSED
+        } else {
+            SendFlags::NO_FILE_DATA
+        },
+        ..*job
+    };
+    let mut estimate = std::thread::scope(|scope| {
+        let sender = scope.spawn(move || whole.send_into(writer.as_fd()));
         let mut input = std::fs::File::from(reader);
         let counted = count(&mut input, job.subvolume, compressed);
         // Whatever happened, read the rest: the kernel must not block on, or be
         // killed by SIGPIPE for, a pipe nobody reads.
         let _ = std::io::copy(&mut input, &mut std::io::sink());
         let sent = sender.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        sent?;
-        counted
-    })
+        sent.and(counted)
+    })?;
+    estimate
+        .omit(job.flags.contains(SendFlags::OMIT_STREAM_HEADER), job.flags.contains(SendFlags::OMIT_END_CMD));
+    Ok(estimate)
 }
 
 /// Counts the metadata-only stream read from `input`.

@@ -318,12 +318,13 @@ fn send_all(args: &SendArgs, out_fd: BorrowedFd<'_>, meter: &Meter) -> anyhow::R
 }
 
 /// One subvolume's send: everything but where the stream goes.
+#[derive(Clone, Copy)]
 pub(crate) struct Job<'a> {
     pub(crate) subvolume: &'a Subvolume,
-    parent_root: Option<u64>,
-    clone_sources: &'a [u64],
+    pub(crate) parent_root: Option<u64>,
+    pub(crate) clone_sources: &'a [u64],
     pub(crate) flags: SendFlags,
-    version: Option<u32>,
+    pub(crate) version: Option<u32>,
 }
 
 impl Job<'_> {

@@ -87,6 +87,15 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// Takes the stream header and the END command off the estimate, as
+    /// `omit_header` and `omit_end` say: the real stream leaves them out (several
+    /// subvolumes sent as one stream), the counted one had them.
+    pub fn omit(&mut self, omit_header: bool, omit_end: bool) {
+        let header = if omit_header { STREAM_HEADER_LEN as u64 } else { 0 };
+        let end = if omit_end { CMD_HEADER_LEN as u64 } else { 0 };
+        self.bytes = self.bytes.saturating_sub(header + end);
+    }
+
     /// Counts a stream header.
     pub fn add_header(&mut self) {
         self.bytes += STREAM_HEADER_LEN as u64;
@@ -176,6 +185,8 @@ mod tests {
         compressed
             .add_command(2, &update, update_len, || ExtentForm::Encoded { data_len: 8192, inline: false });
         assert_eq!((compressed.bytes, compressed.data_bytes), (encoded_write_len(2, 1, 8192, false), 8192));
+        v2.omit(false, true);
+        assert_eq!(v2.bytes, write_len(2, 1, 100 * 1024) - 10);
         let mut other = Estimate::default();
         other.add_command(2, &Command::Truncate { path, size: 1 }, 33, || unreachable!());
         assert_eq!(other.bytes, 33);
