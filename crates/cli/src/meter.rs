@@ -237,13 +237,14 @@ impl View {
     }
 }
 
+/// Two lines: amounts, then where the stream is (as long as the terminal is wide).
 fn new_bar(total: Option<u64>) -> ProgressBar {
     let template = match total {
         Some(_) => {
             "{elapsed_precise} [{bar:24}] {binary_bytes}/{binary_total_bytes} ({percent}%) \
-             {binary_bytes_per_sec} ETA {eta} {wide_msg}"
+             {binary_bytes_per_sec} ETA {eta}\n{wide_msg}"
         }
-        None => "{elapsed_precise} {binary_bytes} {binary_bytes_per_sec} {wide_msg}",
+        None => "{elapsed_precise} {binary_bytes} {binary_bytes_per_sec}\n{wide_msg}",
     };
     let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(5))

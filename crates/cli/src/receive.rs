@@ -111,18 +111,16 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
         meter.finish();
         return dumped;
     };
-    let received = receive(args, dest, reader, input, &meter);
-    meter.finish();
-    received
+    receive(args, dest, reader, input, meter)
 }
 
-/// Receives `input` into `dest`, showing progress on `meter`.
+/// Receives `input` into `dest`, showing progress on `meter` until the stream is applied.
 fn receive(
     args: &ReceiveArgs,
     dest: &Path,
     reader: ReaderOptions,
     input: Box<dyn dump::Input>,
-    meter: &Meter,
+    meter: Meter,
 ) -> Result<()> {
     let mut target = FsTarget::open(dest, target_kind(args))
         .with_context(|| format!("cannot receive into {}", dest.display()))?;
@@ -150,11 +148,13 @@ fn receive(
     if let Some(progress) = meter.progress() {
         receiver = receiver.publish_progress(progress);
     }
-    let (summary, target) =
-        receiver.receive_into(interrupt.guard(input)).map_err(|failure| match interrupt.signal() {
-            Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
-            None => anyhow!("{failure}"),
-        })?;
+    let received = receiver.receive_into(interrupt.guard(input));
+    // The bar ends before the summary is printed below it.
+    meter.finish();
+    let (summary, target) = received.map_err(|failure| match interrupt.signal() {
+        Some(stopped) => anyhow::Error::from(Interrupted { stopped, detail: failure.to_string() }),
+        None => anyhow!("{failure}"),
+    })?;
     for (what, count) in target.skipped() {
         eprintln!("rawsend: warning: skipped {count} {what}; use --strict to fail instead");
     }

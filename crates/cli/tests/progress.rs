@@ -1,7 +1,8 @@
 //! `--progress` of `dump` and `receive --target dir` (no root needed): JSON
 //! lines that parse, grow and end at the stream's size; `always` draws lines
-//! when stderr is not a terminal; the default (`auto`) and `never` leave
-//! stdout and stderr byte for byte as they were.
+//! when stderr is not a terminal; the default (`auto`) draws a bar on a
+//! terminal (run under `script`) unless `-q`, and off a terminal it and
+//! `never` leave stdout and stderr byte for byte as they were.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -143,4 +144,23 @@ fn size_takes_binary_suffixes_and_refuses_others() {
     let refused = Command::new(RAWSEND).args(["dump", "-f", sample, "--size", "1X"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown suffix"), "{}", output_text(&refused));
+}
+
+/// What `command` (a shell command line) writes on a terminal, run under `script`.
+fn on_a_terminal(command: &str) -> String {
+    let output = Command::new("script").args(["-qec", command, "/dev/null"]).output().unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn auto_draws_a_bar_on_a_terminal_unless_quiet() {
+    let sample = sample();
+    let line = |args: &str| format!("{RAWSEND} {args} -f {} >/dev/null", sample.display());
+    let bar = on_a_terminal(&line("dump"));
+    assert!(bar.contains("[========================] 32.08 KiB/32.08 KiB (100%)"), "{bar:?}");
+    assert!(bar.contains("65 commands, sample: "), "{bar:?}");
+    assert!(on_a_terminal(&line("receive --dump")).contains("(100%)"));
+    assert_eq!(on_a_terminal(&line("receive -q --dump")), "");
+    assert_eq!(on_a_terminal(&line("dump --progress=never")), "");
 }
