@@ -17,6 +17,7 @@ declare -A PACKAGES=(
 	[mkfs.btrfs]=btrfs-progs [compsize]=btrfs-compsize [mkfs.ext4]=e2fsprogs
 	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3
 )
+PACKAGES[script]=bsdutils # progress.rs runs rawsend on a terminal made by script(1)
 missing=()
 for tool in "${!PACKAGES[@]}"; do
 	command -v "$tool" >/dev/null || missing+=("${PACKAGES[$tool]}")
