@@ -34,7 +34,7 @@ log "incremental: usr -> usr2"
 btrfs -q subvolume snapshot "$MNT/usr.snap" "$MNT/work"
 rm -rf "$MNT/work/share/doc"
 cp -a /usr/include "$MNT/work/include-again"
-find "$MNT/work/share" -type f -size +1k | head -n 1000 | while read -r f; do echo appended >>"$f"; done
+find "$MNT/work/share" -type f -size +1k | awk "NR <= 1000" | while read -r f; do echo appended >>"$f"; done
 mv "$MNT/work/share/man" "$MNT/work/share/man-renamed"
 sync
 btrfs -q subvolume snapshot -r "$MNT/work" "$MNT/usr2"

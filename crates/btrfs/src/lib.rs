@@ -43,7 +43,7 @@ pub use search::{
     ExtentStorage, FileExtent, RootInfo, file_extent, root_info, subvolume_id_by_uuid,
     subvolume_ids_by_received_uuid, subvolume_path,
 };
-pub use send::{SendFlags, SendOptions, max_send_stream_version, send};
+pub use send::{SendFlags, SendOptions, max_send_stream_version, send, send_to_reader};
 pub use shared::SharedMap;
 pub use signal::default_sigpipe;
 pub use subvol::{

@@ -2,6 +2,7 @@
 //! straight into a file descriptor (PROTOCOL.md §6).
 
 use core::ops::BitOr;
+use std::fs::File;
 use std::io::ErrorKind;
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -47,11 +48,9 @@ impl BitOr for SendFlags {
     }
 }
 
-/// What to send and where to.
+/// What to send (the subvolume aside).
 #[derive(Clone, Copy, Debug)]
 pub struct SendOptions<'a> {
-    /// Where the kernel writes the stream: a file or pipe open for writing.
-    pub out_fd: BorrowedFd<'a>,
     /// Root id of the parent for an incremental send; `None` for a full send.
     pub parent_root: Option<u64>,
     /// Root ids of read-only subvolumes CLONE commands may refer to. The
@@ -64,7 +63,7 @@ pub struct SendOptions<'a> {
 }
 
 /// Sends the read-only subvolume open at `subvol_fd` as a send stream into
-/// `options.out_fd`.
+/// `out_fd`, a file or pipe open for writing.
 ///
 /// The kernel writes the stream itself, and it can write directly only into
 /// a pipe or a socket. It writes a regular file (or block device) at its own
@@ -87,22 +86,62 @@ pub struct SendOptions<'a> {
 /// writable, `EPIPE` if the reader went away, `ENOTTY` off btrfs; write
 /// errors of the output (`ENOSPC`, ...) when relaying.
 #[doc(alias = "BTRFS_IOC_SEND")]
-pub fn send(subvol_fd: impl AsFd, options: &SendOptions<'_>) -> Result<()> {
-    let stat = rustix::fs::fstat(options.out_fd).map_err(failed(Op::Fstat))?;
+pub fn send(subvol_fd: impl AsFd, out_fd: impl AsFd, options: &SendOptions<'_>) -> Result<()> {
+    let out_fd = out_fd.as_fd();
+    let stat = rustix::fs::fstat(out_fd).map_err(failed(Op::Fstat))?;
     match FileType::from_raw_mode(stat.st_mode) {
-        FileType::Fifo | FileType::Socket => send_direct(subvol_fd.as_fd(), options),
-        _ => send_through_pipe(subvol_fd.as_fd(), options),
+        FileType::Fifo | FileType::Socket => send_direct(subvol_fd.as_fd(), out_fd, options),
+        _ => {
+            let (relayed, sent) = send_to_reader(subvol_fd, options, |pipe| relay(pipe.into(), out_fd))?;
+            relayed.and(sent)
+        }
     }
 }
 
-/// Runs the send ioctl with the kernel writing into `options.out_fd`.
-fn send_direct(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<()> {
+/// Sends like [`send`], handing the stream to `consume`, which reads it from
+/// the read end of a pipe (its argument) while the kernel writes into the
+/// other end: for a caller that processes the stream before it goes out.
+///
+/// Returns what `consume` returned and the result of the send (those of
+/// [`send`], except the output's). `consume` must read until EOF, or drop the
+/// pipe when it stops early: the kernel then fails with `EPIPE` instead of
+/// blocking.
+///
+/// # Errors
+///
+/// `Err` only if no pipe could be made (`consume` is then not called).
+pub fn send_to_reader<T>(
+    subvol_fd: impl AsFd,
+    options: &SendOptions<'_>,
+    consume: impl FnOnce(File) -> T,
+) -> Result<(T, Result<()>)> {
+    let (reader, writer) = rustix::pipe::pipe().map_err(failed(Op::Pipe))?;
+    // A bigger pipe only saves context switches; the default size works too.
+    let _ = rustix::pipe::fcntl_setpipe_size(&writer, PIPE_SIZE);
+    let subvol_fd = subvol_fd.as_fd();
+    std::thread::scope(|scope| {
+        // The kernel writes on a thread of its own with SIGPIPE blocked, so that a
+        // consumer stopping early makes the send fail with EPIPE, never kills us.
+        let sender = scope.spawn(move || {
+            crate::signal::block_sigpipe_on_this_thread();
+            send_direct(subvol_fd, writer.as_fd(), options)
+        });
+        // The consumer owns the read end: when it stops, the kernel's next
+        // write fails instead of blocking forever.
+        let consumed = consume(File::from(reader));
+        let sent = sender.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((consumed, sent))
+    })
+}
+
+/// Runs the send ioctl with the kernel writing into `out_fd`.
+fn send_direct(subvol_fd: BorrowedFd<'_>, out_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<()> {
     let mut flags = options.flags.bits();
     if options.version.is_some() {
         flags |= raw::BTRFS_SEND_FLAG_VERSION;
     }
     let mut args = raw::btrfs_ioctl_send_args {
-        send_fd: i64::from(options.out_fd.as_raw_fd()),
+        send_fd: i64::from(out_fd.as_raw_fd()),
         clone_sources_count: options.clone_sources.len() as u64,
         clone_sources: options.clone_sources.as_ptr(),
         parent_root: options.parent_root.unwrap_or(0),
@@ -119,22 +158,6 @@ fn send_direct(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<(
 
 /// Pipe size btrfs-progs asks for: one v2 command (16 KiB + 128 KiB data).
 const PIPE_SIZE: usize = (16 + 128) * 1024;
-
-/// Sends into a pipe while a scoped thread splices the pipe into the output.
-fn send_through_pipe(subvol_fd: BorrowedFd<'_>, options: &SendOptions<'_>) -> Result<()> {
-    let (reader, writer) = rustix::pipe::pipe().map_err(failed(Op::Pipe))?;
-    // A bigger pipe only saves context switches; the default size works too.
-    let _ = rustix::pipe::fcntl_setpipe_size(&writer, PIPE_SIZE);
-    std::thread::scope(|scope| {
-        // The relay owns the read end: if it fails, dropping it makes the
-        // kernel's next write fail with EPIPE instead of blocking forever.
-        let relay = scope.spawn(move || relay(reader, options.out_fd));
-        let sent = send_direct(subvol_fd, &SendOptions { out_fd: writer.as_fd(), ..*options });
-        drop(writer);
-        let relayed = relay.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        relayed.and(sent)
-    })
-}
 
 /// Moves everything from `pipe` into `out` at its file position, until EOF:
 /// spliced, or copied once the output refuses splicing.

@@ -20,3 +20,20 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Blocks SIGPIPE on the calling thread only, so that its writes into a pipe
+/// without a reader fail with `EPIPE` whatever the process's disposition.
+///
+/// A SIGPIPE the kernel raises for such a write is directed at the writing
+/// thread; blocked, it stays pending there and is discarded when the thread
+/// exits. For a thread that runs the send ioctl into a pipe read in-process.
+pub(crate) fn block_sigpipe_on_this_thread() {
+    // SAFETY: `sigemptyset`/`sigaddset` initialise a local set; `pthread_sigmask`
+    // reads it and changes only this thread's mask (no handler, no old set kept).
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}

@@ -6,7 +6,6 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 
@@ -160,8 +159,8 @@ fn encoded_read_then_write_round_trips() {
 fn send_to_vec(fs: &LoopFs, snap: &File, flags: SendFlags, version: Option<u32>) -> Vec<u8> {
     let out_path = fs.path().join("..").join("stream");
     let out = File::create(&out_path).expect("create stream file");
-    let options = SendOptions { out_fd: out.as_fd(), parent_root: None, clone_sources: &[], flags, version };
-    rawsend_btrfs::send(snap, &options).expect("send");
+    let options = SendOptions { parent_root: None, clone_sources: &[], flags, version };
+    rawsend_btrfs::send(snap, &out, &options).expect("send");
     fs::read(&out_path).expect("read stream")
 }
 
@@ -184,14 +183,9 @@ fn send_matches_btrfs_send_and_needs_read_only() {
     let max = rawsend_btrfs::max_send_stream_version().expect("sysfs");
     assert!(max >= 1);
     let out = File::create(fs.path().join("../unused")).expect("create");
-    let options = SendOptions {
-        out_fd: out.as_fd(),
-        parent_root: None,
-        clone_sources: &[],
-        flags: SendFlags::NONE,
-        version: None,
-    };
-    let err = rawsend_btrfs::send(&subvol, &options).expect_err("writable subvolume");
+    let options =
+        SendOptions { parent_root: None, clone_sources: &[], flags: SendFlags::NONE, version: None };
+    let err = rawsend_btrfs::send(&subvol, &out, &options).expect_err("writable subvolume");
     assert_eq!(err.errno(), Some(Errno::PERM));
     assert!(err.to_string().contains("read-only"), "{err}");
 }
@@ -248,15 +242,10 @@ fn send_appends_at_the_file_position_and_writes_pipes_directly() {
     let out_path = fs.path().join("../twice");
     let mut out = File::create(&out_path).expect("create");
     std::io::Write::write_all(&mut out, b"PREFIX").expect("write prefix");
-    let options = SendOptions {
-        out_fd: out.as_fd(),
-        parent_root: None,
-        clone_sources: &[],
-        flags: SendFlags::NONE,
-        version: None,
-    };
-    rawsend_btrfs::send(&snap, &options).expect("first send");
-    rawsend_btrfs::send(&snap, &options).expect("second send");
+    let options =
+        SendOptions { parent_root: None, clone_sources: &[], flags: SendFlags::NONE, version: None };
+    rawsend_btrfs::send(&snap, &out, &options).expect("first send");
+    rawsend_btrfs::send(&snap, &out, &options).expect("second send");
     let expected = [b"PREFIX".as_slice(), &single, &single].concat();
     assert_eq!(fs::read(&out_path).expect("read"), expected);
 
@@ -266,11 +255,20 @@ fn send_appends_at_the_file_position_and_writes_pipes_directly() {
         .spawn()
         .expect("spawn cat");
     let stdin = child.stdin.take().expect("piped stdin");
-    let options = SendOptions { out_fd: stdin.as_fd(), ..options };
-    rawsend_btrfs::send(&snap, &options).expect("send into a pipe");
+    rawsend_btrfs::send(&snap, &stdin, &options).expect("send into a pipe");
     drop(stdin);
     let output = child.wait_with_output().expect("cat output");
     assert_eq!(output.stdout, single);
+
+    let (read, sent) = rawsend_btrfs::send_to_reader(&snap, &options, |mut pipe| {
+        let mut stream = Vec::new();
+        std::io::Read::read_to_end(&mut pipe, &mut stream).map(|_| stream)
+    })
+    .expect("pipe");
+    sent.expect("send to a reader");
+    assert_eq!(read.expect("read the pipe"), single);
+    let (_, sent) = rawsend_btrfs::send_to_reader(&snap, &options, drop).expect("pipe");
+    assert_eq!(sent.expect_err("reader gone").errno(), Some(Errno::PIPE));
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! ([`StreamReader::next_lenient`]), prints such commands as btrfs-progs
 //! does, and marks each on stderr with its location and reason, then counts
 //! them; the dump still succeeds. Framing and CRC errors still stop it.
+//!
+//! A continuation (`rawsend send --resume`) starts with a marker that
+//! btrfs-progs does not know; it is printed as a `continue` line naming the
+//! position the continuation starts after.
 
 pub mod json;
 pub mod text;
@@ -94,6 +98,14 @@ pub fn dump(
         let record = match reader.next_lenient() {
             Ok(Some(Item::Command(record))) => record,
             Ok(Some(Item::Header { .. })) => continue,
+            Ok(Some(Item::Continue { position, index, offset })) => {
+                let written = match format {
+                    Format::Text => text.write_continuation(&mut out, &position),
+                    Format::Json => json::write_continuation(&mut out, index, offset, &position),
+                };
+                written.with_context(|| format!("command #{index} at byte {offset}"))?;
+                continue;
+            }
             Ok(None) => break,
             Err(err) => {
                 errors.push(anyhow::Error::new(err));

@@ -14,11 +14,10 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{Context, Result, bail};
-use rawsend_btrfs::{ExtentStorage, SendFlags};
+use rawsend_btrfs::{ExtentStorage, SendFlags, SendOptions};
 use rawsend_stream::{Command, Estimate, ExtentForm, Item, StreamReader};
 use serde_json::json;
 
@@ -77,32 +76,28 @@ pub fn print(estimates: &[SubvolumeEstimate], as_json: bool, quiet: bool) -> Res
     Ok(())
 }
 
-/// Sends `job` without data into a pipe and estimates from what comes out. The
-/// pass sends a whole stream (header and END) for the reader; what `-e` leaves
-/// out is taken off after.
+/// Sends `job` without data and estimates from what the kernel writes (read from a
+/// pipe: `rawsend_btrfs::send_to_reader`). The pass sends a whole stream (header and
+/// END) for the reader; what `-e` leaves out is taken off after.
 fn estimate_one(job: &Job<'_>) -> Result<Estimate> {
-    let (reader, writer) = rustix::pipe::pipe().context("cannot create a pipe")?;
-    let compressed = job.flags.contains(SendFlags::COMPRESSED);
-    let whole = Job {
+    let flags = job.options.flags;
+    let compressed = flags.contains(SendFlags::COMPRESSED);
+    let whole = SendOptions {
         flags: if compressed {
             SendFlags::NO_FILE_DATA | SendFlags::COMPRESSED
         } else {
             SendFlags::NO_FILE_DATA
         },
-        ..*job
+        ..job.options
     };
-    let mut estimate = std::thread::scope(|scope| {
-        let sender = scope.spawn(move || whole.send_into(writer.as_fd()));
-        let mut input = std::fs::File::from(reader);
-        let counted = count(&mut input, job.subvolume, compressed);
-        // Whatever happened, read the rest: the kernel must not block on, or be
-        // killed by SIGPIPE for, a pipe nobody reads.
-        let _ = std::io::copy(&mut input, &mut std::io::sink());
-        let sent = sender.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        sent.and(counted)
+    let (counted, sent) = rawsend_btrfs::send_to_reader(&job.subvolume.file, &whole, |mut pipe| {
+        let counted = count(&mut pipe, job.subvolume, compressed);
+        // Whatever happened, read the rest, so that the kernel finishes.
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        counted
     })?;
-    estimate
-        .omit(job.flags.contains(SendFlags::OMIT_STREAM_HEADER), job.flags.contains(SendFlags::OMIT_END_CMD));
+    let mut estimate = sent.map_err(anyhow::Error::from).and(counted)?;
+    estimate.omit(flags.contains(SendFlags::OMIT_STREAM_HEADER), flags.contains(SendFlags::OMIT_END_CMD));
     Ok(estimate)
 }
 
@@ -120,6 +115,8 @@ fn count(input: impl Read, subvolume: &Subvolume, compressed: bool) -> Result<Es
                 continue;
             }
             Item::Command(record) => record,
+            // Only rawsend writes continuation markers, never the kernel.
+            Item::Continue { .. } => bail!("a continuation marker in the kernel's stream"),
         };
         estimate.add_command(version, &record.command, record.raw.len(), || match record.command {
             Command::UpdateExtent { path, offset, len } if compressed => {

@@ -88,12 +88,16 @@ pub struct ReceiveArgs {
     /// or directory too); refuses anything else.
     #[arg(long, value_name = "DEST/NAME", conflicts_with_all = ["dump", "dest", "file"])]
     abort: Option<PathBuf>,
+    /// Print the token with which `rawsend send --resume TOKEN ...` sends only what the
+    /// partial receive DEST/NAME lacks (one line on stdout); changes nothing.
+    #[arg(long, value_name = "DEST/NAME", conflicts_with_all = ["dump", "dest", "file", "abort"])]
+    resume_token: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
     #[command(flatten)]
     pub(crate) progress: InputProgress,
     /// Where to receive (not used with --dump).
-    #[arg(value_name = "DEST", required_unless_present_any = ["dump", "abort"], conflicts_with = "dump")]
+    #[arg(value_name = "DEST", required_unless_present_any = ["dump", "abort", "resume_token"], conflicts_with = "dump")]
     dest: Option<PathBuf>,
 }
 
@@ -101,6 +105,9 @@ pub struct ReceiveArgs {
 pub fn run(args: &ReceiveArgs) -> Result<()> {
     if let Some(partial) = &args.abort {
         return abort(partial, target_kind(args), args.verbosity.quiet);
+    }
+    if let Some(partial) = &args.resume_token {
+        return print_resume_token(partial, target_kind(args));
     }
     let reader = ReaderOptions { stop_at_end: args.stop_at_end, ..ReaderOptions::default() };
     let input = dump::open_input(args.file.as_ref())?;
@@ -188,16 +195,30 @@ fn target_kind(args: &ReceiveArgs) -> Option<Kind> {
     }
 }
 
-/// `rawsend receive --abort DEST/NAME`: discards a partial receive and its resume state.
-fn abort(partial: &Path, kind: Option<Kind>, quiet: bool) -> Result<()> {
-    let cannot = || format!("cannot abort {}", partial.display());
-    let name = partial.file_name().with_context(|| format!("{}: no NAME in DEST/NAME", cannot()))?;
+/// Opens DEST of `partial` (DEST/NAME) as a target, and returns it with NAME.
+fn open_partial(partial: &Path, kind: Option<Kind>) -> Result<(FsTarget, &[u8])> {
+    let name = partial.file_name().context("no NAME in DEST/NAME")?;
     let dest = match partial.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut target = FsTarget::open(dest, kind).with_context(cannot)?;
-    let removed = target.abort(name.as_bytes()).with_context(cannot)?;
+    Ok((FsTarget::open(dest, kind)?, name.as_bytes()))
+}
+
+/// `rawsend receive --resume-token DEST/NAME`: prints the token of a partial receive.
+fn print_resume_token(partial: &Path, kind: Option<Kind>) -> Result<()> {
+    let cannot = || format!("cannot make a resume token for {}", partial.display());
+    let (mut target, name) = open_partial(partial, kind).with_context(cannot)?;
+    let token = target.resume_token(name).with_context(cannot)?;
+    println!("{token}");
+    Ok(())
+}
+
+/// `rawsend receive --abort DEST/NAME`: discards a partial receive and its resume state.
+fn abort(partial: &Path, kind: Option<Kind>, quiet: bool) -> Result<()> {
+    let cannot = || format!("cannot abort {} (nothing was removed)", partial.display());
+    let (mut target, name) = open_partial(partial, kind).with_context(cannot)?;
+    let removed = target.abort(name).with_context(cannot)?;
     if !quiet {
         eprintln!("rawsend: discarded the partial receive {removed} and its resume state");
     }

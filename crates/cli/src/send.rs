@@ -8,9 +8,19 @@
 //! btrfs-progs: `-p` is also a clone source; with only `-c`, a parent is
 //! picked among the clone sources and every subvolume sent becomes a clone
 //! source for the next one; `-e` writes one stream (header first, END last).
+//!
+//! With `--resume TOKEN` the stream passes through a stage in rawsend on its
+//! way out (the kernel writes into a pipe rawsend reads): the stage checks the
+//! regenerated stream against the token and writes only its continuation
+//! (`rawsend_stream::resume`).
+//!
+//! With progress shown (`--progress`, see `meter`) what goes out is watched:
+//! the output is a pipe that a reader in rawsend reads, counts and copies
+//! into the real output (`watch`), after any stage, so `-e` reads as one
+//! stream; the total is the estimate (`estimate`), computed only then.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, IsTerminal};
+use std::io::{BufWriter, ErrorKind, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
+use rawsend_stream::resume::{self, Token};
 
 use crate::estimate;
 use crate::meter::{Meter, ProgressArg};
@@ -52,9 +63,14 @@ pub struct SendArgs {
     /// Send metadata only: no file data (the stream cannot be received).
     #[arg(long)]
     no_data: bool,
+    /// Continue an interrupted receive: send only what the receiver lacks, from the
+    /// token `rawsend receive --resume-token DEST/NAME` printed there. Give the same
+    /// SUBVOL, -p, -c, --proto and --compressed-data as the interrupted send.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["single_stream", "no_data"])]
+    resume: Option<Token>,
     /// Print the expected size of the stream in bytes (the number alone on the last
     /// line) instead of sending it, from a metadata-only pass.
-    #[arg(long, conflicts_with_all = ["output", "no_data"])]
+    #[arg(long, conflicts_with_all = ["output", "no_data", "resume"])]
     estimate: bool,
     /// With --estimate, print a JSON object (total and per subvolume).
     #[arg(long, requires = "estimate")]
@@ -273,6 +289,63 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// What the kernel's stream goes through on its way out: it reads the stream and
+/// writes what goes out.
+type Stage<'a> = dyn FnMut(&mut dyn Read, &mut dyn Write) -> anyhow::Result<()> + 'a;
+
+/// The stage `args` ask for, if any (without one the kernel writes the output itself).
+fn stage(args: &SendArgs) -> anyhow::Result<Option<Box<Stage<'_>>>> {
+    let Some(token) = &args.resume else { return Ok(None) };
+    if args.subvolumes.len() != 1 {
+        bail!("--resume continues one subvolume's stream: give exactly one SUBVOL");
+    }
+    let verbose = args.verbosity.level() > 0;
+    Ok(Some(Box::new(move |input, output| {
+        let done = resume::write_continuation(input, output, token)?;
+        if verbose {
+            eprintln!(
+                "rawsend: resumed after {}: wrote {} of the stream's {} bytes",
+                token.position, done.written, done.read
+            );
+        }
+        Ok(())
+    })))
+}
+
+/// Sends one subvolume into `out_fd`, through `stage` (and `staged`, its buffered
+/// output) if given.
+fn send_one(
+    subvolume: &Subvolume,
+    out_fd: BorrowedFd<'_>,
+    options: &SendOptions<'_>,
+    stage: Option<(&mut Stage<'_>, &mut dyn Write)>,
+) -> anyhow::Result<()> {
+    let cannot = || format!("cannot send {}", subvolume.path.display());
+    let Some((stage, staged)) = stage else {
+        return rawsend_btrfs::send(&subvolume.file, out_fd, options).with_context(cannot);
+    };
+    let (passed, sent) =
+        rawsend_btrfs::send_to_reader(&subvolume.file, options, |mut pipe| stage(&mut pipe, staged))
+            .with_context(cannot)?;
+    match (passed, sent) {
+        // A stage that stopped early made the kernel's next write fail: its error says why.
+        (Err(stopped), Err(err)) if err.errno() == Some(rawsend_btrfs::Errno::PIPE) => Err(stopped),
+        (_, Err(err)) => Err(err).with_context(cannot),
+        (Err(stopped), Ok(())) => Err(stopped),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+    .with_context(cannot)
+}
+
+/// A buffered writer on (a duplicate of) `out_fd`, for a stage's output.
+fn staged_output(out_fd: BorrowedFd<'_>) -> anyhow::Result<BufWriter<File>> {
+    let file = File::from(out_fd.try_clone_to_owned().context("cannot duplicate the output")?);
+    Ok(BufWriter::with_capacity(STAGED_BUFFER, file))
+}
+
+/// Buffer of a stage's output: a few of the kernel's largest commands.
+const STAGED_BUFFER: usize = 1 << 20;
+
 /// Runs `rawsend send`.
 pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     if args.estimate {
@@ -297,15 +370,19 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     sent
 }
 
-/// Sends every subvolume into `out_fd`, with btrfs-progs' messages.
+/// Sends every subvolume into `out_fd` (through the stage `args` ask for), with
+/// btrfs-progs' messages.
 fn send_all(args: &SendArgs, out_fd: BorrowedFd<'_>, meter: &Meter) -> anyhow::Result<()> {
     let level = args.verbosity.level();
     let bar = meter.suspender();
+    let mut stage = stage(args)?;
+    let mut staged = stage.as_ref().map(|_| staged_output(out_fd)).transpose()?;
     plan(args)?.each(|job| {
         if level > 0 {
             bar.run(|| eprintln!("At subvol {}", job.subvolume.path.display()));
         }
-        job.send_into(out_fd)?;
+        let staging = stage.as_deref_mut().zip(staged.as_mut().map(|out| out as &mut dyn Write));
+        send_one(job.subvolume, out_fd, &job.options, staging)?;
         if level > 1 {
             bar.run(|| eprintln!("BTRFS_IOC_SEND returned 0"));
         }
@@ -314,32 +391,17 @@ fn send_all(args: &SendArgs, out_fd: BorrowedFd<'_>, meter: &Meter) -> anyhow::R
             eprintln!("joining genl thread");
         }
         Ok(())
-    })
+    })?;
+    if let Some(staged) = staged.as_mut() {
+        staged.flush().context("cannot write the stream")?;
+    }
+    Ok(())
 }
 
 /// One subvolume's send: everything but where the stream goes.
-#[derive(Clone, Copy)]
 pub(crate) struct Job<'a> {
     pub(crate) subvolume: &'a Subvolume,
-    pub(crate) parent_root: Option<u64>,
-    pub(crate) clone_sources: &'a [u64],
-    pub(crate) flags: SendFlags,
-    pub(crate) version: Option<u32>,
-}
-
-impl Job<'_> {
-    /// Has the kernel send the subvolume into `out_fd`.
-    pub(crate) fn send_into(&self, out_fd: BorrowedFd<'_>) -> anyhow::Result<()> {
-        let options = SendOptions {
-            out_fd,
-            parent_root: self.parent_root,
-            clone_sources: self.clone_sources,
-            flags: self.flags,
-            version: self.version,
-        };
-        rawsend_btrfs::send(&self.subvolume.file, &options)
-            .with_context(|| format!("cannot send {}", self.subvolume.path.display()))
-    }
+    pub(crate) options: SendOptions<'a>,
 }
 
 impl Plan {
@@ -371,13 +433,9 @@ impl Plan {
             if self.single_stream && index + 1 < count {
                 flags = flags | SendFlags::OMIT_END_CMD;
             }
-            send(Job {
-                subvolume,
-                parent_root,
-                clone_sources: &self.clone_sources,
-                flags,
-                version: self.version,
-            })?;
+            let options =
+                SendOptions { parent_root, clone_sources: &self.clone_sources, flags, version: self.version };
+            send(Job { subvolume, options })?;
             if self.pick_parents {
                 self.clone_sources.push(subvolume.id);
             }

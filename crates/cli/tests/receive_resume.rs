@@ -10,6 +10,12 @@
 //! the partial subvolume as it was; `--abort` discards it; `--no-resume`
 //! refuses it as btrfs-progs does.
 //!
+//! Every other interruption is continued as through a pipe instead: the
+//! partial receive's token (`receive --resume-token`), then `rawsend send
+//! --resume TOKEN` of the same snapshot piped into `rawsend receive`, which
+//! must write only about what the receiver lacks. A token for another
+//! subvolume is refused by the sender.
+//!
 //! Root tests on loop devices; they fail, never skip, when they cannot mount.
 
 use std::fmt::Write as _;
@@ -32,7 +38,11 @@ struct Source {
     full: PathBuf,
     incremental: PathBuf,
     impostor: PathBuf,
+    /// The snapshots: `s1`, `s2`, and the impostor's `other/s1`.
+    snapshots: [PathBuf; 3],
     _dir: tempfile::TempDir,
+    /// Where the snapshots are, mounted for `send --resume`.
+    _fs: LoopFs,
 }
 
 fn content(i: usize) -> Vec<u8> {
@@ -99,7 +109,7 @@ fn make_source() -> Source {
     let full = send("full", &[&s1]);
     let incremental = send("incremental", &[Path::new("-p"), &s1, &s2]);
     let impostor = send("impostor", &[&other.join("s1")]);
-    Source { full, incremental, impostor, _dir: dir }
+    Source { full, incremental, impostor, snapshots: [s1, s2, other.join("s1")], _dir: dir, _fs: fs }
 }
 
 /// The incremental's changes: renames (a directory, and two files swapping names),
@@ -132,6 +142,61 @@ fn receive_file(stream: &Path, dest: &Path) -> Output {
 
 fn assert_success(output: &Output, label: &str) {
     assert!(output.status.success(), "{label}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// What `rawsend send` sends stream `index` of the chain with (after `--compressed-data`).
+fn send_args(source: &Source, index: usize) -> Vec<&Path> {
+    let [s1, s2, _] = &source.snapshots;
+    match index {
+        0 => vec![s1.as_path()],
+        _ => vec![Path::new("-p"), s1.as_path(), s2.as_path()],
+    }
+}
+
+/// The token of the partial receive `partial` (DEST/NAME).
+fn resume_token(partial: &Path) -> String {
+    let output = rawsend().arg("receive").arg("--resume-token").arg(partial).output().unwrap();
+    assert_success(&output, "resume token");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let token = token.strip_suffix('\n').expect("one line").to_owned();
+    assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()), "{token:?}");
+    token
+}
+
+/// `rawsend send --resume TOKEN --compressed-data ARGS | rawsend receive DEST`: the
+/// sender's and the receiver's outputs.
+fn send_resumed(token: &str, args: &[&Path], dest: &Path) -> (Output, Output) {
+    let mut sender = rawsend()
+        .args(["send", "--resume", token, "--compressed-data"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = sender.stdout.take().unwrap();
+    let received = rawsend().arg("receive").arg(dest).stdin(pipe).output().unwrap();
+    (sender.wait_with_output().unwrap(), received)
+}
+
+/// Bytes the sender said it wrote, and the regenerated stream's size.
+fn sent_bytes(sender: &Output) -> (u64, u64) {
+    let stderr = String::from_utf8_lossy(&sender.stderr);
+    let line = stderr.lines().find(|line| line.contains("wrote")).unwrap_or_else(|| panic!("{stderr}"));
+    let numbers: Vec<u64> = line.split(' ').filter_map(|word| word.parse().ok()).collect();
+    (numbers[numbers.len() - 2], numbers[numbers.len() - 1])
+}
+
+/// Continues the partial receive DEST/`name` of chain stream `index` through a pipe;
+/// checks that the sender wrote about only what the receiver lacked.
+fn resume_through_pipe(source: &Source, index: usize, dest: &Path, name: &str, label: &str) {
+    let token = resume_token(&dest.join(name));
+    let applied: u64 = token.split('.').nth(7).and_then(|offset| offset.parse().ok()).expect("offset");
+    let (sender, receiver) = send_resumed(&token, &send_args(source, index), dest);
+    assert_success(&sender, &format!("{label}: send --resume"));
+    assert_success(&receiver, &format!("{label}: receiving the continuation"));
+    let (written, total) = sent_bytes(&sender);
+    // The header, the marker and the SUBVOL/SNAPSHOT again: well under a kilobyte.
+    assert!(written <= total - applied + 1024, "{label}: wrote {written} of {total}, {applied} applied");
 }
 
 /// How a receive is interrupted.
@@ -297,8 +362,11 @@ fn resume_everywhere(kind: FsType, seed: u64) {
             if !matches!(cut, Cut::Kill(..)) {
                 assert!(stderr.contains("run the same receive again"), "{label}: {stderr}");
             }
-            let resumed = receive_file(stream, &dest);
-            assert_success(&resumed, &format!("{label}: resuming"));
+            if case % 2 == 0 && dest.join(name).exists() {
+                resume_through_pipe(&source, index, &dest, name, &label);
+            } else {
+                assert_success(&receive_file(stream, &dest), &format!("{label}: resuming"));
+            }
             assert_received_like(&dest.join(name), &want[index], kind, since, &label);
         }
     }
@@ -353,6 +421,20 @@ fn another_stream_or_a_changed_prefix_is_refused_and_changes_nothing() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("commands differ from those it applied"), "{stderr}");
     assert!(unchanged_evidence(&partial) == before, "the changed stream changed the partial subvolume");
+
+    // A continuation of another subvolume is refused by the sender, which writes nothing.
+    let token = resume_token(&partial);
+    let impostor = [source.snapshots[2].as_path()];
+    let (sender, receiver) = send_resumed(&token, &impostor, fs_guard.path());
+    let stderr = String::from_utf8_lossy(&sender.stderr);
+    assert!(!sender.status.success() && stderr.contains("the token is for"), "{stderr}");
+    assert!(!receiver.status.success(), "an empty stream is not received");
+    // A forged token is refused before anything is sent.
+    let forged = token.replace("rawsend1", "rawsend9");
+    let (sender, _) = send_resumed(&forged, &send_args(&source, 0), fs_guard.path());
+    let stderr = String::from_utf8_lossy(&sender.stderr);
+    assert!(!sender.status.success() && stderr.contains("not a rawsend resume token"), "{stderr}");
+    assert!(unchanged_evidence(&partial) == before, "a refused continuation changed the partial subvolume");
 
     // The right stream still resumes.
     assert_success(&receive_file(&source.full, fs_guard.path()), "resume after refusals");

@@ -188,6 +188,8 @@ pub struct Receiver<T> {
     tracker: Option<Tracker>,
     /// This boot's id, for progress records (with resume on).
     boot: Option<String>,
+    /// A continuation marker just read: where the next subvolume's stream continues.
+    continuing: Option<Position>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -210,6 +212,7 @@ impl<T: Target> Receiver<T> {
             stream_offset: 0,
             tracker: None,
             boot: if opts.resume { resume::boot_id() } else { None },
+            continuing: None,
         }
     }
 
@@ -275,6 +278,10 @@ impl<T: Target> Receiver<T> {
                 Ok(Some(Item::Header { offset, .. })) => {
                     self.stream_offset = offset;
                     continue;
+                }
+                Ok(Some(Item::Continue { position, index, offset })) => {
+                    let location = Location { index: Some(index), offset, ..Location::default() };
+                    self.expect_continuation(position).map_err(|kind| (Error { location, kind }, Tail::Clean))
                 }
                 // A command that failed may be partly applied; a stream error applied nothing.
                 Ok(Some(Item::Command(record))) => {
@@ -362,7 +369,7 @@ impl<T: Target> Receiver<T> {
     /// once it is complete, or checkpoints when one is due.
     fn advance(&mut self, record: &Record<'_>) -> Result<()> {
         let Some(tracker) = self.tracker.as_mut() else { return Ok(()) };
-        tracker.position = tracker.position.after(record.raw);
+        tracker.step(record.raw);
         match &tracker.skip_to {
             Some((to, _)) if tracker.position.commands < to.commands => Ok(()),
             Some((to, _)) if tracker.position != *to => Err(refused(
@@ -509,6 +516,15 @@ impl<T: Target> Receiver<T> {
         }
     }
 
+    /// Notes a continuation marker: the next SUBVOL or SNAPSHOT continues its partial
+    /// subvolume after `position`.
+    fn expect_continuation(&mut self, position: Position) -> Result<()> {
+        if self.continuing.replace(position).is_some() {
+            return Err(ErrorKind::Invalid("two continuation markers in a row"));
+        }
+        Ok(())
+    }
+
     fn begin(&mut self, record: &Record<'_>, path: StreamPath<'_>, start: SubvolStart<'_>) -> Result<()> {
         self.finish_current()?;
         if !path.is_single_component() {
@@ -523,15 +539,28 @@ impl<T: Target> Receiver<T> {
         };
         let header_len = record.offset.saturating_sub(self.stream_offset);
         let mut tracker = Tracker::new(identity, header_len, self.opts.resume);
+        let continuing = self.continuing.take();
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {
-                let plan = saved.plan(&identity, self.boot.as_deref()).map_err(|reason| {
+                let plan = saved.plan(&identity, self.boot.as_deref()).and_then(|plan| match continuing {
+                    Some(from) if from != plan.position => Err(format!(
+                        "this continuation starts after {from}, but the partial receive continues after \
+                         {}: get a new token with `rawsend receive --resume-token {}`",
+                        plan.position, saved.place
+                    )),
+                    _ => Ok(plan),
+                });
+                let plan = plan.map_err(|reason| {
                     let (place, abort) = (saved.place.clone(), saved.abort.clone());
                     ErrorKind::ResumeRefused(Box::new(Refusal { place, reason, abort }))
                 })?;
-                tracker.resume(saved, plan);
+                tracker.resume(saved, plan, continuing.is_some());
                 self.target.resume_subvol(&start)
+            }
+            None if continuing.is_some() => {
+                let name = String::from_utf8_lossy(start.name).into_owned();
+                return Err(ErrorKind::NothingToContinue { name, resume: self.opts.resume });
             }
             None => self.target.begin_subvol(&start),
         };
@@ -560,6 +589,9 @@ impl<T: Target> Receiver<T> {
             }
             Command::End => return self.finish_current(),
             _ => {}
+        }
+        if self.continuing.take().is_some() {
+            return Err(ErrorKind::Invalid("a continuation marker not followed by SUBVOL or SNAPSHOT"));
         }
         if self.current.is_none() {
             return Err(ErrorKind::NoSubvolume);

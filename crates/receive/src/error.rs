@@ -74,8 +74,22 @@ pub enum ErrorKind {
     /// left as it was.
     #[error(transparent)]
     ResumeRefused(Box<Refusal>),
-    /// `--abort` on something that is not a partial receive with resume state.
-    #[error("{place} is not a partial receive with resume state ({reason}); nothing was removed")]
+    /// A continuation (`rawsend send --resume`) for a subvolume without a partial receive
+    /// to continue here.
+    #[error(
+        "this stream continues an interrupted receive of {name} (it was made by `rawsend send --resume`), \
+         but {}: receive it into the directory that holds the partial receive",
+        if *resume { "there is no partial receive of that name with resume state here" } else { "--no-resume was given" }
+    )]
+    NothingToContinue {
+        /// The subvolume's name.
+        name: String,
+        /// Whether resume was on.
+        resume: bool,
+    },
+    /// `--abort` or `--resume-token` on something that is not a partial receive with
+    /// resume state (nothing is changed).
+    #[error("{place} is not a partial receive with resume state ({reason})")]
     NotPartial {
         /// DEST/NAME.
         place: String,

@@ -297,7 +297,7 @@ impl Target for ModelTarget {
         Some(Unfinished {
             place: format!("model subvolume {}", String::from_utf8_lossy(&name)),
             cleanup: None,
-            abort: None,
+            partial: None,
             resumable: false,
         })
     }

@@ -41,9 +41,18 @@
 //! it skip commands of this very stream, never apply another stream on top.
 //! The digest is a 64-bit FNV-1a over each command's header (length, type
 //! and CRC32C, which the reader has checked against the command's bytes).
+//!
+//! A *continuation* ([`rawsend_stream::resume`], written by `rawsend send
+//! --resume TOKEN`) carries no prefix to verify: it starts with a marker
+//! naming the position the sender skipped to, after checking the skipped
+//! commands' digest against the token's. The engine continues from it only if
+//! it is exactly where this partial subvolume's saved state says to continue,
+//! and refuses it on anything else (no partial subvolume, `--no-resume`, a
+//! stale token).
 
 use std::time::{Duration, Instant};
 
+pub use rawsend_stream::resume::{Digest, Identity, Position, Token};
 use rawsend_stream::{Command, Uuid};
 
 /// First line of a saved state.
@@ -57,8 +66,6 @@ pub const PROGRESS_LEN: usize = 128;
 pub const PROGRESS_SLOTS: usize = 2;
 /// Longest saved state accepted (a forged file may be anything).
 pub const STATE_MAX: usize = 1024;
-/// Bytes of a command header the digest covers: length, type, CRC32C.
-const HEADER_LEN: usize = 10;
 
 /// How often to checkpoint: whichever comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,67 +81,6 @@ impl Default for Checkpoints {
     fn default() -> Self {
         Checkpoints { bytes: 256 << 20, interval: Duration::from_secs(30) }
     }
-}
-
-/// A running digest of a stream's commands. See the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Digest(pub u64);
-
-impl Digest {
-    /// The digest of no commands.
-    pub const EMPTY: Digest = Digest(0xcbf2_9ce4_8422_2325);
-
-    /// The digest after one more command, given its raw bytes (header first).
-    pub fn chain(self, raw: &[u8]) -> Digest {
-        self.hash(&raw[..raw.len().min(HEADER_LEN)])
-    }
-
-    /// FNV-1a of `bytes`, continuing from this digest.
-    fn hash(self, bytes: &[u8]) -> Digest {
-        Digest(
-            bytes.iter().fold(self.0, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)),
-        )
-    }
-}
-
-/// How far into one subvolume's stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
-    /// Commands of this subvolume's stream, its SUBVOL or SNAPSHOT included.
-    pub commands: u64,
-    /// Bytes of this subvolume's stream, from its stream header.
-    pub offset: u64,
-    /// Digest of those commands.
-    pub digest: Digest,
-}
-
-impl Position {
-    /// The start of a stream whose header is `header_len` bytes.
-    pub fn start(header_len: u64) -> Position {
-        Position { commands: 0, offset: header_len, digest: Digest::EMPTY }
-    }
-
-    /// The position after command `raw`.
-    pub fn after(self, raw: &[u8]) -> Position {
-        Position {
-            commands: self.commands + 1,
-            offset: self.offset + raw.len() as u64,
-            digest: self.digest.chain(raw),
-        }
-    }
-}
-
-/// What identifies a subvolume's stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// The sent subvolume's UUID.
-    pub uuid: Uuid,
-    /// Its ctransid.
-    pub ctransid: u64,
-    /// A SNAPSHOT's parent UUID and ctransid.
-    pub parent: Option<(Uuid, u64)>,
-    /// Protocol version.
-    pub version: u32,
 }
 
 /// What may have been applied after a saved position. See the module docs.
@@ -303,21 +249,18 @@ pub struct Plan {
 }
 
 impl Saved {
+    /// The token for `rawsend send --resume`: where a continuation must start.
+    pub fn token(&self, boot: Option<&str>) -> Result<Token, String> {
+        let identity = self.state.identity;
+        self.plan(&identity, boot).map(|plan| Token { identity, position: plan.position })
+    }
+
     /// Where to continue, given this boot's id; `Err` says why not.
     pub fn plan(&self, identity: &Identity, boot: Option<&str>) -> Result<Plan, String> {
         let saved = self.state.identity;
         if saved != *identity {
             return Err(format!(
-                "its resume state is for another stream (subvolume {} ctransid {}, parent {}, protocol {}); \
-                 this stream sends subvolume {} ctransid {}, parent {}, protocol {}",
-                saved.uuid,
-                saved.ctransid,
-                describe_parent(saved.parent),
-                saved.version,
-                identity.uuid,
-                identity.ctransid,
-                describe_parent(identity.parent),
-                identity.version
+                "its resume state is for another stream ({saved}); this stream sends {identity}"
             ));
         }
         let state = self.state;
@@ -354,6 +297,9 @@ pub(crate) struct Tracker {
     pub replay_from: Option<u64>,
     /// Whether state is kept: resume is on and nothing made the subvolume unresumable.
     pub keeping: bool,
+    /// A continuation's start: the position its first command (SUBVOL or SNAPSHOT)
+    /// stands for, the commands between having been skipped by the sender.
+    jump: Option<Position>,
     /// Stream offset and time of the last checkpoint; `None` before the first.
     last: Option<(u64, Instant)>,
 }
@@ -362,13 +308,20 @@ impl Tracker {
     /// Starts a subvolume's stream whose SUBVOL or SNAPSHOT is `header_len` bytes in.
     pub fn new(identity: Identity, header_len: u64, keeping: bool) -> Tracker {
         let position = Position::start(header_len);
-        Tracker { identity, position, skip_to: None, replay_from: None, keeping, last: None }
+        Tracker { identity, position, skip_to: None, replay_from: None, keeping, jump: None, last: None }
     }
 
-    /// Continues from `saved` as `plan` says.
-    pub fn resume(&mut self, saved: Saved, plan: Plan) {
+    /// Continues from `saved` as `plan` says: by skipping the prefix the stream
+    /// repeats, or, for a continuation, at once.
+    pub fn resume(&mut self, saved: Saved, plan: Plan, continuation: bool) {
         self.replay_from = plan.replay.then_some(plan.position.commands);
+        self.jump = continuation.then_some(plan.position);
         self.skip_to = Some((plan.position, saved));
+    }
+
+    /// Moves past command `raw` (to the continuation's start after its first command).
+    pub fn step(&mut self, raw: &[u8]) {
+        self.position = self.jump.take().unwrap_or_else(|| self.position.after(raw));
     }
 
     /// Whether the saved prefix is being skipped.
@@ -387,10 +340,6 @@ impl Tracker {
     pub fn checkpointed(&mut self) {
         self.last = Some((self.position.offset, Instant::now()));
     }
-}
-
-fn describe_parent(parent: Option<(Uuid, u64)>) -> String {
-    parent.map_or_else(|| "none".to_owned(), |(uuid, ctransid)| format!("{uuid} ctransid {ctransid}"))
 }
 
 /// This boot's id, if the kernel tells it.

@@ -117,8 +117,9 @@ pub struct Unfinished {
     pub place: String,
     /// The command that removes it, to start over, where there is one.
     pub cleanup: Option<String>,
-    /// The command that discards it with its resume state (`rawsend receive --abort ...`).
-    pub abort: Option<String>,
+    /// DEST/NAME as one shell word, for the commands that resume or discard it
+    /// (`rawsend receive --resume-token ...`, `--abort ...`), where they apply.
+    pub partial: Option<String>,
     /// Whether its resume state is saved (set by the engine): running the same receive
     /// again continues it.
     pub resumable: bool,
@@ -127,11 +128,13 @@ pub struct Unfinished {
 impl std::fmt::Display for Unfinished {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} is incomplete and was not marked as received", self.place)?;
-        match (&self.abort, &self.cleanup) {
-            (Some(abort), _) if self.resumable => write!(
+        match (&self.partial, &self.cleanup) {
+            (Some(partial), _) if self.resumable => write!(
                 f,
-                " (its resume state is saved: run the same receive again to continue where it stopped, \
-                 or discard it: `{abort}`)"
+                " (its resume state is saved: run the same receive again to continue where it stopped; \
+                 if the stream cannot be read again, send only the rest with \
+                 `rawsend send --resume \"$(rawsend receive --resume-token {partial})\" [-p PARENT] [-c SRC] SUBVOL`, \
+                 the same arguments as the interrupted send; or discard it: `rawsend receive --abort {partial}`)"
             ),
             (_, Some(cleanup)) => write!(f, " (to start over, remove it: `{cleanup}`)"),
             _ => Ok(()),

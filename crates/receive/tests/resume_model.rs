@@ -6,11 +6,17 @@
 //! stream in one go. A stream that is not the one the partial subvolume was
 //! receiving, or whose prefix differs, or a forged state, is refused and the
 //! partial subvolume is left as it was.
+//!
+//! Each cut is also continued the way a pipe is: from the token of the partial
+//! subvolume's saved state, the sender's [`write_continuation`] of the whole
+//! stream, received instead of the whole stream. A stale token, or a
+//! continuation where there is nothing to continue, is refused.
 
 use std::path::PathBuf;
 
-use rawsend_receive::resume::{Digest, Position, Progress, Tail};
-use rawsend_receive::{ErrorKind, Failure, ModelTarget, ReceiveOptions, Receiver, Summary};
+use rawsend_receive::resume::{Digest, Position, Progress, Tail, Token};
+use rawsend_receive::{ErrorKind, Failure, ModelTarget, ReceiveOptions, Receiver, Summary, Target};
+use rawsend_stream::resume::write_continuation;
 use rawsend_stream::{Command, Item, StreamReader};
 use rawsend_testutil::fixtures::chains;
 
@@ -105,18 +111,37 @@ fn every_cut_of_every_chain_resumes_to_the_same_tree() {
                     partial.states.get(&name).unwrap_or_else(|| panic!("{label}: no state: {failure}"));
                 assert_eq!(state.tail, Tail::Clean, "{label}");
                 let rest = streams[index + 1..].to_vec();
-                let all = [vec![stream.clone()], rest].concat();
+                let all = [vec![stream.clone()], rest.clone()].concat();
                 assert_same(&in_one_go_from(partial.clone(), &all), &want, &format!("{label}, clean"));
+                let continued = |model: ModelTarget, label: &str| {
+                    let all = [vec![continuation(&model, &name, stream)], rest.clone()].concat();
+                    assert_same(&in_one_go_from(model, &all), &want, label);
+                };
+                continued(partial.clone(), &format!("{label}, clean, continued"));
                 for noted in killed_progress(&cuts, applied) {
                     let crashed = as_after_a_kill(partial.clone(), &name, position(&cuts, noted));
                     let label = format!("{label}, killed with progress at {noted}");
-                    assert_same(&in_one_go_from(crashed, &all), &want, &label);
+                    assert_same(&in_one_go_from(crashed.clone(), &all), &want, &label);
+                    continued(crashed, &format!("{label}, continued"));
                 }
                 resumed += 1;
             }
         }
     }
     assert!(resumed > 400, "only {resumed} cuts");
+}
+
+/// The token of the partial subvolume `name` of `model`.
+fn token(model: &ModelTarget, name: &[u8]) -> Token {
+    let saved = model.clone().saved_resume(name).expect("model").expect("a partial subvolume");
+    saved.token(Some(&boot())).expect("a token")
+}
+
+/// The continuation of `stream` the sender writes for the partial subvolume `name`.
+fn continuation(model: &ModelTarget, name: &[u8], stream: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_continuation(stream, &mut out, &token(model, name)).expect("a continuation");
+    out
 }
 
 /// Where the progress record may be after a kill with `applied` commands done: before
@@ -293,4 +318,48 @@ fn checkpoints_come_every_so_many_bytes_and_at_the_start() {
     }
     assert!(stream.len() as u64 - offsets.last().unwrap() < every + largest, "{offsets:?}");
     assert!(model.states.is_empty(), "the state is removed once the subvolume is complete");
+}
+
+#[test]
+fn a_stale_token_is_refused_and_the_partial_subvolume_left_alone() {
+    let (stream, partial, name) = partial_full(40);
+    let (_, earlier, _) = partial_full(20);
+    let stale = continuation(&earlier, &name, &stream);
+    let (message, after) = refusal(partial.clone(), &stale);
+    assert!(message.contains("get a new token"), "{message}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
+    assert_eq!(after.states, partial.states);
+    let (outcome, done) = receive(after, &continuation(&partial, &name, &stream));
+    outcome.expect("a fresh token continues it");
+    assert!(done.subvols[&name].received.is_some());
+}
+
+#[test]
+fn a_continuation_needs_a_partial_subvolume_to_continue() {
+    let (stream, partial, name) = partial_full(40);
+    let cont = continuation(&partial, &name, &stream);
+    for resume in [true, false] {
+        let opts = ReceiveOptions { resume, ..ReceiveOptions::default() };
+        let (outcome, after) = Receiver::new(ModelTarget::new(), opts).receive_keeping(&cont[..]);
+        let failure = outcome.expect_err("nothing to continue");
+        let nothing = |err: &rawsend_receive::Error| matches!(err.kind, ErrorKind::NothingToContinue { .. });
+        assert!(nothing(&failure.errors[0]), "{failure}");
+        assert!(after.subvols.is_empty(), "nothing is created: {failure}");
+    }
+    let opts = ReceiveOptions { resume: false, ..ReceiveOptions::default() };
+    let (outcome, after) = Receiver::new(partial.clone(), opts).receive_keeping(&cont[..]);
+    assert!(outcome.is_err());
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
+}
+
+#[test]
+fn a_marker_must_come_right_before_the_subvolume() {
+    let (stream, partial, name) = partial_full(40);
+    let cont = continuation(&partial, &name, &stream);
+    // Header, marker (42 bytes), then the marker again instead of the SUBVOL.
+    let doubled = [&cont[..17 + 42], &cont[17..]].concat();
+    let (outcome, after) = receive(partial.clone(), &doubled);
+    let failure = outcome.expect_err("two markers");
+    assert!(failure.to_string().contains("two continuation markers"), "{failure}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
 }

@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::kind::{Attr, CommandKind};
 use crate::path::PathError;
+use crate::resume::CONTINUE_COMMAND;
 
 /// What is wrong with the input.
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
@@ -94,6 +95,9 @@ pub enum ErrorKind {
         /// The stream's version.
         version: u32,
     },
+    /// A continuation marker ([`crate::resume`]) whose payload is not one.
+    #[error("malformed continuation marker")]
+    BadContinuation,
     /// Reading the input failed.
     #[error("read error: {0}")]
     Io(String),
@@ -127,6 +131,7 @@ impl fmt::Display for Location {
         if let Some(cmd) = self.command {
             match CommandKind::from_raw(cmd) {
                 Some(kind) => write!(f, " ({kind})")?,
+                None if cmd == CONTINUE_COMMAND => f.write_str(" (continuation marker)")?,
                 None => write!(f, " (command {cmd})")?,
             }
         }

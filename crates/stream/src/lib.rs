@@ -51,6 +51,7 @@ mod kind;
 mod path;
 mod progress;
 mod reader;
+pub mod resume;
 mod uuid;
 mod value;
 mod writer;

@@ -32,6 +32,7 @@ use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, RawPath, StreamPath};
 use crate::progress::ReadProgress;
+use crate::resume::{self, CONTINUE_COMMAND, Position};
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
 pub const V1_FRAME_CAP: usize = 64 * 1024;
@@ -71,6 +72,16 @@ pub enum Item<'a, P = StreamPath<'a>> {
     },
     /// A command.
     Command(Record<'a, P>),
+    /// A continuation marker: the stream continues an interrupted receive of the
+    /// subvolume whose SUBVOL or SNAPSHOT follows, after `position` (see [`crate::resume`]).
+    Continue {
+        /// Where the receive continues within that subvolume's stream.
+        position: Position,
+        /// 0-based command index of the marker across the whole input.
+        index: u64,
+        /// Byte offset of the marker in the input.
+        offset: u64,
+    },
 }
 
 /// A decoded command and where it came from.
@@ -166,9 +177,7 @@ impl<R: Read> StreamReader<R> {
         match self.state {
             State::Done => Ok(None),
             State::ExpectHeader { first } => self.read_header(first),
-            State::InStream { version } => {
-                self.read_command(version).map(|record| Some(Item::Command(record)))
-            }
+            State::InStream { version } => self.read_frame(version).map(Some),
         }
     }
 
@@ -200,7 +209,7 @@ impl<R: Read> StreamReader<R> {
         Ok(Some(Item::Header { version: header.version, offset }))
     }
 
-    fn read_command<'s, P: PathAttr<'s>>(&'s mut self, version: u32) -> Result<Record<'s, P>, Error> {
+    fn read_frame<'s, P: PathAttr<'s>>(&'s mut self, version: u32) -> Result<Item<'s, P>, Error> {
         let index = self.index;
         let offset = self.offset;
         let mut location = Location { index: Some(index), offset, ..Location::default() };
@@ -215,6 +224,12 @@ impl<R: Read> StreamReader<R> {
         self.consume(frame_len);
         self.index += 1;
         let raw = &self.buf[start..start + frame_len];
+        if location.command == Some(CONTINUE_COMMAND) {
+            let marker = check_crc(raw).and_then(|()| resume::parse_marker(raw));
+            return marker
+                .map(|position| Item::Continue { position, index, offset })
+                .map_err(|kind| Error { location, kind });
+        }
         let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, &mut location);
         if let Some(progress) = &self.progress {
             progress.set_commands(self.index, location.path.as_deref());
@@ -232,7 +247,7 @@ impl<R: Read> StreamReader<R> {
                         State::ExpectHeader { first: false }
                     };
                 }
-                Ok(Record { index, offset, version, raw, command })
+                Ok(Item::Command(Record { index, offset, version, raw, command }))
             }
             Err(kind) => Err(Error { location, kind }),
         }

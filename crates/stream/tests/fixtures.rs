@@ -23,6 +23,7 @@ fn reencode(bytes: &[u8]) -> (Vec<u8>, usize) {
                 assert_eq!(&out[start..], record.raw, "command #{} re-encodes differently", record.index);
                 commands += 1;
             }
+            Item::Continue { .. } => panic!("a continuation marker in a kernel stream"),
         }
     }
     (out, commands)
@@ -52,6 +53,7 @@ fn every_stream_in_a_fixture_ends_with_end() {
                     headers += 1;
                 }
                 Item::Command(record) => last_was_end = matches!(record.command, Command::End),
+                Item::Continue { .. } => panic!("{}: a continuation marker", path.display()),
             }
         }
         assert!(last_was_end && headers >= 1, "{}", path.display());

@@ -14,7 +14,7 @@ fn drain(bytes: &[u8], opts: ReaderOptions) -> (usize, Option<rawsend_stream::Er
         steps += 1;
         assert!(steps < 1_000_000, "reader does not make progress");
         match reader.next() {
-            Ok(Some(Item::Command(_))) => commands += 1,
+            Ok(Some(Item::Command(_) | Item::Continue { .. })) => commands += 1,
             Ok(Some(Item::Header { .. })) => {}
             Ok(None) => return (commands, None),
             Err(err) => return (commands, Some(err)),

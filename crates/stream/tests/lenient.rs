@@ -9,6 +9,7 @@ use rawsend_testutil::hostile::{PATH_ATTRS, command_with, invalid_path_stream, s
 #[derive(Debug, PartialEq)]
 enum Seen {
     Header(u32),
+    Continue(u64),
     /// Index, offset, raw bytes, path attributes (bytes) and the invalid ones.
     Command(u64, u64, Vec<u8>, Vec<(Attr, Vec<u8>)>, Vec<(Attr, Vec<u8>)>),
     Error(Error),
@@ -18,6 +19,7 @@ fn strict(bytes: &[u8]) -> Vec<Seen> {
     let mut reader = StreamReader::new(bytes);
     drain(|| match reader.next() {
         Ok(Some(Item::Header { version, .. })) => Some(Seen::Header(version)),
+        Ok(Some(Item::Continue { index, .. })) => Some(Seen::Continue(index)),
         Ok(Some(Item::Command(r))) => {
             let paths = r.command.path_attrs().map(|(a, p)| (a, p.as_bytes().to_vec())).collect();
             Some(Seen::Command(r.index, r.offset, r.raw.to_vec(), paths, Vec::new()))
@@ -31,6 +33,7 @@ fn lenient(bytes: &[u8]) -> Vec<Seen> {
     let mut reader = StreamReader::new(bytes);
     drain(|| match reader.next_lenient() {
         Ok(Some(Item::Header { version, .. })) => Some(Seen::Header(version)),
+        Ok(Some(Item::Continue { index, .. })) => Some(Seen::Continue(index)),
         Ok(Some(Item::Command(r))) => {
             let paths = r.command.path_attrs().map(|(a, p)| (a, p.as_bytes().to_vec())).collect();
             let invalid = r.command.invalid_paths().map(|bad| (bad.attr, bad.bytes.to_vec())).collect();

@@ -18,6 +18,7 @@
 
 use std::io::{self, Write};
 
+use rawsend_stream::resume::Position;
 use rawsend_stream::{Command, RawPath, Record, Timespec};
 use serde_json::{Map, Value, json};
 
@@ -52,6 +53,26 @@ pub fn write_record(out: &mut impl Write, record: &Record<'_, RawPath<'_>>) -> i
         object.insert("invalid".into(), invalid.into());
     }
     serde_json::to_writer(&mut *out, &Value::Object(object))?;
+    out.write_all(b"\n")
+}
+
+/// Writes a continuation marker as one JSON object: `"command": "continue"` and the
+/// position the continuation starts after.
+pub fn write_continuation(
+    out: &mut impl Write,
+    index: u64,
+    offset: u64,
+    position: &Position,
+) -> io::Result<()> {
+    let object = json!({
+        "index": index,
+        "offset": offset,
+        "command": "continue",
+        "after_commands": position.commands,
+        "after_offset": position.offset,
+        "digest": format!("{:016x}", position.digest.0),
+    });
+    serde_json::to_writer(&mut *out, &object)?;
     out.write_all(b"\n")
 }
 

@@ -18,6 +18,7 @@
 use std::io::{self, Write};
 
 use chrono::{Datelike, Local, Offset, TimeZone, Timelike};
+use rawsend_stream::resume::Position;
 use rawsend_stream::{Command, RawPath, Timespec};
 
 /// Formats commands as dump lines, tracking the current subvolume's path.
@@ -38,6 +39,14 @@ impl TextDump {
     /// A formatter at the start of input (no subvolume yet: paths print as `./path`).
     pub fn new() -> Self {
         TextDump { subvol_path: b".".to_vec(), line: Vec::with_capacity(512) }
+    }
+
+    /// Writes the line for a continuation marker: `continue`, then the position the
+    /// continuation starts after, in the layout of the other lines.
+    pub fn write_continuation(&self, out: &mut impl Write, position: &Position) -> io::Result<()> {
+        let Position { commands, offset, digest } = *position;
+        let fields = format!("after_commands={commands} after_offset={offset} digest={:016x}", digest.0);
+        writeln!(out, "{:<16}{:<32} {fields}", "continue", "")
     }
 
     /// Writes the line for `command` (nothing for END).

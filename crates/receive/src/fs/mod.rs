@@ -37,8 +37,8 @@ use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::error::{ErrorKind, Result, Taken};
-use crate::resume::{Progress, ResumeState, Saved, Tail};
+use crate::error::{ErrorKind, Refusal, Result, Taken};
+use crate::resume::{self, Progress, ResumeState, Saved, Tail, Token};
 use crate::target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
 };
@@ -412,6 +412,22 @@ impl FsTarget {
         };
         partial::forget(self.dest.as_fd(), name)?;
         Ok(format!("{what} {place}"))
+    }
+
+    /// The token with which `rawsend send --resume` continues the partial receive
+    /// DEST/`name`, where its saved state says (see [`crate::resume`]).
+    pub fn resume_token(&mut self, name: &[u8]) -> Result<Token> {
+        let Some(saved) = self.saved_resume(name)? else {
+            let reason = self.partial_root(name)?.err().unwrap_or("it has no resume state");
+            return Err(ErrorKind::NotPartial { place: self.place(name), reason });
+        };
+        saved.token(resume::boot_id().as_deref()).map_err(|reason| {
+            ErrorKind::ResumeRefused(Box::new(Refusal {
+                place: saved.place.clone(),
+                reason,
+                abort: saved.abort.clone(),
+            }))
+        })
     }
 
     /// Starts the dir target's snapshot from a copy of its parent; the device nodes the
@@ -802,7 +818,7 @@ impl Target for FsTarget {
         Some(Unfinished {
             place: format!("{what} {path}"),
             cleanup: Some(cleanup),
-            abort: Some(abort_command(&path)),
+            partial: Some(shell_quote(&path)),
             resumable: false,
         })
     }
