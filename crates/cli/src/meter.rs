@@ -173,7 +173,7 @@ impl Drop for Meter {
 }
 
 /// Runs message printing with the bar (if any) out of the way.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Suspender(Option<ProgressBar>);
 
 impl Suspender {
