@@ -314,6 +314,29 @@ fn parse_root_ref(data: &[u8]) -> Result<(u64, &[u8])> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn file_extent_items_parse() {
+        let mut item = vec![0u8; 53];
+        item[16] = 3; // zstd
+        item[20] = 1; // regular
+        item[29..37].copy_from_slice(&8192u64.to_le_bytes());
+        let regular = parse_file_extent(&item).unwrap();
+        assert_eq!(
+            regular,
+            FileExtent { compression: 3, storage: ExtentStorage::Regular { disk_num_bytes: 8192 } }
+        );
+        let mut inline = vec![0u8; 21 + 700];
+        inline[16] = 1;
+        assert_eq!(parse_file_extent(&inline).unwrap().storage, ExtentStorage::Inline { len: 700 });
+        item[20] = 2;
+        assert_eq!(parse_file_extent(&item).unwrap().storage, ExtentStorage::Prealloc);
+        item[20] = 9;
+        assert!(parse_file_extent(&item).is_err());
+        item[20] = 1;
+        assert!(parse_file_extent(&item[..30]).is_err());
+        assert!(parse_file_extent(&item[..20]).is_err());
+    }
+
     fn header(objectid: u64, offset: u64, item_type: u32, len: u32) -> Vec<u8> {
         [
             7u64.to_ne_bytes().as_slice(),
