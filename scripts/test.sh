@@ -16,6 +16,7 @@ fi
 declare -A PACKAGES=(
 	[mkfs.btrfs]=btrfs-progs [compsize]=btrfs-compsize [mkfs.ext4]=e2fsprogs
 	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3
+	[man]=man-db [nroff]=groff-base [zsh]=zsh [fish]=fish [btrbk]=btrbk
 )
 PACKAGES[script]=bsdutils # progress.rs runs rawsend on a terminal made by script(1)
 missing=()

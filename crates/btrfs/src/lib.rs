@@ -22,6 +22,7 @@
 mod clone;
 mod encoded;
 mod error;
+mod features;
 mod ioctl;
 mod raw;
 mod search;
@@ -37,6 +38,7 @@ pub use encoded::{
     encoded_read, encoded_write, sector_size,
 };
 pub use error::{EncodedWriteError, Error, Op, Result};
+pub use features::{ENCODED_IO_SINCE, KernelFeatures, release_version};
 pub use rawsend_stream::{ParseUuidError, Uuid};
 pub use rustix::io::Errno;
 pub use search::{

@@ -15,6 +15,9 @@
 //! A continuation (`rawsend send --resume`) starts with a marker that
 //! btrfs-progs does not know; it is printed as a `continue` line naming the
 //! position the continuation starts after.
+//!
+//! That reading loop, [`for_each_item`], is also `rawsend stats`'s, so both
+//! report the same errors at the same places.
 
 pub mod json;
 pub mod text;
@@ -87,25 +90,54 @@ pub fn dump(
 ) -> Result<()> {
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
+    let mut text = text::TextDump::new();
+    let read = for_each_item(input, opts, progress, max_errors, "failed to dump the send stream", |item| {
+        let (written, index, offset) = match item {
+            Item::Header { .. } => return Ok(()),
+            Item::Command(record) => match format {
+                Format::Text => (text.write(&mut out, &record.command), record.index, record.offset),
+                Format::Json => (json::write_record(&mut out, record), record.index, record.offset),
+            },
+            Item::Continue { position, index, offset } => match format {
+                Format::Text => (text.write_continuation(&mut out, position), *index, *offset),
+                Format::Json => {
+                    (json::write_continuation(&mut out, *index, *offset, position), *index, *offset)
+                }
+            },
+        };
+        written.with_context(|| format!("command #{index} at byte {offset}"))
+    });
+    // What was dumped before an error is flushed before the error is reported.
+    let flushed = out.flush();
+    read?;
+    Ok(flushed?)
+}
+
+/// Reads `input` leniently, as a dump does, and hands every header and
+/// command to `visit`; an error from `visit` stops the reading and is returned.
+/// The reader publishes how far it got into `progress`, if given.
+///
+/// Commands with paths a receive would refuse are marked on stderr and
+/// counted (see the module docs). A malformed command is an error; up to
+/// `max_errors` of them (0: no limit) are printed on stderr as they come and
+/// the reading goes on; the last one is returned, with `context`.
+pub fn for_each_item(
+    input: impl Read,
+    opts: ReaderOptions,
+    progress: Option<Arc<ReadProgress>>,
+    max_errors: u64,
+    context: &'static str,
+    mut visit: impl FnMut(&Item<'_, RawPath<'_>>) -> Result<()>,
+) -> Result<()> {
     let mut reader = StreamReader::with_options(input, opts);
     if let Some(progress) = progress {
         reader = reader.with_progress(progress);
     }
-    let mut text = text::TextDump::new();
     let mut errors = Vec::new();
     let mut invalid = InvalidCount::default();
     loop {
-        let record = match reader.next_lenient() {
-            Ok(Some(Item::Command(record))) => record,
-            Ok(Some(Item::Header { .. })) => continue,
-            Ok(Some(Item::Continue { position, index, offset })) => {
-                let written = match format {
-                    Format::Text => text.write_continuation(&mut out, &position),
-                    Format::Json => json::write_continuation(&mut out, index, offset, &position),
-                };
-                written.with_context(|| format!("command #{index} at byte {offset}"))?;
-                continue;
-            }
+        let item = match reader.next_lenient() {
+            Ok(Some(item)) => item,
             Ok(None) => break,
             Err(err) => {
                 errors.push(anyhow::Error::new(err));
@@ -115,16 +147,13 @@ pub fn dump(
                 continue;
             }
         };
-        invalid.warn(&record);
-        let written = match format {
-            Format::Text => text.write(&mut out, &record.command),
-            Format::Json => json::write_record(&mut out, &record),
-        };
-        written.with_context(|| format!("command #{} at byte {}", record.index, record.offset))?;
+        if let Item::Command(record) = &item {
+            invalid.warn(record);
+        }
+        visit(&item)?;
     }
-    out.flush()?;
     invalid.summary();
-    report_errors(errors)
+    report_errors(errors).context(context)
 }
 
 /// Commands whose paths a receive would refuse, each marked on stderr.
@@ -174,5 +203,5 @@ fn report_errors(mut errors: Vec<anyhow::Error>) -> Result<()> {
     for err in errors {
         eprintln!("rawsend: error: {err:#}");
     }
-    Err(last.context("failed to dump the send stream"))
+    Err(last)
 }

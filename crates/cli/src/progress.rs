@@ -52,6 +52,16 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
             )];
         }
         Event::Finishing { .. } => return Vec::new(),
+        Event::AlreadyReceived { name, uuid, .. } if level >= 1 => {
+            let name = String::from_utf8_lossy(name);
+            return vec![(
+                Stream::Stderr,
+                format!(
+                    "rawsend: {name} is already received (received UUID {uuid}): left as it is, its commands passed over"
+                ),
+            )];
+        }
+        Event::AlreadyReceived { .. } => return Vec::new(),
         Event::Checkpoint { .. } | Event::Resuming { .. } => {
             return resume_message(event)
                 .filter(|_| level >= 2)

@@ -20,6 +20,7 @@
 //! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`;
 //!   a reader can publish how far it got into a shared [`ReadProgress`].
 //! - [`Estimate`]: the size of a stream from its metadata-only (`NO_FILE_DATA`) form.
+//! - [`stats::Stats`]: what a stream holds, counted item by item.
 //!
 //! ```
 //! use rawsend_stream::{Command, Item, StreamReader, StreamWriter, StreamPath, Uuid};
@@ -52,6 +53,7 @@ mod path;
 mod progress;
 mod reader;
 pub mod resume;
+pub mod stats;
 mod uuid;
 mod value;
 mod writer;
