@@ -18,6 +18,7 @@ declare -A PACKAGES=(
 	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3
 	[man]=man-db [nroff]=groff-base [zsh]=zsh [fish]=fish [btrbk]=btrbk
 )
+PACKAGES[script]=bsdutils # progress.rs runs rawsend on a terminal made by script(1)
 missing=()
 for tool in "${!PACKAGES[@]}"; do
 	command -v "$tool" >/dev/null || missing+=("${PACKAGES[$tool]}")

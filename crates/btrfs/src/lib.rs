@@ -41,7 +41,10 @@ pub use error::{EncodedWriteError, Error, Op, Result};
 pub use features::{ENCODED_IO_SINCE, KernelFeatures, release_version};
 pub use rawsend_stream::{ParseUuidError, Uuid};
 pub use rustix::io::Errno;
-pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_received_uuid, subvolume_path};
+pub use search::{
+    ExtentStorage, FileExtent, RootInfo, file_extent, root_info, subvolume_id_by_uuid,
+    subvolume_ids_by_received_uuid, subvolume_path,
+};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send, send_to_reader};
 pub use shared::SharedMap;
 pub use signal::default_sigpipe;

@@ -26,10 +26,13 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rawsend_stream::{Item, RawPath, ReaderOptions, Record, StreamReader};
+use rawsend_stream::{Item, RawPath, ReadProgress, ReaderOptions, Record, StreamReader};
+
+use crate::meter::{InputProgress, Meter};
 
 /// Arguments of `rawsend dump`.
 #[derive(Args)]
@@ -40,6 +43,8 @@ pub struct DumpArgs {
     /// Print one JSON object per command instead of `btrfs receive --dump` text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: InputProgress,
 }
 
 /// Output format.
@@ -54,7 +59,11 @@ pub enum Format {
 /// Runs `rawsend dump`.
 pub fn run(args: &DumpArgs) -> Result<()> {
     let format = if args.json { Format::Json } else { Format::Text };
-    dump(open_input(args.file.as_ref())?, format, ReaderOptions::default(), 1)
+    let input = open_input(args.file.as_ref())?;
+    let meter = Meter::start(args.progress.when.progress, false, args.progress.total(args.file.as_deref()));
+    let dumped = dump(input, format, ReaderOptions::default(), 1, meter.progress());
+    meter.finish();
+    dumped
 }
 
 /// A stream's input: readable, and with an fd to poll.
@@ -70,12 +79,19 @@ pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input>> {
     })
 }
 
-/// Dumps `input` to standard output. `max_errors` 0 means no limit.
-pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u64) -> Result<()> {
+/// Dumps `input` to standard output, publishing how far it got into `progress`.
+/// `max_errors` 0 means no limit.
+pub fn dump(
+    input: impl Read,
+    format: Format,
+    opts: ReaderOptions,
+    max_errors: u64,
+    progress: Option<Arc<ReadProgress>>,
+) -> Result<()> {
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
     let mut text = text::TextDump::new();
-    let read = for_each_item(input, opts, max_errors, "failed to dump the send stream", |item| {
+    let read = for_each_item(input, opts, progress, max_errors, "failed to dump the send stream", |item| {
         let (written, index, offset) = match item {
             Item::Header { .. } => return Ok(()),
             Item::Command(record) => match format {
@@ -99,6 +115,7 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
 
 /// Reads `input` leniently, as a dump does, and hands every header and
 /// command to `visit`; an error from `visit` stops the reading and is returned.
+/// The reader publishes how far it got into `progress`, if given.
 ///
 /// Commands with paths a receive would refuse are marked on stderr and
 /// counted (see the module docs). A malformed command is an error; up to
@@ -107,11 +124,15 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
 pub fn for_each_item(
     input: impl Read,
     opts: ReaderOptions,
+    progress: Option<Arc<ReadProgress>>,
     max_errors: u64,
     context: &'static str,
     mut visit: impl FnMut(&Item<'_, RawPath<'_>>) -> Result<()>,
 ) -> Result<()> {
     let mut reader = StreamReader::with_options(input, opts);
+    if let Some(progress) = progress {
+        reader = reader.with_progress(progress);
+    }
     let mut errors = Vec::new();
     let mut invalid = InvalidCount::default();
     loop {

@@ -9,14 +9,17 @@
 
 mod btrfs_compat;
 mod dump;
+mod estimate;
 mod generate;
 mod interrupt;
+mod meter;
 mod progress;
 mod receive;
 mod send;
 mod stats;
 mod verbosity;
 mod version;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -32,7 +32,7 @@ pub struct StatsArgs {
 pub fn run(args: &StatsArgs) -> Result<()> {
     let mut stats = Stats::default();
     let input = open_input(args.file.as_ref())?;
-    for_each_item(input, ReaderOptions::default(), 1, "failed to read the send stream", |item| {
+    for_each_item(input, ReaderOptions::default(), None, 1, "failed to read the send stream", |item| {
         stats.add(item);
         Ok(())
     })?;

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, MAX_UNENCODED_LEN};
-use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
+use rawsend_stream::{
+    Command, Item, Location, ReadProgress, ReaderOptions, Record, StreamPath, StreamReader, Uuid,
+};
 use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Refusal, Result, Taken};
@@ -185,6 +187,8 @@ pub struct Receiver<T> {
     current_id: (Uuid, u64),
     /// Told of each command and completion (see [`Event`]).
     observer: Option<Observer>,
+    /// Where the reader publishes how far it read (see [`Receiver::publish_progress`]).
+    progress: Option<Arc<ReadProgress>>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
@@ -218,6 +222,7 @@ impl<T: Target> Receiver<T> {
             current: None,
             current_id: (Uuid::default(), 0),
             observer: None,
+            progress: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
@@ -247,6 +252,13 @@ impl<T: Target> Receiver<T> {
         self
     }
 
+    /// Has the stream reader publish the bytes and commands read, the subvolume and a
+    /// recent path into `progress`, for a progress display on another thread.
+    pub fn publish_progress(mut self, progress: Arc<ReadProgress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     fn notify(&mut self, event: Event<'_>) {
         if let Some(observer) = self.observer.as_mut() {
             observer(event);
@@ -268,6 +280,9 @@ impl<T: Target> Receiver<T> {
     /// what a failed or interrupted receive left, or to continue it).
     pub fn receive_keeping(mut self, input: impl Read) -> (std::result::Result<Summary, Failure>, T) {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
+        if let Some(progress) = self.progress.take() {
+            reader = reader.with_progress(progress);
+        }
         loop {
             if self.interrupted() {
                 self.settle(Tail::Clean, true);
