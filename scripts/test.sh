@@ -16,7 +16,9 @@ fi
 declare -A PACKAGES=(
 	[mkfs.btrfs]=btrfs-progs [compsize]=btrfs-compsize [mkfs.ext4]=e2fsprogs
 	[mkfs.xfs]=xfsprogs [losetup]=mount [python3]=python3 [/usr/bin/time]=time
+	[man]=man-db [nroff]=groff-base [zsh]=zsh [fish]=fish [btrbk]=btrbk
 )
+PACKAGES[script]=bsdutils # progress.rs runs rawsend on a terminal made by script(1)
 missing=()
 for tool in "${!PACKAGES[@]}"; do
 	command -v "$tool" >/dev/null || missing+=("${PACKAGES[$tool]}")

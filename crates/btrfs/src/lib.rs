@@ -22,6 +22,7 @@
 mod clone;
 mod encoded;
 mod error;
+mod features;
 mod ioctl;
 mod raw;
 mod search;
@@ -37,9 +38,13 @@ pub use encoded::{
     encoded_read, encoded_write, sector_size,
 };
 pub use error::{EncodedWriteError, Error, Op, Result};
+pub use features::{ENCODED_IO_SINCE, KernelFeatures, release_version};
 pub use rawsend_stream::{ParseUuidError, Uuid};
 pub use rustix::io::Errno;
-pub use search::{RootInfo, root_info, subvolume_id_by_uuid, subvolume_ids_by_received_uuid, subvolume_path};
+pub use search::{
+    ExtentStorage, FileExtent, RootInfo, file_extent, root_info, subvolume_id_by_uuid,
+    subvolume_ids_by_received_uuid, subvolume_path,
+};
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send, send_to_reader};
 pub use shared::SharedMap;
 pub use signal::default_sigpipe;

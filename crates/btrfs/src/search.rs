@@ -1,10 +1,11 @@
 //! Tree searches (`BTRFS_IOC_TREE_SEARCH`): find subvolumes by UUID or
-//! received UUID in the UUID tree, read root items, and turn a root id into
-//! a path. All of them need `CAP_SYS_ADMIN`.
+//! received UUID in the UUID tree, read root items and file extent items,
+//! and turn a root id into a path. All of them need `CAP_SYS_ADMIN`.
 //!
 //! A receiver uses these to find the parent of an incremental stream and its
 //! clone sources (PROTOCOL.md §2.5, §5.5); a sender uses them to pick a
-//! parent among clone sources as btrfs-progs does.
+//! parent among clone sources as btrfs-progs does, and to estimate how a
+//! `--compressed-data` stream carries each extent (PROTOCOL.md §2.4).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -195,6 +196,74 @@ pub fn root_info(fd: impl AsFd, root_id: u64) -> Result<Option<RootInfo>> {
     search(fd, &range, 1)?.first().map(|item| parse_root_item(item.objectid, &item.data)).transpose()
 }
 
+/// How one extent of a file is stored (a `btrfs_file_extent_item`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileExtent {
+    /// On-disk compression type (0 none, 1 zlib, 2 LZO, 3 zstd).
+    pub compression: u8,
+    /// Where its data is.
+    pub storage: ExtentStorage,
+}
+
+/// Where a file extent's data is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtentStorage {
+    /// In the item itself: `len` bytes (compressed if the extent is).
+    Inline {
+        /// Bytes of the inline payload.
+        len: u64,
+    },
+    /// In a data extent of `disk_num_bytes` bytes on disk.
+    Regular {
+        /// Bytes on disk (compressed if the extent is).
+        disk_num_bytes: u64,
+    },
+    /// Preallocated, unwritten.
+    Prealloc,
+}
+
+/// Offsets in a `btrfs_file_extent_item`.
+mod file_extent_item {
+    pub const COMPRESSION: usize = 16;
+    pub const TYPE: usize = 20;
+    pub const INLINE_DATA: usize = 21;
+    pub const DISK_NUM_BYTES: usize = 29;
+}
+
+fn parse_file_extent(data: &[u8]) -> Result<FileExtent> {
+    use file_extent_item as at;
+    let byte =
+        |offset: usize| data.get(offset).copied().ok_or_else(|| malformed("file extent item too short"));
+    let storage = match byte(at::TYPE)? {
+        0 => ExtentStorage::Inline { len: data.len().saturating_sub(at::INLINE_DATA) as u64 },
+        1 => ExtentStorage::Regular {
+            disk_num_bytes: read_u64(data, at::DISK_NUM_BYTES)
+                .ok_or_else(|| malformed("file extent item too short"))?,
+        },
+        2 => ExtentStorage::Prealloc,
+        _ => return Err(malformed("unknown file extent type")),
+    };
+    Ok(FileExtent { compression: byte(at::COMPRESSION)?, storage })
+}
+
+/// The file extent item of inode `ino` in subvolume `root_id` whose key offset
+/// is `offset` (where the extent starts in the file); `None` if there is none.
+/// `fd` may be any file on the filesystem.
+///
+/// # Errors
+///
+/// `EPERM` without `CAP_SYS_ADMIN`, `ENOTTY` off btrfs.
+#[doc(alias = "BTRFS_IOC_TREE_SEARCH")]
+pub fn file_extent(fd: impl AsFd, root_id: u64, ino: u64, offset: u64) -> Result<Option<FileExtent>> {
+    let range = Range {
+        tree: root_id,
+        objectid: ino,
+        item_type: raw::BTRFS_EXTENT_DATA_KEY,
+        offsets: (offset, offset),
+    };
+    search(fd, &range, 1)?.first().map(|item| parse_file_extent(&item.data)).transpose()
+}
+
 /// The path of subvolume `root_id` relative to the top-level subvolume
 /// (id 5), e.g. `snaps/daily.1`, found by walking ROOT_BACKREF items up to
 /// the top level and resolving each holding directory with INO_LOOKUP.
@@ -244,6 +313,29 @@ fn parse_root_ref(data: &[u8]) -> Result<(u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_extent_items_parse() {
+        let mut item = vec![0u8; 53];
+        item[16] = 3; // zstd
+        item[20] = 1; // regular
+        item[29..37].copy_from_slice(&8192u64.to_le_bytes());
+        let regular = parse_file_extent(&item).unwrap();
+        assert_eq!(
+            regular,
+            FileExtent { compression: 3, storage: ExtentStorage::Regular { disk_num_bytes: 8192 } }
+        );
+        let mut inline = vec![0u8; 21 + 700];
+        inline[16] = 1;
+        assert_eq!(parse_file_extent(&inline).unwrap().storage, ExtentStorage::Inline { len: 700 });
+        item[20] = 2;
+        assert_eq!(parse_file_extent(&item).unwrap().storage, ExtentStorage::Prealloc);
+        item[20] = 9;
+        assert!(parse_file_extent(&item).is_err());
+        item[20] = 1;
+        assert!(parse_file_extent(&item[..30]).is_err());
+        assert!(parse_file_extent(&item[..20]).is_err());
+    }
 
     fn header(objectid: u64, offset: u64, item_type: u32, len: u32) -> Vec<u8> {
         [

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
 
+use crate::meter::When;
 use crate::receive::ReceiveArgs;
 use crate::send::SendArgs;
 use crate::verbosity::Verbosity;
@@ -60,12 +61,14 @@ pub fn run(argv: &[OsString]) -> Result<()> {
         Plan::Run { sub: Sub::Send, global, rest } => {
             let mut args: SendArgs = parse("btrfs send", "Send subvolumes (btrfs send, by rawsend)", rest);
             args.verbosity = args.verbosity.with_global(global);
+            args.progress.progress = When::Never;
             crate::send::run(&args)
         }
         Plan::Run { sub: Sub::Receive, global, rest } => {
             let mut args: ReceiveArgs =
                 parse("btrfs receive", "Receive subvolumes from a stream (btrfs receive, by rawsend)", rest);
             args.verbosity = args.verbosity.with_global(global);
+            args.progress.when.progress = When::Never;
             crate::receive::run(&args)
         }
         Plan::Real => exec_real(argv),

@@ -15,6 +15,9 @@
 //! A continuation (`rawsend send --resume`) starts with a marker that
 //! btrfs-progs does not know; it is printed as a `continue` line naming the
 //! position the continuation starts after.
+//!
+//! That reading loop, [`for_each_item`], is also `rawsend stats`'s, so both
+//! report the same errors at the same places.
 
 pub mod json;
 pub mod text;
@@ -23,10 +26,13 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rawsend_stream::{Item, RawPath, ReaderOptions, Record, StreamReader};
+use rawsend_stream::{Item, RawPath, ReadProgress, ReaderOptions, Record, StreamReader};
+
+use crate::meter::{InputProgress, Meter};
 
 /// Arguments of `rawsend dump`.
 #[derive(Args)]
@@ -37,6 +43,8 @@ pub struct DumpArgs {
     /// Print one JSON object per command instead of `btrfs receive --dump` text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: InputProgress,
 }
 
 /// Output format.
@@ -51,7 +59,11 @@ pub enum Format {
 /// Runs `rawsend dump`.
 pub fn run(args: &DumpArgs) -> Result<()> {
     let format = if args.json { Format::Json } else { Format::Text };
-    dump(open_input(args.file.as_ref())?, format, ReaderOptions::default(), 1)
+    let input = open_input(args.file.as_ref())?;
+    let meter = Meter::start(args.progress.when.progress, false, args.progress.total(args.file.as_deref()));
+    let dumped = dump(input, format, ReaderOptions::default(), 1, meter.progress());
+    meter.finish();
+    dumped
 }
 
 /// A stream's input: readable, and with an fd to poll.
@@ -67,26 +79,65 @@ pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
     })
 }
 
-/// Dumps `input` to standard output. `max_errors` 0 means no limit.
-pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u64) -> Result<()> {
+/// Dumps `input` to standard output, publishing how far it got into `progress`.
+/// `max_errors` 0 means no limit.
+pub fn dump(
+    input: impl Read,
+    format: Format,
+    opts: ReaderOptions,
+    max_errors: u64,
+    progress: Option<Arc<ReadProgress>>,
+) -> Result<()> {
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout);
-    let mut reader = StreamReader::with_options(input, opts);
     let mut text = text::TextDump::new();
+    let read = for_each_item(input, opts, progress, max_errors, "failed to dump the send stream", |item| {
+        let (written, index, offset) = match item {
+            Item::Header { .. } => return Ok(()),
+            Item::Command(record) => match format {
+                Format::Text => (text.write(&mut out, &record.command), record.index, record.offset),
+                Format::Json => (json::write_record(&mut out, record), record.index, record.offset),
+            },
+            Item::Continue { position, index, offset } => match format {
+                Format::Text => (text.write_continuation(&mut out, position), *index, *offset),
+                Format::Json => {
+                    (json::write_continuation(&mut out, *index, *offset, position), *index, *offset)
+                }
+            },
+        };
+        written.with_context(|| format!("command #{index} at byte {offset}"))
+    });
+    // What was dumped before an error is flushed before the error is reported.
+    let flushed = out.flush();
+    read?;
+    Ok(flushed?)
+}
+
+/// Reads `input` leniently, as a dump does, and hands every header and
+/// command to `visit`; an error from `visit` stops the reading and is returned.
+/// The reader publishes how far it got into `progress`, if given.
+///
+/// Commands with paths a receive would refuse are marked on stderr and
+/// counted (see the module docs). A malformed command is an error; up to
+/// `max_errors` of them (0: no limit) are printed on stderr as they come and
+/// the reading goes on; the last one is returned, with `context`.
+pub fn for_each_item(
+    input: impl Read,
+    opts: ReaderOptions,
+    progress: Option<Arc<ReadProgress>>,
+    max_errors: u64,
+    context: &'static str,
+    mut visit: impl FnMut(&Item<'_, RawPath<'_>>) -> Result<()>,
+) -> Result<()> {
+    let mut reader = StreamReader::with_options(input, opts);
+    if let Some(progress) = progress {
+        reader = reader.with_progress(progress);
+    }
     let mut errors = Vec::new();
     let mut invalid = InvalidCount::default();
     loop {
-        let record = match reader.next_lenient() {
-            Ok(Some(Item::Command(record))) => record,
-            Ok(Some(Item::Header { .. })) => continue,
-            Ok(Some(Item::Continue { position, index, offset })) => {
-                let written = match format {
-                    Format::Text => text.write_continuation(&mut out, &position),
-                    Format::Json => json::write_continuation(&mut out, index, offset, &position),
-                };
-                written.with_context(|| format!("command #{index} at byte {offset}"))?;
-                continue;
-            }
+        let item = match reader.next_lenient() {
+            Ok(Some(item)) => item,
             Ok(None) => break,
             Err(err) => {
                 errors.push(anyhow::Error::new(err));
@@ -96,16 +147,13 @@ pub fn dump(input: impl Read, format: Format, opts: ReaderOptions, max_errors: u
                 continue;
             }
         };
-        invalid.warn(&record);
-        let written = match format {
-            Format::Text => text.write(&mut out, &record.command),
-            Format::Json => json::write_record(&mut out, &record),
-        };
-        written.with_context(|| format!("command #{} at byte {}", record.index, record.offset))?;
+        if let Item::Command(record) = &item {
+            invalid.warn(record);
+        }
+        visit(&item)?;
     }
-    out.flush()?;
     invalid.summary();
-    report_errors(errors)
+    report_errors(errors).context(context)
 }
 
 /// Commands whose paths a receive would refuse, each marked on stderr.
@@ -155,5 +203,5 @@ fn report_errors(mut errors: Vec<anyhow::Error>) -> Result<()> {
     for err in errors {
         eprintln!("rawsend: error: {err:#}");
     }
-    Err(last.context("failed to dump the send stream"))
+    Err(last)
 }

@@ -9,17 +9,23 @@
 
 mod btrfs_compat;
 mod dump;
+mod estimate;
+mod generate;
 mod interrupt;
+mod meter;
 mod progress;
 mod receive;
 mod send;
+mod stats;
 mod transcode;
 mod verbosity;
+mod version;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Send, receive and inspect btrfs send streams, keeping compressed data compressed.
 #[derive(Parser)]
@@ -37,6 +43,10 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Receive a send stream (like `btrfs receive`); `--dump` prints it instead.
     Receive(receive::ReceiveArgs),
+    /// Count what a send stream holds: commands, data, clones, files, subvolumes.
+    Stats(stats::StatsArgs),
+    /// Print man pages or shell completions (generated from this command line).
+    Generate(generate::GenerateArgs),
     /// Rewrite a send stream: compress its data (v2 ENCODED_WRITE), decode it, or change version.
     Transcode(transcode::TranscodeArgs),
 }
@@ -49,10 +59,12 @@ fn main() -> ExitCode {
     let result = if btrfs_compat::invoked_as_btrfs(argv.first()) {
         btrfs_compat::run(&argv)
     } else {
-        match &Cli::parse_from(argv).command {
+        match &parse(argv).command {
             Command::Send(args) => send::run(args),
             Command::Dump(args) => dump::run(args),
             Command::Receive(args) => receive::run(args),
+            Command::Stats(args) => stats::run(args),
+            Command::Generate(args) => generate::run(args, Cli::command()),
             Command::Transcode(args) => transcode::run(args),
         }
     };
@@ -60,6 +72,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => report(&err),
     }
+}
+
+/// Parses rawsend's command line; exits on a usage error, `--help` or `--version`.
+/// `--version` probes the kernel's features, so only a command line that has it does.
+fn parse(argv: Vec<OsString>) -> Cli {
+    let mut command = Cli::command();
+    if argv.iter().skip(1).any(|arg| arg == "--version") {
+        command = command.long_version(version::long_version(&rawsend_btrfs::KernelFeatures::probe()));
+    }
+    let matches = command.get_matches_from(argv);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
 }
 
 /// Prints the error (its causes each once) or the interruption, and picks the exit code.

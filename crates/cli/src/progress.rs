@@ -14,6 +14,8 @@ use std::io::Write;
 use rawsend_receive::Event;
 use rawsend_stream::Command;
 
+use crate::meter::Suspender;
+
 /// Which stream a message goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -21,15 +23,23 @@ pub enum Stream {
     Stderr,
 }
 
-/// Prints the messages for `event` at verbosity `level`.
-pub fn print(level: u8, event: Event<'_>) {
-    for (stream, line) in messages(level, event) {
-        // Like btrfs-progs' fprintf: a message that cannot be written is not an error.
-        let _ = match stream {
-            Stream::Stdout => writeln!(std::io::stdout(), "{line}").and_then(|()| std::io::stdout().flush()),
-            Stream::Stderr => writeln!(std::io::stderr(), "{line}"),
-        };
+/// Prints the messages for `event` at verbosity `level`, with a progress bar out of the way.
+pub fn print(level: u8, event: Event<'_>, bar: &Suspender) {
+    let lines = messages(level, event);
+    if lines.is_empty() {
+        return;
     }
+    bar.run(|| {
+        for (stream, line) in lines {
+            // Like btrfs-progs' fprintf: a message that cannot be written is not an error.
+            let _ = match stream {
+                Stream::Stdout => {
+                    writeln!(std::io::stdout(), "{line}").and_then(|()| std::io::stdout().flush())
+                }
+                Stream::Stderr => writeln!(std::io::stderr(), "{line}"),
+            };
+        }
+    });
 }
 
 /// The messages btrfs-progs prints for `event` at verbosity `level`, in order.
@@ -42,6 +52,16 @@ pub fn messages(level: u8, event: Event<'_>) -> Vec<(Stream, String)> {
             )];
         }
         Event::Finishing { .. } => return Vec::new(),
+        Event::AlreadyReceived { name, uuid, .. } if level >= 1 => {
+            let name = String::from_utf8_lossy(name);
+            return vec![(
+                Stream::Stderr,
+                format!(
+                    "rawsend: {name} is already received (received UUID {uuid}): left as it is, its commands passed over"
+                ),
+            )];
+        }
+        Event::AlreadyReceived { .. } => return Vec::new(),
         Event::Checkpoint { .. } | Event::Resuming { .. } => {
             return resume_message(event)
                 .filter(|_| level >= 2)

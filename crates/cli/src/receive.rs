@@ -24,6 +24,7 @@ use rawsend_transcode::{Codec, Compress, Options, TranscodeReader};
 
 use crate::dump::{self, Format};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::meter::{InputProgress, Meter};
 use crate::progress;
 use crate::verbosity::Verbosity;
 
@@ -101,6 +102,8 @@ pub struct ReceiveArgs {
     resume_token: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
+    #[command(flatten)]
+    pub(crate) progress: InputProgress,
     /// Where to receive (not used with --dump).
     #[arg(value_name = "DEST", required_unless_present_any = ["dump", "abort", "resume_token"], conflicts_with = "dump")]
     dest: Option<PathBuf>,
@@ -116,9 +119,24 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     }
     let reader = ReaderOptions { stop_at_end: args.stop_at_end, ..ReaderOptions::default() };
     let input = dump::open_input(args.file.as_ref())?;
+    let total = args.progress.total(args.file.as_deref());
+    let meter = Meter::start(args.progress.when.progress, args.verbosity.quiet, total);
     let Some(dest) = &args.dest else {
-        return dump::dump(input, Format::Text, reader, args.max_errors);
+        let dumped = dump::dump(input, Format::Text, reader, args.max_errors, meter.progress());
+        meter.finish();
+        return dumped;
     };
+    receive(args, dest, reader, input, meter)
+}
+
+/// Receives `input` into `dest`, showing progress on `meter` until the stream is applied.
+fn receive(
+    args: &ReceiveArgs,
+    dest: &Path,
+    reader: ReaderOptions,
+    input: Box<dyn dump::Input + Send>,
+    meter: Meter,
+) -> Result<()> {
     let mut target = FsTarget::open(dest, target_kind(args))
         .with_context(|| format!("cannot receive into {}", dest.display()))?;
     if let Some(why) = target.dir_reason().filter(|_| !args.verbosity.quiet) {
@@ -147,12 +165,19 @@ pub fn run(args: &ReceiveArgs) -> Result<()> {
     };
     let interrupt = Interrupt::watch().context("cannot install signal handlers")?;
     let level = args.verbosity.level();
-    let receiver = Receiver::new(target, opts)
+    let bar = meter.suspender();
+    let mut receiver = Receiver::new(target, opts)
         .interrupt_when(interrupt.flag())
-        .observe(move |event| progress::print(level, event));
+        .observe(move |event| progress::print(level, event, &bar));
+    if let Some(progress) = meter.progress() {
+        receiver = receiver.publish_progress(progress);
+    }
     let input = compressed(interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
-    let (summary, target) = receiver.receive_into(input).map_err(|failure| match interrupt.signal() {
-        Some(stopped) => Interrupted { stopped, detail: failure.to_string() }.into(),
+    let received = receiver.receive_into(input);
+    // The bar ends before the summary is printed below it.
+    meter.finish();
+    let (summary, target) = received.map_err(|failure| match interrupt.signal() {
+        Some(stopped) => anyhow::Error::from(Interrupted { stopped, detail: failure.to_string() }),
         None => anyhow!("{failure}"),
     })?;
     for (what, count) in target.skipped() {

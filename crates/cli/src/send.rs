@@ -14,6 +14,11 @@
 //! regenerated stream against the token and writes only its continuation
 //! (`rawsend_stream::resume`). With `--compress ALG` the stage compresses the
 //! data on all cores (`rawsend-transcode`).
+//!
+//! With progress shown (`--progress`, see `meter`) what goes out is watched:
+//! the output is a pipe that a reader in rawsend reads, counts and copies
+//! into the real output (`watch`), after any stage, so `-e` reads as one
+//! stream; the total is the estimate (`estimate`), computed only then.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, IsTerminal, Read, Write};
@@ -27,7 +32,10 @@ use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
 use rawsend_stream::resume::{self, Token};
 use rawsend_transcode::{Codec, Compress, Options, transcode};
 
+use crate::estimate;
+use crate::meter::{Meter, ProgressArg};
 use crate::verbosity::Verbosity;
+use crate::watch;
 
 /// Arguments of `rawsend send`.
 #[derive(Args)]
@@ -65,8 +73,17 @@ pub struct SendArgs {
     /// Compress the data the kernel sends uncompressed with zstd[:LEVEL], zlib[:LEVEL] or
     /// lzo, on all cores, into ENCODED_WRITE where that saves a sector (the stream is
     /// v2); with --compressed-data the kernel's compressed extents pass as they are.
-    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["single_stream", "resume"])]
+    #[arg(long, value_name = "ALG[:LEVEL]", conflicts_with_all = ["single_stream", "resume", "estimate"])]
     compress: Option<Codec>,
+    /// Print the expected size of the stream in bytes (the number alone on the last
+    /// line) instead of sending it, from a metadata-only pass.
+    #[arg(long, conflicts_with_all = ["output", "no_data", "resume"])]
+    estimate: bool,
+    /// With --estimate, print a JSON object (total and per subvolume).
+    #[arg(long, requires = "estimate")]
+    json: bool,
+    #[command(flatten)]
+    pub(crate) progress: ProgressArg,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
     /// Read-only subvolumes to send.
@@ -88,10 +105,10 @@ impl SendArgs {
 }
 
 /// A subvolume given on the command line, opened and checked.
-struct Subvolume {
-    path: PathBuf,
-    file: File,
-    id: u64,
+pub(crate) struct Subvolume {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) id: u64,
 }
 
 /// What a subvolume argument is used as, for error messages.
@@ -234,7 +251,7 @@ fn origin_of(fs: BorrowedFd<'_>, id: u64) -> anyhow::Result<Option<RootInfo>> {
 }
 
 /// Everything checked and opened before the first byte is sent.
-struct Plan {
+pub(crate) struct Plan {
     subvolumes: Vec<Subvolume>,
     parent: Option<u64>,
     clone_sources: Vec<u64>,
@@ -242,6 +259,8 @@ struct Plan {
     pick_parents: bool,
     version: Option<u32>,
     flags: SendFlags,
+    /// `-e`: one stream for all subvolumes.
+    single_stream: bool,
 }
 
 fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
@@ -278,6 +297,7 @@ fn plan(args: &SendArgs) -> anyhow::Result<Plan> {
         clone_sources,
         version,
         flags: args.flags(),
+        single_stream: args.single_stream,
     })
 }
 
@@ -347,57 +367,98 @@ const STAGED_BUFFER: usize = 1 << 20;
 
 /// Runs `rawsend send`.
 pub fn run(args: &SendArgs) -> anyhow::Result<()> {
+    if args.estimate {
+        let estimated = estimate::estimate(plan(args)?)?;
+        return estimate::print(&estimated, args.json, args.verbosity.quiet);
+    }
     let output = open_output(args.output.as_deref())?;
     let stdout = std::io::stdout();
     let out_fd = output.as_ref().map_or_else(|| stdout.as_fd(), |file| file.as_fd());
     if out_fd.is_terminal() {
         bail!("not dumping send stream into a terminal, redirect it into a file");
     }
+    let (when, quiet) = (args.progress.progress, args.verbosity.quiet);
+    // The total costs a metadata-only pass: only when progress is shown.
+    let total = when.shows(quiet).then(|| plan(args).and_then(estimate::estimate)).transpose()?;
+    let meter = Meter::start(when, quiet, total.as_deref().map(estimate::total));
+    let sent = match meter.progress() {
+        None => send_all(args, out_fd, &meter),
+        Some(progress) => watch::through(out_fd, progress, |pipe| send_all(args, pipe, &meter)),
+    };
+    meter.finish();
+    sent
+}
+
+/// Sends every subvolume into `out_fd` (through the stage `args` ask for), with
+/// btrfs-progs' messages.
+fn send_all(args: &SendArgs, out_fd: BorrowedFd<'_>, meter: &Meter) -> anyhow::Result<()> {
+    let level = args.verbosity.level();
+    let bar = meter.suspender();
     let mut stage = stage(args)?;
     let mut staged = stage.as_ref().map(|_| staged_output(out_fd)).transpose()?;
-    let mut plan = plan(args)?;
-    let count = plan.subvolumes.len();
-    for (index, subvolume) in plan.subvolumes.iter().enumerate() {
-        if args.verbosity.level() > 0 {
-            eprintln!("At subvol {}", subvolume.path.display());
+    plan(args)?.each(|job| {
+        if level > 0 {
+            bar.run(|| eprintln!("At subvol {}", job.subvolume.path.display()));
         }
-        let parent = if plan.pick_parents {
-            let found = find_good_parent(subvolume.file.as_fd(), subvolume.id, &plan.clone_sources);
-            Some(
-                found
-                    .with_context(|| format!("cannot determine a parent for {}", subvolume.path.display()))?,
-            )
-        } else {
-            plan.parent
-        };
-        let mut flags = plan.flags;
-        if args.single_stream && index > 0 {
-            flags = flags | SendFlags::OMIT_STREAM_HEADER;
-        }
-        if args.single_stream && index + 1 < count {
-            flags = flags | SendFlags::OMIT_END_CMD;
-        }
-        let options = SendOptions {
-            parent_root: parent,
-            clone_sources: &plan.clone_sources,
-            flags,
-            version: plan.version,
-        };
         let staging = stage.as_deref_mut().zip(staged.as_mut().map(|out| out as &mut dyn Write));
-        send_one(subvolume, out_fd, &options, staging)?;
-        if args.verbosity.level() > 1 {
-            eprintln!("BTRFS_IOC_SEND returned 0");
+        send_one(job.subvolume, out_fd, &job.options, staging)?;
+        if level > 1 {
+            bar.run(|| eprintln!("BTRFS_IOC_SEND returned 0"));
         }
-        if args.verbosity.level() > 3 {
+        if level > 3 {
             // btrfs-progs' debug line, kept so its verbose output compares equal.
             eprintln!("joining genl thread");
         }
-        if plan.pick_parents {
-            plan.clone_sources.push(subvolume.id);
-        }
-    }
+        Ok(())
+    })?;
     if let Some(staged) = staged.as_mut() {
         staged.flush().context("cannot write the stream")?;
     }
     Ok(())
+}
+
+/// One subvolume's send: everything but where the stream goes.
+pub(crate) struct Job<'a> {
+    pub(crate) subvolume: &'a Subvolume,
+    pub(crate) options: SendOptions<'a>,
+}
+
+impl Plan {
+    /// The same sends without file data (`NO_FILE_DATA`), for an estimate.
+    pub(crate) fn metadata_only(mut self) -> Plan {
+        self.flags = self.flags | SendFlags::NO_FILE_DATA;
+        self
+    }
+
+    /// Calls `send` with each subvolume's [`Job`]: the parent (picked among the clone
+    /// sources with only `-c`), the clone sources and, with `-e`, no header but before
+    /// the first and no END but after the last.
+    pub(crate) fn each(mut self, mut send: impl FnMut(Job<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let count = self.subvolumes.len();
+        for (index, subvolume) in self.subvolumes.iter().enumerate() {
+            let parent_root =
+                if self.pick_parents {
+                    let found = find_good_parent(subvolume.file.as_fd(), subvolume.id, &self.clone_sources);
+                    Some(found.with_context(|| {
+                        format!("cannot determine a parent for {}", subvolume.path.display())
+                    })?)
+                } else {
+                    self.parent
+                };
+            let mut flags = self.flags;
+            if self.single_stream && index > 0 {
+                flags = flags | SendFlags::OMIT_STREAM_HEADER;
+            }
+            if self.single_stream && index + 1 < count {
+                flags = flags | SendFlags::OMIT_END_CMD;
+            }
+            let options =
+                SendOptions { parent_root, clone_sources: &self.clone_sources, flags, version: self.version };
+            send(Job { subvolume, options })?;
+            if self.pick_parents {
+                self.clone_sources.push(subvolume.id);
+            }
+        }
+        Ok(())
+    }
 }

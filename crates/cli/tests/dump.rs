@@ -77,3 +77,56 @@ fn corrupt_stream_fails_with_location() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("command #") && stderr.contains("at byte"), "{stderr}");
 }
+
+/// A continuation (`rawsend send --resume`) dumps as a `continue` line naming where it
+/// starts, then exactly the lines of the commands it carries; `--json` has the same.
+#[test]
+fn a_continuation_dumps_its_marker_then_its_commands() {
+    use rawsend_stream::resume::{Identity, Position, Token, write_continuation};
+    use rawsend_stream::{Item, StreamReader};
+
+    let stream = testdata().join("streams/basic-full.v2c.stream");
+    let bytes = fs::read(&stream).unwrap();
+    let mut reader = StreamReader::new(&bytes[..]);
+    let (mut position, mut identity) = (None, None);
+    while let Some(item) = reader.next().unwrap() {
+        match item {
+            Item::Header { version, .. } => position = Some((Position::start(reader.offset()), version)),
+            Item::Command(record) => {
+                let (at, version) = position.unwrap();
+                identity = identity.or_else(|| Identity::of(&record.command, version));
+                position = Some((at.after(record.raw), version));
+                if at.commands + 1 == 5 {
+                    break;
+                }
+            }
+            Item::Continue { .. } => unreachable!("a kernel stream"),
+        }
+    }
+    let token = Token { identity: identity.unwrap(), position: position.unwrap().0 };
+    let mut continuation = Vec::new();
+    write_continuation(&bytes[..], &mut continuation, &token).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("continuation");
+    fs::write(&path, &continuation).unwrap();
+
+    let full = String::from_utf8(fs::read(stream.with_extension("dump")).unwrap()).unwrap();
+    let full: Vec<&str> = full.lines().collect();
+    let output = rawsend(&["dump", "-f", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let Position { commands, offset, digest } = token.position;
+    assert!(lines[0].starts_with("continue "), "{}", lines[0]);
+    let fields = format!("after_commands={commands} after_offset={offset} digest={:016x}", digest.0);
+    assert!(lines[0].ends_with(&fields), "{}", lines[0]);
+    assert_eq!(lines[1], full[0], "the SUBVOL line");
+    assert_eq!(lines[2..], full[5..], "the commands after the fifth");
+
+    let output = rawsend(&["dump", "--json", "-f", path.to_str().unwrap()]);
+    let first: serde_json::Value =
+        serde_json::from_slice(output.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["command"], "continue");
+    assert_eq!(first["after_commands"], commands);
+    assert_eq!(first["after_offset"], offset);
+}

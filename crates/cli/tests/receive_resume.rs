@@ -568,3 +568,33 @@ fn a_state_left_by_a_deleted_partial_never_vouches_for_a_new_subvolume() {
     );
     assert!(fs::read_dir(&partial).unwrap().next().is_none(), "the new subvolume was written to");
 }
+
+#[test]
+fn a_rerun_of_a_file_of_several_subvolumes_passes_over_the_received_ones() {
+    require_root();
+    let source = make_source();
+    let joined = source._dir.path().join("joined");
+    let full = fs::read(&source.full).unwrap();
+    fs::write(&joined, [full.clone(), fs::read(&source.incremental).unwrap()].concat()).unwrap();
+    for kind in [FsType::Btrfs, FsType::Ext4] {
+        let dest = LoopFs::builder(kind, 1024 * MIB).mount_options("noatime").build();
+        let since = now_ns();
+        let reference = dest.path().join("reference");
+        fs::create_dir(&reference).unwrap();
+        assert_success(&receive_file(&joined, &reference), "uninterrupted");
+        let into = dest.path().join("into");
+        fs::create_dir(&into).unwrap();
+        let cut = full.len() + 40_000;
+        let stopped = interrupted(&joined, &into, Cut::Head(cut));
+        assert!(!stopped.status.success(), "{kind:?}: the cut receive failed");
+        assert!(kind != FsType::Btrfs || received_state(&into.join("s1")).is_received());
+        let resumed = receive_file(&joined, &into);
+        assert_success(&resumed, &format!("{kind:?}: re-run"));
+        let stderr = String::from_utf8_lossy(&resumed.stderr);
+        assert!(stderr.contains("s1 is already received"), "{kind:?}: {stderr}");
+        for name in ["s1", "s2"] {
+            let want = TreeSnapshot::capture(reference.join(name));
+            assert_received_like(&into.join(name), &want, kind, since, &format!("{kind:?} {name}"));
+        }
+    }
+}

@@ -28,10 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, ExtentFields};
-use rawsend_stream::{Command, Item, Location, ReaderOptions, Record, StreamPath, StreamReader, Uuid};
+use rawsend_stream::{
+    Command, Item, Location, ReadProgress, ReaderOptions, Record, StreamPath, StreamReader, Uuid,
+};
 use rustix::io::Errno;
 
-use crate::error::{Error, ErrorKind, Refusal, Result};
+use crate::error::{Error, ErrorKind, Refusal, Result, Taken};
+use crate::lookahead::{self, Held};
 use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
@@ -146,6 +149,17 @@ pub enum Event<'a> {
         /// What may be applied beyond.
         tail: Tail,
     },
+    /// The subvolume just started (its SUBVOL or SNAPSHOT was reported) is already
+    /// received here, from the same sent subvolume: it is left as it is and its commands
+    /// are passed over (with resume on; without, it is an error as with btrfs-progs).
+    AlreadyReceived {
+        /// Its name in DEST.
+        name: &'a [u8],
+        /// The sent subvolume's UUID (its received UUID here).
+        uuid: Uuid,
+        /// Its ctransid.
+        ctransid: u64,
+    },
     /// The saved prefix of a partial subvolume was skipped and verified; applying
     /// continues after `position`, under the replay rules if `replay`.
     Resuming {
@@ -173,6 +187,8 @@ pub struct Receiver<T> {
     current_id: (Uuid, u64),
     /// Told of each command and completion (see [`Event`]).
     observer: Option<Observer>,
+    /// Where the reader publishes how far it read (see [`Receiver::publish_progress`]).
+    progress: Option<Arc<ReadProgress>>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
@@ -186,6 +202,12 @@ pub struct Receiver<T> {
     boot: Option<String>,
     /// A continuation marker just read: where the next subvolume's stream continues.
     continuing: Option<Position>,
+    /// The subvolume being read is already received here: its commands are passed over.
+    passing_over: bool,
+    /// The first subvolume passed over: an error if nothing else is received.
+    passed_over: Option<Error>,
+    /// A create held back one command (see [`crate::lookahead`]).
+    held: Option<Held>,
 }
 
 impl<T: Target> Receiver<T> {
@@ -200,6 +222,7 @@ impl<T: Target> Receiver<T> {
             current: None,
             current_id: (Uuid::default(), 0),
             observer: None,
+            progress: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
@@ -208,6 +231,9 @@ impl<T: Target> Receiver<T> {
             tracker: None,
             boot: if opts.resume { resume::boot_id() } else { None },
             continuing: None,
+            passing_over: false,
+            passed_over: None,
+            held: None,
         }
     }
 
@@ -223,6 +249,13 @@ impl<T: Target> Receiver<T> {
     /// just before it is marked received (for progress messages).
     pub fn observe(mut self, observer: impl FnMut(Event<'_>) + 'static) -> Self {
         self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// Has the stream reader publish the bytes and commands read, the subvolume and a
+    /// recent path into `progress`, for a progress display on another thread.
+    pub fn publish_progress(mut self, progress: Arc<ReadProgress>) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -247,6 +280,9 @@ impl<T: Target> Receiver<T> {
     /// what a failed or interrupted receive left, or to continue it).
     pub fn receive_keeping(mut self, input: impl Read) -> (std::result::Result<Summary, Failure>, T) {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
+        if let Some(progress) = self.progress.take() {
+            reader = reader.with_progress(progress);
+        }
         loop {
             if self.interrupted() {
                 self.settle(Tail::Clean, true);
@@ -270,27 +306,140 @@ impl<T: Target> Receiver<T> {
                 }
                 // A command that failed may be partly applied; a stream error applied nothing.
                 Ok(Some(Item::Command(record))) => {
-                    self.apply_record(&record).map_err(|err| (err, Tail::Pending))
+                    self.apply_next(&record).map_err(|err| (err, Tail::Pending))
                 }
                 Err(err) => Err((Error::from(err), Tail::Clean)),
             };
-            if let Err((err, tail)) = outcome {
-                let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
-                self.settle(tail, stops);
-                self.record_error(err);
-            }
-            if self.too_many_errors() {
+            if self.failed(outcome) {
                 break;
             }
         }
         self.collect_verdicts();
         self.abandon_current();
+        self.finish();
         let outcome = if self.errors.is_empty() {
             Ok(self.summary)
         } else {
             Err(Failure { errors: self.errors, unfinished: self.unfinished, summary: self.summary })
         };
         (outcome, self.target)
+    }
+
+    /// Records the error of a command or of the stream, if any, and says whether the
+    /// receive must stop.
+    fn failed(&mut self, outcome: std::result::Result<(), (Error, Tail)>) -> bool {
+        if let Err((err, tail)) = outcome {
+            let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
+            self.settle(tail, stops);
+            self.record_error(err);
+        }
+        self.too_many_errors()
+    }
+
+    /// Applies `record` after the create held back, if any: both as one create at the
+    /// final name when `record` renames what the held create creates.
+    fn apply_next(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
+        if let Some(held) = self.held.take() {
+            if held.renamed_by(&record.command).unwrap_or(false) {
+                return self.apply_merged(&held, record);
+            }
+            let alone = self.apply_held_alone(&held).map_err(|err| (err, Tail::Pending));
+            if self.failed(alone) {
+                // Too many errors: the receive stops before `record`.
+                return Ok(());
+            }
+        }
+        self.hold_or_apply(record)
+    }
+
+    /// Applies the held create as sent.
+    fn apply_held_alone(&mut self, held: &Held) -> std::result::Result<(), Error> {
+        let record = held.record().map_err(|kind| Error { location: held.location(), kind })?;
+        self.apply_record(&record)
+    }
+
+    /// Applies `record`, or holds it back if it is a create that the next command may
+    /// rename (see [`crate::lookahead`]).
+    fn hold_or_apply(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
+        if self.may_hold() {
+            if let Some(held) = Held::of(record) {
+                self.held = Some(held);
+                return Ok(());
+            }
+        }
+        self.apply_record(record)
+    }
+
+    /// Whether a create may be held back: in an open subvolume, applying (not skipping,
+    /// passing over or continuing), outside the replay window, where commands are
+    /// applied one by one as sent.
+    fn may_hold(&self) -> bool {
+        self.current.is_some()
+            && !self.passing_over
+            && self.continuing.is_none()
+            && self.tracker.as_ref().is_some_and(|t| !t.skipping() && t.replay_from.is_none())
+    }
+
+    /// The held create and the RENAME `rename` of what it creates, as one create at the
+    /// rename's destination; as the two commands if that name exists.
+    fn apply_merged(&mut self, held: &Held, rename: &Record<'_>) -> std::result::Result<(), Error> {
+        let located = |kind| Error { location: location(rename), kind };
+        let created = held.record().map_err(located)?;
+        let Command::Rename { to, .. } = rename.command else {
+            return Err(located(ErrorKind::Invalid(
+                "a held create merged with a command that is not RENAME",
+            )));
+        };
+        self.before_apply(&created.command).map_err(located)?;
+        self.notify(Event::Command(&created.command));
+        self.notify(Event::Command(&rename.command));
+        match self.create_node(&created.command, Some(to)) {
+            Err(kind) if kind.errno() == Some(Errno::EXIST.raw_os_error()) => {
+                self.create_node(&created.command, None)
+                    .map_err(|kind| Error { location: location(&created), kind })?;
+                self.apply_in_subvol(rename).map_err(located)?;
+            }
+            other => other.map_err(located)?,
+        }
+        self.summary.commands += 2;
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.step(created.raw);
+        }
+        self.advance(rename).map_err(located)
+    }
+
+    /// Creates the node `command` (a create) asks for, at `at` instead of its own path if
+    /// given (see [`crate::lookahead`]).
+    fn create_node(&mut self, command: &Command<'_>, at: Option<StreamPath<'_>>) -> Result<()> {
+        let (path, kind) = match *command {
+            Command::Mkfile { path, .. } => (path, NodeKind::File),
+            Command::Mkdir { path, .. } => (path, NodeKind::Dir),
+            Command::Mknod { path, mode, rdev, .. } => {
+                let kind = mode & 0o170000;
+                if kind != 0o020000 && kind != 0o060000 {
+                    return Err(ErrorKind::Invalid("mknod mode is not a character or block device"));
+                }
+                (path, NodeKind::Device { mode, rdev })
+            }
+            Command::Mkfifo { path, .. } => (path, NodeKind::Fifo),
+            Command::Mksock { path, .. } => (path, NodeKind::Socket),
+            Command::Symlink { path, target, .. } => {
+                if target.as_bytes().is_empty() || target.as_bytes().contains(&0) {
+                    return Err(ErrorKind::Invalid("symlink target is empty or contains NUL"));
+                }
+                (path, NodeKind::Symlink(target))
+            }
+            _ => return Err(ErrorKind::Invalid("not a create")),
+        };
+        self.target.create(at.unwrap_or(path), kind)
+    }
+
+    /// At the end of the input: if every subvolume read was passed over as already
+    /// received, that is an error, as btrfs-progs makes it (with a clearer message).
+    fn finish(&mut self) {
+        if self.errors.is_empty() && self.summary.subvolumes.is_empty() {
+            self.errors.extend(self.passed_over.take());
+        }
     }
 
     fn interrupted(&self) -> bool {
@@ -326,13 +475,23 @@ impl<T: Target> Receiver<T> {
 
     fn apply_record(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
         let located = |kind| Error { location: location(record), kind };
-        if self.skipped(record).map_err(located)? {
+        if self.passed_over(&record.command) || self.skipped(record).map_err(located)? {
             return Ok(());
         }
         self.before_apply(&record.command).map_err(located)?;
         self.apply(record).or_else(|kind| self.replayed(&record.command, kind)).map_err(located)?;
         self.summary.commands += 1;
         self.advance(record).map_err(located)
+    }
+
+    /// Whether `command` belongs to a subvolume already received here (see [`Receiver::begin`]).
+    fn passed_over(&mut self, command: &Command<'_>) -> bool {
+        match command {
+            Command::Subvol { .. } | Command::Snapshot { .. } => self.passing_over = false,
+            Command::End => return std::mem::take(&mut self.passing_over),
+            _ => {}
+        }
+        self.passing_over
     }
 
     /// Whether `record` belongs to the saved prefix being skipped (it is then consumed).
@@ -412,14 +571,8 @@ impl<T: Target> Receiver<T> {
     fn already_applied(&mut self, command: &Command<'_>, err: &ErrorKind) -> Result<bool> {
         let errno = |e: Errno| err.errno() == Some(e.raw_os_error());
         Ok(match *command {
-            Command::Mkfile { .. }
-            | Command::Mkdir { .. }
-            | Command::Mknod { .. }
-            | Command::Mkfifo { .. }
-            | Command::Mksock { .. }
-            | Command::Symlink { .. }
-            | Command::Link { .. }
-            | Command::EnableVerity { .. } => errno(Errno::EXIST),
+            _ if lookahead::is_create(command) => errno(Errno::EXIST),
+            Command::Link { .. } | Command::EnableVerity { .. } => errno(Errno::EXIST),
             Command::Unlink { .. } | Command::Rmdir { .. } => errno(Errno::NOENT),
             Command::RemoveXattr { .. } => errno(Errno::NODATA),
             Command::Rename { from, to } => {
@@ -501,6 +654,22 @@ impl<T: Target> Receiver<T> {
         }
     }
 
+    /// Whether `start.name` is a complete receive of this very subvolume, as a re-run of
+    /// a receive of several subvolumes finds those it finished: it is then left as it
+    /// is and its commands are passed over. A receive that passes over every subvolume
+    /// it reads fails, saying the first is already received (see [`Receiver::finish`]).
+    fn already_received(&mut self, record: &Record<'_>, start: &SubvolStart<'_>) -> Result<bool> {
+        let Some(found) = self.target.received_as(start.name)? else { return Ok(false) };
+        if (found.uuid, found.ctransid) != (start.uuid, start.ctransid) {
+            return Ok(false);
+        }
+        self.passing_over = true;
+        self.notify(Event::AlreadyReceived { name: start.name, uuid: start.uuid, ctransid: start.ctransid });
+        let kind = ErrorKind::NameTaken { path: found.place, taken: Taken::Received(found.uuid) };
+        self.passed_over.get_or_insert(Error { location: location(record), kind });
+        Ok(true)
+    }
+
     /// Notes a continuation marker: the next SUBVOL or SNAPSHOT continues its partial
     /// subvolume after `position`.
     fn expect_continuation(&mut self, position: Position) -> Result<()> {
@@ -522,9 +691,12 @@ impl<T: Target> Receiver<T> {
             parent: start.parent,
             version: record.version,
         };
+        let continuing = self.continuing.take();
+        if self.opts.resume && continuing.is_none() && self.already_received(record, &start)? {
+            return Ok(());
+        }
         let header_len = record.offset.saturating_sub(self.stream_offset);
         let mut tracker = Tracker::new(identity, header_len, self.opts.resume);
-        let continuing = self.continuing.take();
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {
@@ -586,25 +758,11 @@ impl<T: Target> Receiver<T> {
     }
 
     fn apply_in_subvol(&mut self, record: &Record<'_>) -> Result<()> {
+        if lookahead::is_create(&record.command) {
+            return self.create_node(&record.command, None);
+        }
         let t = &mut self.target;
         match record.command {
-            Command::Mkfile { path, .. } => t.create(path, NodeKind::File),
-            Command::Mkdir { path, .. } => t.create(path, NodeKind::Dir),
-            Command::Mknod { path, mode, rdev, .. } => {
-                let kind = mode & 0o170000;
-                if kind != 0o020000 && kind != 0o060000 {
-                    return Err(ErrorKind::Invalid("mknod mode is not a character or block device"));
-                }
-                t.create(path, NodeKind::Device { mode, rdev })
-            }
-            Command::Mkfifo { path, .. } => t.create(path, NodeKind::Fifo),
-            Command::Mksock { path, .. } => t.create(path, NodeKind::Socket),
-            Command::Symlink { path, target, .. } => {
-                if target.as_bytes().is_empty() || target.as_bytes().contains(&0) {
-                    return Err(ErrorKind::Invalid("symlink target is empty or contains NUL"));
-                }
-                t.create(path, NodeKind::Symlink(target))
-            }
             Command::Rename { from, to } => t.rename(from, to),
             Command::Link { path, target } => t.link(path, target),
             Command::Unlink { path } => t.unlink(path),

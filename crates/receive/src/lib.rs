@@ -22,6 +22,7 @@
 mod engine;
 mod error;
 pub mod fs;
+mod lookahead;
 pub mod model;
 pub mod resume;
 mod target;
@@ -32,5 +33,6 @@ pub use error::{Error, ErrorKind, Refusal, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
 pub use target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
+    Verity,
 };

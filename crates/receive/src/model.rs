@@ -22,8 +22,8 @@ use rawsend_stream::{Rdev, StreamPath, Timespec, Uuid, XattrName};
 use crate::error::{ErrorKind, Result};
 use crate::resume::{Progress, ResumeState, Saved};
 use crate::target::{
-    Candidate, Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished,
-    Verity, preferred,
+    Candidate, Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target,
+    Unfinished, Verity, preferred,
 };
 
 /// Largest file the model holds, so a hostile stream cannot exhaust memory.
@@ -300,6 +300,12 @@ impl Target for ModelTarget {
             partial: None,
             resumable: false,
         })
+    }
+
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<Received>> {
+        let place = format!("model subvolume {}", String::from_utf8_lossy(name));
+        let received = self.subvols.get(name).and_then(|subvol| subvol.received);
+        Ok(received.map(|(uuid, ctransid)| Received { uuid, ctransid, place }))
     }
 
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {

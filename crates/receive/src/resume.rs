@@ -351,19 +351,11 @@ pub fn boot_id() -> Option<String> {
 
 /// Whether a command changes the namespace (see the module docs).
 pub fn is_namespace(command: &Command<'_>) -> bool {
-    matches!(
-        command,
-        Command::Mkfile { .. }
-            | Command::Mkdir { .. }
-            | Command::Mknod { .. }
-            | Command::Mkfifo { .. }
-            | Command::Mksock { .. }
-            | Command::Symlink { .. }
-            | Command::Rename { .. }
-            | Command::Link { .. }
-            | Command::Unlink { .. }
-            | Command::Rmdir { .. }
-    )
+    crate::lookahead::is_create(command)
+        || matches!(
+            command,
+            Command::Rename { .. } | Command::Link { .. } | Command::Unlink { .. } | Command::Rmdir { .. }
+        )
 }
 
 fn is_boot_id(text: &str) -> bool {

@@ -110,6 +110,17 @@ pub struct CloneSource<'a> {
     pub offset: u64,
 }
 
+/// A complete receive found where a subvolume is to be received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The sent subvolume's UUID (its received UUID).
+    pub uuid: Uuid,
+    /// The sent subvolume's ctransid.
+    pub ctransid: u64,
+    /// Where it is, for messages (DEST/NAME).
+    pub place: String,
+}
+
 /// A subvolume left incomplete, described for the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unfinished {
@@ -172,6 +183,9 @@ pub trait Target {
     fn finish_subvol(&mut self) -> Result<()>;
     /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
     fn abandon_subvol(&mut self) -> Option<Unfinished>;
+    /// What `name` is a complete receive of, if it is one (marked received and, on
+    /// btrfs, read-only).
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<Received>>;
     /// The resume state of `name`, if it is a partial receive that has one (see
     /// [`crate::resume`]); untrusted: the engine verifies what it skips.
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>>;

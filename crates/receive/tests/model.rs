@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use rawsend_receive::model::Inode;
+use rawsend_receive::model::{Content, Inode};
 use rawsend_receive::{Event, ModelTarget, ReceiveOptions, Receiver};
 use rawsend_stream::{Command, EncodedWrite, StreamPath, StreamWriter, Timespec, Uuid};
 use rawsend_testutil::fixtures::chains;
@@ -314,6 +314,7 @@ fn the_observer_hears_each_command_before_it_applies_and_each_completion_before_
             Event::Finishing { uuid, ctransid } => format!("finishing {uuid} {ctransid}"),
             Event::Checkpoint { position, .. } => format!("checkpoint {}", position.commands),
             Event::Resuming { position, .. } => format!("resuming {}", position.commands),
+            Event::AlreadyReceived { uuid, .. } => format!("already received {uuid}"),
         });
     };
     let opts = ReceiveOptions { max_errors: 0, ..ReceiveOptions::default() };
@@ -333,4 +334,34 @@ fn the_observer_hears_each_command_before_it_applies_and_each_completion_before_
             "rmdir"
         ]
     );
+}
+
+/// Creates merged with their renames (`lookahead`) give what the commands as sent give:
+/// a create renamed at once, one with data before its rename, one renamed over an
+/// existing name (which falls back to the two commands), a directory and a symlink.
+#[test]
+fn creates_renamed_at_once_land_where_the_commands_as_sent_put_them() {
+    let files = received(&[
+        Command::Mkfile { path: path(b"o1"), ino: 257 },
+        Command::Rename { from: path(b"o1"), to: path(b"a") },
+        Command::Write { path: path(b"a"), offset: 0, data: b"first a" },
+        Command::Mkfile { path: path(b"o2"), ino: 258 },
+        Command::Write { path: path(b"o2"), offset: 0, data: b"b data" },
+        Command::Rename { from: path(b"o2"), to: path(b"b") },
+        Command::Mkfile { path: path(b"o3"), ino: 259 },
+        Command::Rename { from: path(b"o3"), to: path(b"a") },
+        Command::Write { path: path(b"a"), offset: 0, data: b"new" },
+        Command::Mkdir { path: path(b"o4"), ino: 260 },
+        Command::Rename { from: path(b"o4"), to: path(b"d") },
+        Command::Symlink { path: path(b"o5"), ino: 261, target: rawsend_stream::SymlinkTarget(b"../a") },
+        Command::Rename { from: path(b"o5"), to: path(b"d/l") },
+        Command::Mkfile { path: path(b"o6"), ino: 262 },
+    ]);
+    let names: Vec<&[u8]> = files.keys().map(Vec::as_slice).collect();
+    assert_eq!(names, [&b""[..], b"a", b"b", b"d", b"d/l", b"o6"]);
+    let content = |name: &[u8]| files[name].content.clone();
+    assert_eq!(content(b"a"), Content::File(b"new".to_vec()), "the second a replaced the first");
+    assert_eq!(content(b"b"), Content::File(b"b data".to_vec()));
+    assert_eq!(content(b"d/l"), Content::Symlink(b"../a".to_vec()));
+    assert_eq!(content(b"o6"), Content::File(Vec::new()), "a create before END is applied");
 }

@@ -17,7 +17,10 @@
 //!   inspection, `Command<'_, RawPath>` ([`StreamReader::next_lenient`])
 //!   keeps the paths a receive refuses as they are and names them
 //!   ([`Command::invalid_paths`]).
-//! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`.
+//! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`;
+//!   a reader can publish how far it got into a shared [`ReadProgress`].
+//! - [`Estimate`]: the size of a stream from its metadata-only (`NO_FILE_DATA`) form.
+//! - [`stats::Stats`]: what a stream holds, counted item by item.
 //!
 //! ```
 //! use rawsend_stream::{Command, Item, StreamReader, StreamWriter, StreamPath, Uuid};
@@ -42,12 +45,15 @@
 mod command;
 mod crc;
 mod error;
+mod estimate;
 mod frame;
 mod header;
 mod kind;
 mod path;
+mod progress;
 mod reader;
 pub mod resume;
+pub mod stats;
 mod uuid;
 mod value;
 mod writer;
@@ -55,10 +61,12 @@ mod writer;
 pub use command::{Command, EncodedWrite, InvalidPath};
 pub use crc::{command_crc, raw_crc};
 pub use error::{EncodeError, Error, ErrorKind, Location};
+pub use estimate::{Estimate, ExtentForm, encoded_write_len, write_chunk, write_len, writes_len};
 pub use frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 pub use header::{MAGIC, MAX_VERSION, STREAM_HEADER_LEN, StreamHeader};
 pub use kind::{ATTR_MAX, Attr, CommandKind};
 pub use path::{NAME_MAX, PATH_MAX, PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
+pub use progress::{ProgressSnapshot, ReadProgress};
 pub use reader::{DEFAULT_FRAME_CAP, Item, ReaderOptions, Record, StreamReader, V1_FRAME_CAP};
 pub use uuid::{ParseUuidError, Uuid};
 pub use value::{Rdev, Timespec};

@@ -22,6 +22,7 @@
 //! validated paths.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::command::Command;
 use crate::crc::command_crc;
@@ -30,6 +31,7 @@ use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, RawPath, StreamPath};
+use crate::progress::ReadProgress;
 use crate::resume::{self, CONTINUE_COMMAND, Position};
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
@@ -116,6 +118,8 @@ pub struct StreamReader<R> {
     offset: u64,
     index: u64,
     state: State,
+    /// Where to publish how far reading got, if anyone watches.
+    progress: Option<Arc<ReadProgress>>,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -136,7 +140,15 @@ impl<R: Read> StreamReader<R> {
             offset: 0,
             index: 0,
             state: State::ExpectHeader { first: true },
+            progress: None,
         }
+    }
+
+    /// Publishes the bytes and commands read, the subvolume and a recent path into
+    /// `progress` as reading goes on (see [`ReadProgress`]).
+    pub fn with_progress(mut self, progress: Arc<ReadProgress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Bytes consumed so far (the offset of the next item).
@@ -218,8 +230,16 @@ impl<R: Read> StreamReader<R> {
                 .map(|position| Item::Continue { position, index, offset })
                 .map_err(|kind| Error { location, kind });
         }
-        match decode(raw, version, &mut location) {
+        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, &mut location);
+        if let Some(progress) = &self.progress {
+            progress.set_commands(self.index, location.path.as_deref());
+        }
+        match decoded {
             Ok(command) => {
+                let starts_subvolume = matches!(command.kind(), CommandKind::Subvol | CommandKind::Snapshot);
+                if let (Some(progress), true) = (&self.progress, starts_subvolume) {
+                    progress.set_subvolume(command.path().map_or(&[][..], |path: P| path.bytes()));
+                }
                 if command.kind() == CommandKind::End {
                     self.state = if self.opts.stop_at_end {
                         State::Done
@@ -288,6 +308,9 @@ impl<R: Read> StreamReader<R> {
     fn consume(&mut self, n: usize) {
         self.start += n;
         self.offset += n as u64;
+        if let Some(progress) = &self.progress {
+            progress.set_bytes(self.offset);
+        }
     }
 }
 

@@ -1,25 +1,32 @@
 //! Malformed input: every byte sequence ends in `Ok` or a located error, never a panic or hang.
 
 use proptest::prelude::*;
+use rawsend_stream::stats::Stats;
 use rawsend_stream::{
     Command, ErrorKind, Item, ReaderOptions, StreamPath, StreamReader, StreamWriter, Uuid, command_crc,
 };
 
 /// Reads everything, returning the commands seen and the error that stopped it.
+/// Every item is also counted by [`Stats`], which must agree on the number of commands.
 fn drain(bytes: &[u8], opts: ReaderOptions) -> (usize, Option<rawsend_stream::Error>) {
     let mut reader = StreamReader::with_options(bytes, opts);
+    let mut stats = Stats::default();
     let mut commands = 0;
     let mut steps = 0;
-    loop {
+    let error = loop {
         steps += 1;
         assert!(steps < 1_000_000, "reader does not make progress");
         match reader.next() {
-            Ok(Some(Item::Command(_) | Item::Continue { .. })) => commands += 1,
-            Ok(Some(Item::Header { .. })) => {}
-            Ok(None) => return (commands, None),
-            Err(err) => return (commands, Some(err)),
+            Ok(Some(item)) => {
+                commands += usize::from(matches!(item, Item::Command(_)));
+                stats.add(&item);
+            }
+            Ok(None) => break None,
+            Err(err) => break Some(err),
         }
-    }
+    };
+    assert_eq!(stats.total_commands(), commands as u64);
+    (commands, error)
 }
 
 fn sample_stream(version: u32) -> Vec<u8> {

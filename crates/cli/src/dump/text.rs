@@ -22,9 +22,15 @@ use rawsend_stream::resume::Position;
 use rawsend_stream::{Command, RawPath, Timespec};
 
 /// Formats commands as dump lines, tracking the current subvolume's path.
+///
+/// Each line is built in one reused buffer, fields written straight into it:
+/// a dump formats hundreds of thousands of lines, and allocating per field
+/// was most of its time.
 pub struct TextDump {
     subvol_path: Vec<u8>,
     line: Vec<u8>,
+    /// The last time formatted: its seconds and text (a UTIMES has three, often equal).
+    last_time: Option<(i64, Vec<u8>)>,
 }
 
 /// A command that cannot be printed (a time out of range for the local calendar).
@@ -38,7 +44,7 @@ pub struct TimeError {
 impl TextDump {
     /// A formatter at the start of input (no subvolume yet: paths print as `./path`).
     pub fn new() -> Self {
-        TextDump { subvol_path: b".".to_vec(), line: Vec::with_capacity(512) }
+        TextDump { subvol_path: b".".to_vec(), line: Vec::with_capacity(512), last_time: None }
     }
 
     /// Writes the line for a continuation marker: `continue`, then the position the
@@ -60,18 +66,20 @@ impl TextDump {
 
     fn format(&mut self, command: &Command<'_, RawPath<'_>>) -> Result<(), TimeError> {
         let title = command.kind().name();
+        // Writing into a Vec cannot fail: the results of `write!` below are ignored.
         match *command {
             Command::Subvol { path, uuid, ctransid } => {
                 self.subvol_path = join(b".", path.as_bytes());
-                let fields = format!("uuid={uuid} transid={ctransid}");
-                self.subvol_line(title, fields.as_bytes());
+                self.subvol_head(title);
+                let _ = write!(self.line, "uuid={uuid} transid={ctransid}");
             }
             Command::Snapshot { path, uuid, ctransid, clone_uuid, clone_ctransid } => {
                 self.subvol_path = join(b".", path.as_bytes());
-                let fields = format!(
+                self.subvol_head(title);
+                let _ = write!(
+                    self.line,
                     "uuid={uuid} transid={ctransid} parent_uuid={clone_uuid} parent_transid={clone_ctransid}"
                 );
-                self.subvol_line(title, fields.as_bytes());
             }
             Command::Mkfile { path, .. }
             | Command::Mkdir { path, .. }
@@ -80,70 +88,88 @@ impl TextDump {
             | Command::Unlink { path }
             | Command::Rmdir { path } => {
                 self.title_and_path(title, path);
-                self.line.push(b'\n');
             }
             Command::Mknod { path, rdev, mode, .. } => {
-                self.fields_line(title, path, format!("mode={mode:o} dev={:#x}", rdev.0).as_bytes());
+                self.head(title, path);
+                let _ = write!(self.line, "mode={mode:o} dev={:#x}", rdev.0);
             }
             Command::Symlink { path, target, .. } => {
-                self.escaped_dest_line(title, path, until_nul(target.as_bytes()));
+                self.head(title, path);
+                self.line.extend_from_slice(b"dest=");
+                escape_into(&mut self.line, target.as_bytes());
             }
             Command::Rename { from, to } => {
-                let dest = join(&self.subvol_path, to.as_bytes());
-                self.escaped_dest_line(title, from, &dest);
+                self.head(title, from);
+                self.line.extend_from_slice(b"dest=");
+                escape_joined(&mut self.line, &self.subvol_path, to.as_bytes());
             }
-            Command::Link { path, target } => self.escaped_dest_line(title, path, target.as_bytes()),
+            Command::Link { path, target } => {
+                self.head(title, path);
+                self.line.extend_from_slice(b"dest=");
+                escape_into(&mut self.line, target.as_bytes());
+            }
             Command::SetXattr { path, name, data } => {
-                let mut fields = b"name=".to_vec();
-                fields.extend_from_slice(name.as_bytes());
-                fields.extend_from_slice(b" data=");
-                fields.extend_from_slice(until_nul(data));
-                fields.extend_from_slice(format!(" len={}", data.len()).as_bytes());
-                self.fields_line(title, path, &fields);
+                self.head(title, path);
+                self.line.extend_from_slice(b"name=");
+                self.line.extend_from_slice(name.as_bytes());
+                self.line.extend_from_slice(b" data=");
+                self.line.extend_from_slice(until_nul(data));
+                let _ = write!(self.line, " len={}", data.len());
             }
             Command::RemoveXattr { path, name } => {
-                self.fields_line(title, path, &[b"name=", name.as_bytes()].concat());
+                self.head(title, path);
+                self.line.extend_from_slice(b"name=");
+                self.line.extend_from_slice(name.as_bytes());
             }
             Command::Write { path, offset, data } => {
-                self.fields_line(title, path, format!("offset={offset} len={}", data.len()).as_bytes());
+                self.head(title, path);
+                let _ = write!(self.line, "offset={offset} len={}", data.len());
             }
             Command::Clone { path, offset, len, clone_path, clone_offset, .. } => {
-                let mut fields = format!("offset={offset} len={len} from=").into_bytes();
-                fields.extend_from_slice(&join(&self.subvol_path, clone_path.as_bytes()));
-                fields.extend_from_slice(format!(" clone_offset={clone_offset}").as_bytes());
-                self.fields_line(title, path, &fields);
+                self.head(title, path);
+                let _ = write!(self.line, "offset={offset} len={len} from=");
+                push_joined(&mut self.line, &self.subvol_path, clone_path.as_bytes());
+                let _ = write!(self.line, " clone_offset={clone_offset}");
             }
             Command::Truncate { path, size } => {
-                self.fields_line(title, path, format!("size={size}").as_bytes())
+                self.head(title, path);
+                let _ = write!(self.line, "size={size}");
             }
             Command::Chmod { path, mode } => {
-                self.fields_line(title, path, format!("mode={mode:o}").as_bytes())
+                self.head(title, path);
+                let _ = write!(self.line, "mode={mode:o}");
             }
             Command::Chown { path, uid, gid } => {
-                self.fields_line(title, path, format!("gid={gid} uid={uid}").as_bytes());
+                self.head(title, path);
+                let _ = write!(self.line, "gid={gid} uid={uid}");
             }
             Command::Utimes { path, atime, mtime, ctime, .. } => {
-                let fields = format!(
-                    "atime={} mtime={} ctime={}",
-                    local_time(atime)?,
-                    local_time(mtime)?,
-                    local_time(ctime)?
-                );
-                self.fields_line(title, path, fields.as_bytes());
+                self.head(title, path);
+                for (name, time) in [("atime=", atime), ("mtime=", mtime), ("ctime=", ctime)] {
+                    if name != "atime=" {
+                        self.line.push(b' ');
+                    }
+                    self.line.extend_from_slice(name.as_bytes());
+                    self.push_local_time(time)?;
+                }
             }
-            Command::End => {}
+            Command::End => return Ok(()),
             Command::UpdateExtent { path, offset, len } => {
-                self.fields_line(title, path, format!("offset={offset} len={len}").as_bytes());
+                self.head(title, path);
+                let _ = write!(self.line, "offset={offset} len={len}");
             }
             Command::Fallocate { path, mode, offset, len } => {
-                let fields = format!("mode={} offset={offset} len={len}", mode as i32);
-                self.fields_line(title, path, fields.as_bytes());
+                self.head(title, path);
+                let _ = write!(self.line, "mode={} offset={offset} len={len}", mode as i32);
             }
             Command::Fileattr { path, attr } => {
-                self.fields_line(title, path, format!("fileattr=0x{attr}").as_bytes())
+                self.head(title, path);
+                let _ = write!(self.line, "fileattr=0x{attr}");
             }
             Command::EncodedWrite(write) => {
-                let fields = format!(
+                self.head(title, write.path);
+                let _ = write!(
+                    self.line,
                     "offset={} len={}, unencoded_file_len={}, unencoded_len={}, unencoded_offset={}, \
                      compression={}, encryption={}",
                     write.offset,
@@ -154,30 +180,46 @@ impl TextDump {
                     write.compression.unwrap_or(0),
                     write.encryption.unwrap_or(0),
                 );
-                self.fields_line(title, write.path, fields.as_bytes());
             }
             Command::EnableVerity { path, algorithm, block_size, salt, sig } => {
-                let fields = format!(
+                self.head(title, path);
+                let _ = write!(
+                    self.line,
                     "algorithm={algorithm} block_size={block_size} salt_len={} sig_len={}",
                     salt.len(),
                     sig.len()
                 );
-                self.fields_line(title, path, fields.as_bytes());
             }
-            _ => {}
+            _ => return Ok(()),
         }
+        self.line.push(b'\n');
         Ok(())
     }
 
     /// `title` padded to 16 columns, then the escaped full path; returns its printed width.
     fn title_and_path(&mut self, title: &str, path: RawPath<'_>) -> usize {
-        let full = join(&self.subvol_path, path.as_bytes());
-        self.title_and_full_path(title, &full)
+        self.title(title);
+        escape_joined(&mut self.line, &self.subvol_path, path.as_bytes())
     }
 
-    fn title_and_full_path(&mut self, title: &str, full: &[u8]) -> usize {
-        self.line.extend_from_slice(format!("{title:<16}").as_bytes());
-        escape_into(&mut self.line, full)
+    /// `title` padded to 16 columns.
+    fn title(&mut self, title: &str) {
+        self.line.extend_from_slice(title.as_bytes());
+        let spaces = 16usize.saturating_sub(title.len());
+        self.line.resize(self.line.len() + spaces, b' ');
+    }
+
+    /// Title and path padded to where the fields start (32 columns, at least one space).
+    fn head(&mut self, title: &str, path: RawPath<'_>) {
+        let width = self.title_and_path(title, path);
+        self.pad(width);
+    }
+
+    /// Title and the subvolume's own path, padded like [`TextDump::head`].
+    fn subvol_head(&mut self, title: &str) {
+        self.title(title);
+        let width = escape_into(&mut self.line, &self.subvol_path);
+        self.pad(width);
     }
 
     /// Pads a path of printed width `width` to 32 columns, with at least one space.
@@ -186,39 +228,53 @@ impl TextDump {
         self.line.resize(self.line.len() + spaces, b' ');
     }
 
-    fn fields_line(&mut self, title: &str, path: RawPath<'_>, fields: &[u8]) {
-        let width = self.title_and_path(title, path);
-        self.finish_line(width, fields);
-    }
-
-    fn subvol_line(&mut self, title: &str, fields: &[u8]) {
-        let full = self.subvol_path.clone();
-        let width = self.title_and_full_path(title, &full);
-        self.finish_line(width, fields);
-    }
-
-    fn finish_line(&mut self, width: usize, fields: &[u8]) {
-        self.pad(width);
-        self.line.extend_from_slice(fields);
-        self.line.push(b'\n');
-    }
-
-    fn escaped_dest_line(&mut self, title: &str, path: RawPath<'_>, dest: &[u8]) {
-        let width = self.title_and_path(title, path);
-        self.pad(width);
-        self.line.extend_from_slice(b"dest=");
-        escape_into(&mut self.line, dest);
-        self.line.push(b'\n');
+    /// Appends `ts` as [`write_local_time`] formats it, copying the last one when the
+    /// second is the same.
+    fn push_local_time(&mut self, ts: Timespec) -> Result<(), TimeError> {
+        match &mut self.last_time {
+            Some((sec, text)) if *sec == ts.sec => self.line.extend_from_slice(text),
+            last => {
+                let start = self.line.len();
+                write_local_time(&mut self.line, ts)?;
+                let text = last.get_or_insert_with(|| (ts.sec, Vec::new()));
+                text.0 = ts.sec;
+                text.1.clear();
+                text.1.extend_from_slice(&self.line[start..]);
+            }
+        }
+        Ok(())
     }
 }
 
 /// btrfs-progs' `path_cat` of two C strings: each cut at its first NUL, one
 /// trailing `/` dropped from each side, joined by `/`.
 fn join(base: &[u8], path: &[u8]) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(base.len() + path.len() + 1);
+    push_joined(&mut joined, base, path);
+    joined
+}
+
+/// The two halves of [`join`]`(base, path)`.
+fn join_parts<'a>(base: &'a [u8], path: &'a [u8]) -> (&'a [u8], &'a [u8]) {
     let (base, path) = (until_nul(base), until_nul(path));
-    let base = base.strip_suffix(b"/").unwrap_or(base);
-    let path = path.strip_suffix(b"/").unwrap_or(path);
-    [base, b"/", path].concat()
+    (base.strip_suffix(b"/").unwrap_or(base), path.strip_suffix(b"/").unwrap_or(path))
+}
+
+/// Appends [`join`]`(base, path)` as it is.
+fn push_joined(out: &mut Vec<u8>, base: &[u8], path: &[u8]) {
+    let (base, path) = join_parts(base, path);
+    out.extend_from_slice(base);
+    out.push(b'/');
+    out.extend_from_slice(path);
+}
+
+/// Appends [`join`]`(base, path)` escaped (escaping is byte by byte, so the halves
+/// are escaped apart); returns the printed width.
+fn escape_joined(out: &mut Vec<u8>, base: &[u8], path: &[u8]) -> usize {
+    let (base, path) = join_parts(base, path);
+    let width = escape_into(out, base);
+    out.push(b'/');
+    width + 1 + escape_into(out, path)
 }
 
 /// A C string's view of bytes: everything before the first NUL.
@@ -226,10 +282,20 @@ fn until_nul(bytes: &[u8]) -> &[u8] {
     bytes.split(|&b| b == 0).next().unwrap_or(bytes)
 }
 
+/// Whether `byte` prints as itself in [`escape_into`].
+fn is_plain(byte: u8) -> bool {
+    byte > b' ' && byte < 0x7f && byte != b'\\'
+}
+
 /// Appends `bytes` escaped as btrfs-progs' `print_path_escaped`; returns the printed width.
 pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
     let before = out.len();
-    for &byte in until_nul(bytes) {
+    let mut rest = until_nul(bytes);
+    while !rest.is_empty() {
+        let plain = rest.iter().position(|&byte| !is_plain(byte)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..plain]);
+        let Some((&byte, tail)) = rest[plain..].split_first() else { break };
+        rest = tail;
         let short = match byte {
             0x07 => Some(b'a'),
             0x08 => Some(b'b'),
@@ -245,7 +311,6 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
         };
         match short {
             Some(c) => out.extend_from_slice(&[b'\\', c]),
-            None if (0x20..0x7f).contains(&byte) => out.push(byte),
             None => out.extend_from_slice(&[
                 b'\\',
                 b'0' + (byte >> 6),
@@ -257,16 +322,20 @@ pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
     out.len() - before
 }
 
-/// `strftime("%FT%T%z")` of `localtime_r(sec)`.
-fn local_time(ts: Timespec) -> Result<String, TimeError> {
+/// Appends `strftime("%FT%T%z")` of `localtime_r(sec)`.
+fn write_local_time(out: &mut Vec<u8>, ts: Timespec) -> Result<(), TimeError> {
     let err = TimeError { sec: ts.sec, nsec: ts.nsec };
     let time = Local.timestamp_opt(ts.sec, 0).single().ok_or(err)?;
     let offset = time.offset().fix().local_minus_utc();
     let sign = if offset < 0 { '-' } else { '+' };
     let offset = offset.unsigned_abs() / 60;
-    Ok(format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}",
-        glibc_year(time.year()),
+    // glibc's `%Y`: at least four digits, a minus sign for years before 0.
+    let year = time.year();
+    let (minus, year) = if year < 0 { ("-", year.unsigned_abs()) } else { ("", year.unsigned_abs()) };
+    let width = if minus.is_empty() { 4 } else { 3 };
+    let _ = write!(
+        out,
+        "{minus}{year:0width$}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}{:02}",
         time.month(),
         time.day(),
         time.hour(),
@@ -274,12 +343,8 @@ fn local_time(ts: Timespec) -> Result<String, TimeError> {
         time.second(),
         offset / 60,
         offset % 60
-    ))
-}
-
-/// glibc's `%Y`: at least four digits, a minus sign for years before 0.
-fn glibc_year(year: i32) -> String {
-    if year < 0 { format!("-{:03}", year.unsigned_abs()) } else { format!("{year:04}") }
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -326,9 +391,15 @@ mod tests {
     }
 
     #[test]
-    fn glibc_year_format() {
-        assert_eq!(glibc_year(1970), "1970");
-        assert_eq!(glibc_year(999), "0999");
-        assert_eq!(glibc_year(12345), "12345");
+    fn years_print_as_glibc_prints_them() {
+        let year = |sec| {
+            let mut out = Vec::new();
+            write_local_time(&mut out, Timespec { sec, nsec: 0 }).unwrap();
+            String::from_utf8(out).unwrap().split('-').next().unwrap().to_owned()
+        };
+        // Mid-year instants, so that no time zone moves them into another year.
+        assert_eq!(year(15_638_400), "1970");
+        assert_eq!(year(-30_610_224_000 - 86_400 * 180), "0999");
+        assert_eq!(year(327_403_728_000), "12345");
     }
 }

@@ -40,7 +40,8 @@ use rustix::io::Errno;
 use crate::error::{ErrorKind, Refusal, Result, Taken};
 use crate::resume::{self, Progress, ResumeState, Saved, Tail, Token};
 use crate::target::{
-    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Unfinished, Verity,
+    Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
+    Verity,
 };
 use partial::ProgressFile;
 use received::Record;
@@ -367,7 +368,7 @@ impl FsTarget {
     /// subvolume without received UUID on btrfs, a directory without record otherwise);
     /// else what it is.
     fn partial_root(&self, name: &[u8]) -> Result<std::result::Result<OwnedFd, &'static str>> {
-        if name == RECORDS_DIR.as_bytes() || !StreamPath::new(name).is_ok_and(|p| p.is_single_component()) {
+        if !is_subvolume_name(name) {
             return Ok(Err("a name a receive cannot make"));
         }
         let dir = match tree::open_dir_beneath(self.dest.as_fd(), name) {
@@ -688,6 +689,12 @@ fn discard_copy(dest: BorrowedFd<'_>, name: &[u8]) {
 }
 
 /// The command that discards the partial receive at `path`.
+/// Whether `name` can be a received subvolume's name in DEST: one component, not
+/// the directory of rawsend's records.
+fn is_subvolume_name(name: &[u8]) -> bool {
+    name != RECORDS_DIR.as_bytes() && StreamPath::new(name).is_ok_and(|path| path.is_single_component())
+}
+
 fn abort_command(path: &str) -> String {
     format!("rawsend receive --abort {}", shell_quote(path))
 }
@@ -821,6 +828,24 @@ impl Target for FsTarget {
             partial: Some(shell_quote(&path)),
             resumable: false,
         })
+    }
+
+    fn received_as(&mut self, name: &[u8]) -> Result<Option<Received>> {
+        if !is_subvolume_name(name) {
+            return Ok(None);
+        }
+        let Ok(dir) = tree::open_dir_beneath(self.dest.as_fd(), name) else { return Ok(None) };
+        let found = match self.kind {
+            Kind::Btrfs => {
+                if !btrfs::is_subvolume_root(&dir)? {
+                    return Ok(None);
+                }
+                let info = btrfs::subvolume_info(&dir)?.root;
+                info.received_uuid.filter(|_| info.read_only).map(|uuid| (uuid, info.stransid))
+            }
+            Kind::Dir => received::read(self.dest.as_fd(), name, dir.as_fd())?.map(|r| (r.uuid, r.transid)),
+        };
+        Ok(found.map(|(uuid, ctransid)| Received { uuid, ctransid, place: self.place(name) }))
     }
 
     fn saved_resume(&mut self, name: &[u8]) -> Result<Option<Saved>> {
