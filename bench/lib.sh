@@ -192,7 +192,18 @@ bench_compare() {
 			bash -c "$prep"; bench_time "$ca" "$ra"
 		fi
 	done
-	local name f w c u m runs wa wb caa cbb tool
+	bench_report_pair "$case" "$dir" "$na" "$nb"
+	rm -rf "$dir"
+}
+
+# bench_report_pair CASE DIR [NAME_A NAME_B]: for the runs in DIR/a (the
+# reference, default "progs") and DIR/b (default "rawsend"), prints one line
+# per tool (median wall, cpu, user and peak RSS; each run's wall and cpu),
+# appends them to $OUT/results.tsv, then the ratio A/B of the medians (> 1:
+# B is faster). Sets BENCH_RSS_B to B's median peak RSS in MiB.
+bench_report_pair() {
+	local case=$1 dir=$2 na=${3:-progs} nb=${4:-rawsend}
+	local name f w c u m runs cpus wa wb caa cbb tool
 	for name in a b; do
 		f=$dir/$name
 		w=$(_col "$f" '$1' | median)
@@ -200,8 +211,9 @@ bench_compare() {
 		u=$(_col "$f" '$2' | median)
 		m=$(_col "$f" '$4 / 1024' | median)
 		runs=$(awk '{printf "%s%.3f", sep, $1; sep=","}' "$f")
-		if [[ $name == a ]]; then tool=$na wa=$w caa=$c; else tool=$nb wb=$w cbb=$c; fi
-		printf '%-22s %-8s %9.3f %9.3f %9.3f %9.1f   %s\n' "$case" "$tool" "$w" "$c" "$u" "$m" "$runs"
+		cpus=$(awk '{printf "%s%.3f", sep, $2 + $3; sep=","}' "$f")
+		if [[ $name == a ]]; then tool=$na wa=$w caa=$c; else tool=$nb wb=$w cbb=$c BENCH_RSS_B=$m; fi
+		printf '%-22s %-8s %9.3f %9.3f %9.3f %9.1f   %s  (cpu %s)\n' "$case" "$tool" "$w" "$c" "$u" "$m" "$runs" "$cpus"
 		mkdir -p "$OUT"
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$case" "$tool" "$RUNS" \
 			"$w" "$c" "$u" "$m" >>"$OUT/results.tsv"
@@ -209,5 +221,4 @@ bench_compare() {
 	awk -v a="$wa" -v b="$wb" -v ca="$caa" -v cb="$cbb" -v na="$na" -v nb="$nb" -v c="$case" 'BEGIN {
 		printf "%-22s ratio %s/%s: wall %.2fx, cpu %.2fx\n", c, na, nb,
 			(b > 0 ? a / b : 0), (cb > 0 ? ca / cb : 0) }'
-	rm -rf "$dir"
 }

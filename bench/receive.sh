@@ -142,22 +142,9 @@ for s in "$@"; do
 			timed rawsend "$f" "$rb"; timed progs "$f" "$ra"
 		fi
 	done
-	for name in a b; do
-		fr=$dir/$name
-		w=$(_col "$fr" '$1' | median); c=$(_col "$fr" '$2 + $3' | median)
-		u=$(_col "$fr" '$2' | median);  m=$(_col "$fr" '$4 / 1024' | median)
-		runs=$(awk '{printf "%s%.3f", sep, $1; sep=","}' "$fr")
-		cpus=$(awk '{printf "%s%.3f", sep, $2 + $3; sep=","}' "$fr")
-		if [[ $name == a ]]; then tool=progs wa=$w caa=$c; else tool=rawsend wb=$w cbb=$c; fi
-		printf '%-22s %-8s %9.3f %9.3f %9.3f %9.1f   %s  (cpu %s)\n' "receive $s" "$tool" "$w" "$c" "$u" "$m" "$runs" "$cpus"
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "receive $s" "$tool" "$RUNS" \
-			"$w" "$c" "$u" "$m" >>"$OUT/results.tsv"
-		if [[ $name == b ]] && awk -v m="$m" 'BEGIN {exit !(m > 64)}'; then
-			log "WARNING: rawsend median peak RSS $m MiB > 64 MiB"
-		fi
-	done
-	awk -v a="$wa" -v b="$wb" -v ca="$caa" -v cb="$cbb" -v c="receive $s" 'BEGIN {
-		printf "%-22s ratio progs/rawsend: wall %.2fx, cpu %.2fx\n", c,
-			(b > 0 ? a / b : 0), (cb > 0 ? ca / cb : 0) }'
+	bench_report_pair "receive $s" "$dir"
+	if awk -v m="$BENCH_RSS_B" 'BEGIN {exit !(m > 64)}'; then
+		log "WARNING: rawsend median peak RSS $BENCH_RSS_B MiB > 64 MiB"
+	fi
 	rm -rf "$dir"
 done

@@ -117,7 +117,7 @@ timed_receive() {
 }
 
 part_receive() {
-	local s f dir i name fr w c u m runs tool wa wb caa cbb
+	local s f dir i
 	for s in $STREAMS; do
 		f=$(stream_file "$s")
 		echo "receive $s ($(stat -c %s "$f") bytes): progs onto compress-force=zstd:$LEVEL, rawsend --compress zstd:$LEVEL onto no compression"
@@ -133,18 +133,7 @@ part_receive() {
 			fi
 		done
 		bench_report_header
-		for name in a b; do
-			fr=$dir/$name
-			w=$(_col "$fr" '$1' | median); c=$(_col "$fr" '$2 + $3' | median)
-			u=$(_col "$fr" '$2' | median); m=$(_col "$fr" '$4 / 1024' | median)
-			runs=$(awk '{printf "%s%.3f", sep, $1; sep=","}' "$fr")
-			if [[ $name == a ]]; then tool=progs wa=$w caa=$c; else tool=rawsend wb=$w cbb=$c; fi
-			printf '%-22s %-8s %9.3f %9.3f %9.3f %9.1f   %s\n' "receive-zstd $s" "$tool" "$w" "$c" "$u" "$m" "$runs"
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "receive-zstd $s" "$tool" "$RUNS" \
-				"$w" "$c" "$u" "$m" >>"$OUT/results.tsv"
-		done
-		awk -v a="$wa" -v b="$wb" -v ca="$caa" -v cb="$cbb" -v c="receive-zstd $s" 'BEGIN {
-			printf "%-22s ratio progs/rawsend: wall %.2fx, cpu %.2fx\n", c, (b > 0 ? a / b : 0), (cb > 0 ? ca / cb : 0) }'
+		bench_report_pair "receive-zstd $s" "$dir"
 		rm -rf "$dir"
 	done
 }
