@@ -222,3 +222,13 @@ bench_report_pair() {
 		printf "%-22s ratio %s/%s: wall %.2fx, cpu %.2fx\n", c, na, nb,
 			(b > 0 ? a / b : 0), (cb > 0 ? ca / cb : 0) }'
 }
+
+# bench_alternate CMD_A CMD_B: RUNS rounds of two shell commands (strings, run
+# with eval), alternating their order (A,B then B,A, ...) so that drift in
+# machine load hits both alike.
+bench_alternate() {
+	local i
+	for ((i = 0; i < RUNS; i++)); do
+		if ((i % 2 == 0)); then eval "$1"; eval "$2"; else eval "$2"; eval "$1"; fi
+	done
+}

@@ -135,13 +135,8 @@ for s in "$@"; do
 	verify "$f" || log "WARNING: received trees differ for $s"
 	dir=$(mktemp -d "$TMP/cmp.XXXXXX"); ra=$dir/a rb=$dir/b
 	: >"$ra"; : >"$rb"
-	for ((i = 0; i < RUNS; i++)); do
-		if ((i % 2 == 0)); then
-			timed progs "$f" "$ra"; timed rawsend "$f" "$rb"
-		else
-			timed rawsend "$f" "$rb"; timed progs "$f" "$ra"
-		fi
-	done
+	bench_alternate "timed progs $(printf %q "$f") $(printf %q "$ra")" \
+		"timed rawsend $(printf %q "$f") $(printf %q "$rb")"
 	bench_report_pair "receive $s" "$dir"
 	if awk -v m="$BENCH_RSS_B" 'BEGIN {exit !(m > 64)}'; then
 		log "WARNING: rawsend median peak RSS $BENCH_RSS_B MiB > 64 MiB"

@@ -117,7 +117,7 @@ timed_receive() {
 }
 
 part_receive() {
-	local s f dir i
+	local s f dir
 	for s in $STREAMS; do
 		f=$(stream_file "$s")
 		echo "receive $s ($(stat -c %s "$f") bytes): progs onto compress-force=zstd:$LEVEL, rawsend --compress zstd:$LEVEL onto no compression"
@@ -125,13 +125,8 @@ part_receive() {
 		timed_receive rawsend "$f" /dev/null keep
 		dir=$(mktemp -d "$TMP/cmp.XXXXXX")
 		: >"$dir/a"; : >"$dir/b"
-		for ((i = 0; i < RUNS; i++)); do
-			if ((i % 2 == 0)); then
-				timed_receive progs "$f" "$dir/a"; timed_receive rawsend "$f" "$dir/b"
-			else
-				timed_receive rawsend "$f" "$dir/b"; timed_receive progs "$f" "$dir/a"
-			fi
-		done
+		bench_alternate "timed_receive progs $(printf %q "$f") $(printf %q "$dir/a")" \
+			"timed_receive rawsend $(printf %q "$f") $(printf %q "$dir/b")"
 		bench_report_header
 		bench_report_pair "receive-zstd $s" "$dir"
 		rm -rf "$dir"
