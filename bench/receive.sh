@@ -74,6 +74,19 @@ print("\n".join(sorted(set(out))))
 PY
 }
 
+# The root directory's mtime: rawsend's must be what the stream's last UTIMES
+# of the root says (the source's). btrfs-progs' is usually the time of its
+# last rename of a new inode out of the root, which the kernel sends after
+# that UTIMES; rawsend creates new inodes where they belong, so nothing
+# touches the root after its UTIMES.
+check_root_mtime() { # STREAM_FILE SUBVOL PROGS_ROOT RAWSEND_ROOT
+	local want got
+	want=$(TZ=UTC "$RAWSEND" dump -f "$1" | awk -v root="./$2/" '$1 == "utimes" && $2 == root {m = $4} END {print m}')
+	got="mtime=$(TZ=UTC date -d "@$(stat -c %Y "$4")" +%FT%T%z)"
+	echo "  root mtime: stream $want, rawsend $got, btrfs-progs mtime=$(TZ=UTC date -d "@$(stat -c %Y "$3")" +%FT%T%z)"
+	[[ $want == "$got" ]] || { echo "  root mtime: rawsend DIFFERS from the stream"; return 1; }
+}
+
 verify() { # STREAM_FILE
 	local f=$1 sv p r rc=0
 	fresh_fs
@@ -89,14 +102,16 @@ verify() { # STREAM_FILE
 	else
 		rc=1; echo "  diff -r: DIFFERENT ($(wc -l <"$TMP/diff.txt") lines):"; head -20 "$TMP/diff.txt"
 	fi
-	(cd "$p" && find . -printf '%p %y %m %U %G %s %T@ %l\n' | sort) >"$TMP/p.find"
-	(cd "$r" && find . -printf '%p %y %m %U %G %s %T@ %l\n' | sort) >"$TMP/r.find"
+	# Everything but the root directory, whose mtime differs on purpose (below).
+	(cd "$p" && find . -mindepth 1 -printf '%p %y %m %U %G %s %T@ %l\n' | sort) >"$TMP/p.find"
+	(cd "$r" && find . -mindepth 1 -printf '%p %y %m %U %G %s %T@ %l\n' | sort) >"$TMP/r.find"
 	if cmp -s "$TMP/p.find" "$TMP/r.find"; then
-		echo "  find metadata (path type mode uid gid size mtime link): identical, $(wc -l <"$TMP/p.find") entries"
+		echo "  find metadata (path type mode uid gid size mtime link): identical, $(wc -l <"$TMP/p.find") entries below the root"
 	else
 		rc=1; echo "  find metadata: DIFFERENT ($(wc -l <"$TMP/p.find") vs $(wc -l <"$TMP/r.find") entries):"
 		diff "$TMP/p.find" "$TMP/r.find" | head -20
 	fi
+	check_root_mtime "$f" "$sv" "$p" "$r" || rc=1
 	dump_xattrs "$p" >"$TMP/p.xattr"
 	dump_xattrs "$r" >"$TMP/r.xattr"
 	if cmp -s "$TMP/p.xattr" "$TMP/r.xattr"; then
