@@ -380,7 +380,11 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     let (when, quiet) = (args.progress.progress, args.verbosity.quiet);
     // The total costs a metadata-only pass: only when progress is shown.
     let total = when.shows(quiet).then(|| plan(args).and_then(estimate::estimate)).transpose()?;
-    let meter = Meter::start(when, quiet, total.as_deref().map(estimate::total));
+    let total = total.as_deref().map(estimate::total).map(|total| match &args.resume {
+        Some(token) => resume::continuation_len(total, token),
+        None => total,
+    });
+    let meter = Meter::start(when, quiet, total);
     let sent = match meter.progress() {
         None => send_all(args, out_fd, &meter),
         Some(progress) => watch::through(out_fd, progress, |pipe| send_all(args, pipe, &meter)),

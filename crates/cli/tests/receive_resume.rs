@@ -167,7 +167,7 @@ fn resume_token(partial: &Path) -> String {
 /// sender's and the receiver's outputs.
 fn send_resumed(token: &str, args: &[&Path], dest: &Path) -> (Output, Output) {
     let mut sender = rawsend()
-        .args(["send", "--resume", token, "--compressed-data"])
+        .args(["send", "--progress=json", "--resume", token, "--compressed-data"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -197,6 +197,16 @@ fn resume_through_pipe(source: &Source, index: usize, dest: &Path, name: &str, l
     let (written, total) = sent_bytes(&sender);
     // The header, the marker and the SUBVOL/SNAPSHOT again: well under a kilobyte.
     assert!(written <= total - applied + 1024, "{label}: wrote {written} of {total}, {applied} applied");
+    // Progress counts the continuation against the continuation's estimated size.
+    let last = String::from_utf8_lossy(&sender.stderr)
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .map(str::to_owned);
+    let last: serde_json::Value = serde_json::from_str(&last.expect("JSON progress")).unwrap();
+    let (counted, expected) = (last["bytes"].as_u64().unwrap(), last["total"].as_u64().unwrap());
+    assert_eq!(counted, written, "{label}: {last}");
+    assert!(expected <= written && written - expected < 256, "{label}: total {expected}, wrote {written}");
 }
 
 /// How a receive is interrupted.

@@ -30,7 +30,7 @@ use crate::command::Command;
 use crate::crc::command_crc;
 use crate::error::{Error, ErrorKind};
 use crate::frame::{CMD_HEADER_LEN, CRC_RANGE};
-use crate::header::StreamHeader;
+use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::reader::{Item, StreamReader};
 use crate::uuid::Uuid;
 
@@ -290,6 +290,14 @@ pub enum ContinueError {
     },
 }
 
+/// About how long the continuation from `token` of a stream of `stream_len` bytes is:
+/// what the receiver lacks, the stream header and the marker (the SUBVOL or SNAPSHOT
+/// repeated, a few dozen bytes, is not counted), for a progress total.
+pub fn continuation_len(stream_len: u64, token: &Token) -> u64 {
+    let overhead = (STREAM_HEADER_LEN + CMD_HEADER_LEN + MARKER_PAYLOAD) as u64;
+    stream_len.saturating_sub(token.position.offset) + overhead
+}
+
 /// What [`write_continuation`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Continued {
@@ -457,6 +465,7 @@ mod tests {
             let expected = [&full[..17], &marker[..], first, &rest[..]].concat();
             assert_eq!(out, expected, "after {commands} commands");
             assert_eq!(done, Continued { commands: 12, read: full.len() as u64, written: out.len() as u64 });
+            assert_eq!(continuation_len(full.len() as u64, &token) + first.len() as u64, out.len() as u64);
             let mut reader = StreamReader::new(&out[..]);
             assert!(matches!(reader.next(), Ok(Some(Item::Header { version: 2, .. }))));
             match reader.next() {
