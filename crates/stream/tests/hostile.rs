@@ -148,3 +148,34 @@ proptest! {
         drain(&stream[..len], ReaderOptions::default());
     }
 }
+
+/// A continuation marker whose payload is not one, or whose CRC is wrong, is a located
+/// error naming the marker; a well-formed one reads as `Item::Continue`.
+#[test]
+fn malformed_continuation_markers_are_located_errors() {
+    use rawsend_stream::resume::{CONTINUE_COMMAND, Digest, Position, continuation_marker};
+
+    let stream = sample_stream(2);
+    let marker = continuation_marker(&Position { commands: 2, offset: 99, digest: Digest(5) });
+    let with = |marker: &[u8]| [&stream[..17], marker, &stream[17..]].concat();
+    let good = with(&marker);
+    let mut reader = StreamReader::new(&good[..]);
+    assert!(matches!(reader.next(), Ok(Some(Item::Header { .. }))));
+    assert!(matches!(reader.next(), Ok(Some(Item::Continue { index: 0, offset: 17, .. }))));
+
+    // Another payload with a valid CRC: one byte shorter.
+    let mut short = marker[..marker.len() - 1].to_vec();
+    let payload = short.len() as u32 - 10;
+    short[..4].copy_from_slice(&payload.to_le_bytes());
+    let crc = rawsend_stream::command_crc(&short);
+    short[6..10].copy_from_slice(&crc.to_le_bytes());
+    let mut bad_crc = marker.clone();
+    bad_crc[20] ^= 1;
+    for (bytes, kind) in [(short, "malformed continuation marker"), (bad_crc, "crc32c mismatch")] {
+        let err = first_error(&with(&bytes));
+        assert_eq!((err.location.index, err.location.offset), (Some(0), 17), "{err}");
+        assert_eq!(err.location.command, Some(CONTINUE_COMMAND));
+        let text = err.to_string();
+        assert!(text.contains("(continuation marker)") && text.contains(kind), "{text}");
+    }
+}
