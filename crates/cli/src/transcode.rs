@@ -14,9 +14,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rawsend_transcode::{Compress, Options, transcode};
+use rawsend_transcode::{Compress, Options, transcode, transcode_reporting};
 
 use crate::dump;
+use crate::meter::{InputProgress, Meter};
 
 /// Arguments of `rawsend transcode`.
 #[derive(Args)]
@@ -37,6 +38,8 @@ pub struct TranscodeArgs {
     /// [default: zstd:3, with --proto 1: none].
     #[arg(long, value_name = "ALG[:LEVEL]|keep|none")]
     compress: Option<Compress>,
+    #[command(flatten)]
+    progress: InputProgress,
 }
 
 /// Runs `rawsend transcode`.
@@ -48,7 +51,13 @@ pub fn run(args: &TranscodeArgs) -> Result<()> {
         Some(path) => File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         None => stdout_file()?,
     };
-    let summary = transcode(input, output, &opts)?;
+    let meter = Meter::start(args.progress.when.progress, false, args.progress.total(args.file.as_deref()));
+    let transcoded = match meter.progress() {
+        Some(progress) => transcode_reporting(input, output, &opts, progress),
+        None => transcode(input, output, &opts),
+    };
+    meter.finish();
+    let summary = transcoded?;
     if summary.dropped_fileattrs > 0 {
         eprintln!(
             "rawsend: warning: left out {} FILEATTR commands (file attributes): protocol 1 cannot carry them",

@@ -98,6 +98,27 @@ fn json_progress_of_a_file_has_its_size_as_total() {
 }
 
 #[test]
+fn json_progress_of_a_transcode_counts_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = sample();
+    let (sample, out) = (sample.to_str().unwrap(), dir.path().join("out"));
+    let args = ["transcode", "--progress=json", "-f", sample, "-o", out.to_str().unwrap()];
+    let output = rawsend(&args, dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let size = std::fs::metadata(sample).unwrap().len();
+    let lines = json_lines(&output.stderr);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["bytes"], &last["total"], &last["subvolume"]),
+        (&size.into(), &size.into(), &"sample".into())
+    );
+    let quiet = dir.path().join("quiet");
+    let args = ["transcode", "--progress=never", "-f", sample, "-o", quiet.to_str().unwrap()];
+    assert!(rawsend(&args, dir.path()).stderr.is_empty());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&quiet).unwrap(), "progress changed the output");
+}
+
+#[test]
 fn always_draws_lines_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let sample = sample();

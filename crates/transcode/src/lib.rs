@@ -52,7 +52,7 @@ mod work;
 
 pub use error::{CommandError, Error};
 pub use options::{Codec, Compress, Options, ParseCompressError};
-pub use pipeline::{Summary, TranscodeReader, transcode};
+pub use pipeline::{Summary, TranscodeReader, transcode, transcode_reporting};
 
 /// The sector size extents are aligned to: the receiving filesystem's (4 KiB, the page
 /// size of x86_64 and of most arm64 kernels), and the LZO segment size used (`LZO_4K`).

@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use rawsend_stream::{Item, Location, ReaderOptions, StreamReader};
+use rawsend_stream::{Item, Location, ReadProgress, ReaderOptions, StreamReader};
 
 use crate::error::{CommandError, Error};
 use crate::options::Options;
@@ -136,6 +136,25 @@ impl Read for TranscodeReader {
 /// `UNITS_PER_WORKER × workers` units in flight; the workers are scoped threads,
 /// so neither `input` nor `output` has to be `Send` or `'static`.
 pub fn transcode(input: impl Read, output: impl Write, opts: &Options) -> Result<Summary, Error> {
+    transcode_from(StreamReader::new(input), output, opts)
+}
+
+/// Like [`transcode`], publishing how far it read into `progress` (for a progress display).
+pub fn transcode_reporting(
+    input: impl Read,
+    output: impl Write,
+    opts: &Options,
+    progress: Arc<ReadProgress>,
+) -> Result<Summary, Error> {
+    transcode_from(StreamReader::new(input).with_progress(progress), output, opts)
+}
+
+/// [`transcode`] of what `reader` reads.
+fn transcode_from<R: Read>(
+    reader: StreamReader<R>,
+    output: impl Write,
+    opts: &Options,
+) -> Result<Summary, Error> {
     opts.check()?;
     let workers = opts.workers.max(1);
     let (job_tx, job_rx) = sync_channel::<(Job, SyncSender<JobResult>)>(workers);
@@ -152,7 +171,7 @@ pub fn transcode(input: impl Read, output: impl Write, opts: &Options) -> Result
             limit: UNITS_PER_WORKER * workers,
         };
         let mut planner = Planner::new(*opts);
-        read_all(StreamReader::new(input), &mut planner, &mut sink)?;
+        read_all(reader, &mut planner, &mut sink)?;
         sink.hand_on();
         sink.drain(true)?;
         sink.output.flush().map_err(Error::Write)?;
