@@ -29,6 +29,14 @@ if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# The S3 server the object storage tests start (crates/testutil/src/s3.rs); 0.14.1 is the
+# newest that builds with rustc 1.95.
+if ! command -v s3s-fs >/dev/null; then
+	echo "==> installing s3s-fs (S3 server for the object storage tests)"
+	cargo install s3s-fs --version 0.14.1 --locked --features binary
+fi
+s3s-fs --help >/dev/null
+
 echo "==> checking that a loop-mounted btrfs works"
 probe=$(mktemp -d)
 cleanup_probe() {

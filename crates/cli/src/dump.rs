@@ -33,11 +33,12 @@ use clap::Args;
 use rawsend_stream::{Item, RawPath, ReadProgress, ReaderOptions, Record, StreamReader};
 
 use crate::meter::{InputProgress, Meter};
+use crate::remote;
 
 /// Arguments of `rawsend dump`.
 #[derive(Args)]
 pub struct DumpArgs {
-    /// Read the stream from FILE instead of standard input.
+    /// Read the stream from FILE (a path, file://PATH or s3://BUCKET/KEY) instead of standard input.
     #[arg(short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Print one JSON object per command instead of `btrfs receive --dump` text.
@@ -71,12 +72,15 @@ pub trait Input: Read + AsFd {}
 
 impl<T: Read + AsFd> Input for T {}
 
-/// Opens FILE, or standard input (sendable, so a transcoding thread can read it).
+/// Opens FILE (a path, `file://PATH` or `s3://BUCKET/KEY`), or standard input
+/// (sendable, so a transcoding thread can read it).
 pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
-    Ok(match file {
-        Some(path) => Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?),
-        None => Box::new(io::stdin()),
-    })
+    let Some(path) = file else { return Ok(Box::new(io::stdin())) };
+    if let Some(location) = remote::location(path) {
+        return remote::open_input(&location?);
+    }
+    let path = remote::local_path(path);
+    Ok(Box::new(File::open(&path).with_context(|| format!("cannot open {}", path.display()))?))
 }
 
 /// Dumps `input` to standard output, publishing how far it got into `progress`.

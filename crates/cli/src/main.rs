@@ -15,6 +15,7 @@ mod interrupt;
 mod meter;
 mod progress;
 mod receive;
+mod remote;
 mod send;
 mod stats;
 mod transcode;
@@ -49,6 +50,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Rewrite a send stream: compress its data (v2 ENCODED_WRITE), decode it, or change version.
     Transcode(transcode::TranscodeArgs),
+    /// List the streams stored under s3://BUCKET/PREFIX, as chains of full and incremental streams.
+    Ls(remote::LsArgs),
+    /// Receive the chain of streams under s3://BUCKET/PREFIX that ends at snapshot NAME.
+    Restore(remote::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
             Command::Stats(args) => stats::run(args),
             Command::Generate(args) => generate::run(args, Cli::command()),
             Command::Transcode(args) => transcode::run(args),
+            Command::Ls(args) => remote::ls(args),
+            Command::Restore(args) => remote::restore(args),
         }
     };
     match result {

@@ -42,7 +42,7 @@ enum TargetChoice {
 /// Arguments of `rawsend receive`.
 #[derive(Args)]
 pub struct ReceiveArgs {
-    /// Read the stream from FILE instead of standard input.
+    /// Read the stream from FILE (a path, file://PATH or s3://BUCKET/KEY) instead of standard input.
     #[arg(short = 'f', value_name = "FILE")]
     file: Option<PathBuf>,
     /// Stop after the first END command.

@@ -34,6 +34,7 @@ use rawsend_transcode::{Codec, Compress, Options, transcode};
 
 use crate::estimate;
 use crate::meter::{Meter, ProgressArg};
+use crate::remote;
 use crate::verbosity::Verbosity;
 use crate::watch;
 
@@ -52,7 +53,8 @@ pub struct SendArgs {
     /// picked among them.
     #[arg(short = 'c', value_name = "CLONE_SRC")]
     clone_sources: Vec<PathBuf>,
-    /// Write the stream to OUTFILE instead of stdout.
+    /// Write the stream to OUTFILE instead of stdout; s3://BUCKET/KEY uploads it (with a
+    /// metadata sidecar KEY.rawsend.json), file://PATH writes PATH.
     #[arg(short = 'f', value_name = "OUTFILE")]
     output: Option<PathBuf>,
     /// Protocol version: 1, 2, or 0 for the highest the kernel supports
@@ -371,9 +373,16 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
         let estimated = estimate::estimate(plan(args)?)?;
         return estimate::print(&estimated, args.json, args.verbosity.quiet);
     }
-    let output = open_output(args.output.as_deref())?;
+    if let Some(location) = args.output.as_deref().and_then(remote::location) {
+        return remote::upload(&location?, |out_fd| send_into(args, out_fd));
+    }
+    let output = open_output(args.output.as_deref().map(remote::local_path).as_deref())?;
     let stdout = std::io::stdout();
-    let out_fd = output.as_ref().map_or_else(|| stdout.as_fd(), |file| file.as_fd());
+    send_into(args, output.as_ref().map_or_else(|| stdout.as_fd(), |file| file.as_fd()))
+}
+
+/// Sends what `args` ask for into `out_fd`, with progress if asked for.
+fn send_into(args: &SendArgs, out_fd: BorrowedFd<'_>) -> anyhow::Result<()> {
     if out_fd.is_terminal() {
         bail!("not dumping send stream into a terminal, redirect it into a file");
     }

@@ -20,7 +20,7 @@ use crate::dump::{for_each_item, json::bytes_value, open_input};
 /// Arguments of `rawsend stats`.
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Read the stream from FILE instead of standard input.
+    /// Read the stream from FILE (a path, file://PATH or s3://BUCKET/KEY) instead of standard input.
     #[arg(short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Print one JSON object instead of text.

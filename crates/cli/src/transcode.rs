@@ -22,7 +22,7 @@ use crate::meter::{InputProgress, Meter};
 /// Arguments of `rawsend transcode`.
 #[derive(Args)]
 pub struct TranscodeArgs {
-    /// Read the stream from IN instead of standard input.
+    /// Read the stream from IN (a path, file://PATH or s3://BUCKET/KEY) instead of standard input.
     #[arg(short = 'f', value_name = "IN")]
     file: Option<PathBuf>,
     /// Write the stream to OUT (created or truncated) instead of standard output.

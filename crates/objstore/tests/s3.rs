@@ -1,0 +1,167 @@
+//! rawsend-objstore against a real S3 server (`s3s-fs` on loopback, started here).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use rawsend_objstore::{Error, ObjectReader, Store};
+use rawsend_testutil::s3::S3Server;
+
+/// `len` bytes that do not repeat within a part.
+fn data(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn open(server: &S3Server, bucket: &str) -> Store {
+    open_at(server, server.port(), bucket)
+}
+
+fn open_at(server: &S3Server, port: u16, bucket: &str) -> Store {
+    let env = server.env_at(port);
+    Store::open_with(bucket, |name| env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone()))
+        .expect("open store")
+}
+
+fn read_all(mut reader: ObjectReader) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn keys(store: &Store) -> Vec<String> {
+    store.list("").expect("list").into_iter().map(|(key, _)| key).collect()
+}
+
+#[test]
+fn upload_is_visible_only_when_finished_and_reads_back_equal() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let store = open(&server, "bkt");
+    let bytes = data(21 << 20);
+    let mut writer = store.writer("dir/stream").expect("writer");
+    writer.write_all(&bytes).expect("write");
+    assert_eq!(keys(&store), Vec::<String>::new(), "a stream being uploaded is not visible");
+    let uploaded = writer.finish().expect("finish");
+    assert_eq!(uploaded.size, bytes.len() as u64);
+    assert_eq!(keys(&store), ["dir/stream"]);
+    let reader = store.reader("dir/stream").expect("reader");
+    assert_eq!(reader.size(), bytes.len() as u64);
+    assert!(read_all(reader).expect("read") == bytes, "downloaded bytes differ");
+}
+
+#[test]
+fn dropped_or_failed_upload_leaves_no_object() {
+    let mut server = S3Server::start();
+    server.bucket("bkt");
+    let store = open(&server, "bkt");
+    let mut dropped = store.writer("dropped").expect("writer");
+    dropped.write_all(&data(9 << 20)).expect("write");
+    drop(dropped);
+    let mut failed = store.writer("failed").expect("writer");
+    failed.write_all(&data(9 << 20)).expect("write");
+    server.stop();
+    let finished = failed.finish();
+    assert!(finished.is_err(), "finish succeeded with the server stopped");
+    server.restart();
+    assert_eq!(keys(&store), Vec::<String>::new());
+}
+
+/// A TCP proxy to `upstream` that cuts the connection carrying byte `cut_after` of
+/// all the server's replies, once; returns its port and the bytes left before the cut
+/// (negative once it cut).
+fn cutting_proxy(upstream: u16, cut_after: i64) -> (u16, Arc<AtomicI64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    let budget = Arc::new(AtomicI64::new(cut_after));
+    let left = Arc::clone(&budget);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let client = client.expect("accept");
+            let server = TcpStream::connect(("127.0.0.1", upstream)).expect("connect upstream");
+            let (mut to_server, mut from_client) =
+                (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+            let budget = Arc::clone(&budget);
+            std::thread::spawn(move || replies(server, client, &budget));
+        }
+    });
+    (port, left)
+}
+
+/// Copies the server's replies to the client until the budget runs out in them.
+fn replies(mut server: TcpStream, mut client: TcpStream, budget: &AtomicI64) {
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let left = budget.fetch_sub(n as i64, Ordering::SeqCst);
+        if left > 0 && left <= n as i64 {
+            let _ = client.write_all(&buf[..left as usize]);
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            return;
+        }
+        if client.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn download_continues_after_the_connection_is_cut() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let bytes = data(20 << 20);
+    let mut writer = open(&server, "bkt").writer("s").expect("writer");
+    writer.write_all(&bytes).expect("write");
+    writer.finish().expect("finish");
+    let (proxy, left) = cutting_proxy(server.port(), 5 << 20);
+    let through_proxy = open_at(&server, proxy, "bkt");
+    let read = read_all(through_proxy.reader("s").expect("reader")).expect("read through the cut");
+    assert!(left.load(Ordering::SeqCst) < 0, "the proxy never cut the connection");
+    assert!(read == bytes, "bytes differ after the cut");
+}
+
+fn message(err: &Error) -> String {
+    err.to_string()
+}
+
+#[test]
+fn faults_are_named() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let err = open(&server, "nobucket").reader("k").err().expect("missing bucket");
+    assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
+    assert!(message(&err).contains("bucket 'nobucket' does not exist"), "{err}");
+    let err = open(&server, "bkt").reader("nokey").err().expect("missing object");
+    assert!(matches!(err, Error::ObjectMissing { .. }), "{err:?}");
+    assert_eq!(message(&err), "object s3://bkt/nokey does not exist");
+    let env = server.env();
+    let wrong = |name: &str| match name {
+        "AWS_SECRET_ACCESS_KEY" => Some("wrong".to_owned()),
+        _ => env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone()),
+    };
+    let err = Store::open_with("bkt", wrong).expect("open").reader("k").err().expect("wrong credentials");
+    assert!(matches!(err, Error::WrongCredentials { .. }), "{err:?}");
+    let err = Store::open_with("bkt", |_| None).err().expect("no credentials");
+    assert!(matches!(err, Error::NoCredentials), "{err:?}");
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let err = open_at(&server, closed, "bkt").reader("k").err().expect("unreachable");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(message(&err).starts_with("cannot reach the object storage server"), "{err}");
+}
