@@ -7,49 +7,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rawsend_testutil::s3::S3Server;
+use rawsend_testutil::snapshots::Snapshots;
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{LoopFs, MIB, output_text, require_root, run};
+use rawsend_testutil::output_text;
 
-/// A btrfs with read-only snapshots `s1`, `s2`, `s3` of a changing subvolume `vol`.
+/// The snapshots of `rawsend_testutil::snapshots`, and an S3 server with a bucket `bkt`.
 struct Fixture {
-    fs: LoopFs,
+    snapshots: Snapshots,
     server: S3Server,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        require_root();
-        let fixture = Fixture { fs: LoopFs::btrfs(256 * MIB), server: S3Server::start() };
+        let fixture = Fixture { snapshots: Snapshots::new(), server: S3Server::start() };
         fixture.server.bucket("bkt");
-        run(Command::new("btrfs").args(["subvolume", "create"]).arg(fixture.path("vol")));
-        let text: Vec<u8> = (0..400_000u32).flat_map(|n| format!("line {n}\n").into_bytes()).collect();
-        fs::write(fixture.path("vol/text"), &text).expect("write text");
-        fs::write(fixture.path("vol/small"), b"small\n").expect("write small");
-        fixture.snapshot("s1");
-        fs::write(fixture.path("vol/added"), &text[..100_000]).expect("write added");
-        fixture.snapshot("s2");
-        fs::remove_file(fixture.path("vol/small")).expect("remove small");
-        fs::write(fixture.path("vol/third"), b"third\n").expect("write third");
-        fixture.snapshot("s3");
         fixture
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.fs.path().join(relative)
-    }
-
-    fn snapshot(&self, name: &str) {
-        run(&mut Command::new("sync"));
-        run(Command::new("btrfs")
-            .args(["subvolume", "snapshot", "-r"])
-            .arg(self.path("vol"))
-            .arg(self.path(name)));
+        self.snapshots.path(relative)
     }
 
     /// `rawsend ARGS` with the server's environment.
     fn rawsend(&self, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rawsend"));
-        command.args(args).envs(self.server.env()).current_dir(self.fs.path());
+        command.args(args).envs(self.server.env()).current_dir(self.snapshots.root());
         command.output().expect("run rawsend")
     }
 

@@ -9,47 +9,25 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use rawsend_testutil::{FsType, LoopFs, MIB, require_root, run};
+use rawsend_testutil::run;
+use rawsend_testutil::snapshots::Snapshots;
 
-/// A compressed btrfs with a subvolume `vol` and read-only snapshots of it:
-/// `s1`, then `s2` after changes (new files, a reflinked copy), then `s3`.
+/// The snapshots of `rawsend_testutil::snapshots`.
 struct Fixture {
-    fs: LoopFs,
+    snapshots: Snapshots,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        require_root();
-        let fs = LoopFs::builder(FsType::Btrfs, 256 * MIB).mount_options("compress=zstd").build();
-        let fixture = Fixture { fs };
-        fixture.btrfs(&["subvolume", "create", "vol"]);
-        let text: Vec<u8> = (0..300_000u32).flat_map(|n| format!("line {n}\n").into_bytes()).collect();
-        fs::write(fixture.path("vol/text"), &text).expect("write text");
-        fs::write(fixture.path("vol/small"), b"small file\n").expect("write small");
-        fixture.snapshot("s1");
-        fs::write(fixture.path("vol/added"), &text[..100_000]).expect("write added");
-        run(Command::new("cp")
-            .arg("--reflink=always")
-            .arg(fixture.path("vol/text"))
-            .arg(fixture.path("vol/text-copy")));
-        fixture.snapshot("s2");
-        fs::remove_file(fixture.path("vol/small")).expect("remove small");
-        fs::write(fixture.path("vol/third"), b"third\n").expect("write third");
-        fixture.snapshot("s3");
-        fixture
+        Fixture { snapshots: Snapshots::new() }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.fs.path().join(relative)
+        self.snapshots.path(relative)
     }
 
     fn btrfs(&self, args: &[&str]) -> Output {
-        run(Command::new("btrfs").args(args).current_dir(self.fs.path()))
-    }
-
-    fn snapshot(&self, name: &str) {
-        run(&mut Command::new("sync"));
-        self.btrfs(&["subvolume", "snapshot", "-r", "vol", name]);
+        run(Command::new("btrfs").args(args).current_dir(self.snapshots.root()))
     }
 
     /// Streams of `btrfs send ARGS -f X` and `rawsend send ARGS -f Y`.
@@ -58,8 +36,8 @@ impl Fixture {
         let ours = self.path("../rawsend.stream");
         let mut command = Command::new("btrfs");
         command.args(["-q", "send", "-f"]).arg(&progs).args(args);
-        run(command.current_dir(self.fs.path()));
-        run(rawsend(self.fs.path()).arg("-f").arg(&ours).args(args));
+        run(command.current_dir(self.snapshots.root()));
+        run(rawsend(self.snapshots.root()).arg("-f").arg(&ours).args(args));
         (read(&progs), read(&ours))
     }
 
@@ -146,9 +124,10 @@ fn compressed_and_metadata_only_sends_match_btrfs_send() {
 #[test]
 fn stdout_pipe_gets_the_same_stream() {
     let fixture = Fixture::new();
-    let progs =
-        run(Command::new("btrfs").args(["-q", "send", "-p", "s1", "s2"]).current_dir(fixture.fs.path()));
-    let ours = run(rawsend(fixture.fs.path()).args(["-p", "s1", "s2"]));
+    let progs = run(Command::new("btrfs")
+        .args(["-q", "send", "-p", "s1", "s2"])
+        .current_dir(fixture.snapshots.root()));
+    let ours = run(rawsend(fixture.snapshots.root()).args(["-p", "s1", "s2"]));
     assert!(progs.stdout == ours.stdout, "stdout streams differ");
     assert!(ours.stderr.is_empty(), "{}", String::from_utf8_lossy(&ours.stderr));
 }
@@ -158,13 +137,14 @@ fn reports_progress_unless_quiet() {
     let fixture = Fixture::new();
     let output = run(Command::new(env!("CARGO_BIN_EXE_rawsend"))
         .args(["send", "-f", "../out", "s1", "s2"])
-        .current_dir(fixture.fs.path()));
+        .current_dir(fixture.snapshots.root()));
     assert_eq!(String::from_utf8_lossy(&output.stderr), "At subvol s1\nAt subvol s2\n");
 }
 
 /// Runs `rawsend send ARGS` expecting failure; returns stderr.
 fn failure(fixture: &Fixture, args: &[&str]) -> String {
-    let output = rawsend(fixture.fs.path()).args(["-f", "../out"]).args(args).output().expect("run rawsend");
+    let output =
+        rawsend(fixture.snapshots.root()).args(["-f", "../out"]).args(args).output().expect("run rawsend");
     assert_eq!(output.status.code(), Some(1), "rawsend send {args:?} should fail");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -195,8 +175,11 @@ fn errors_name_the_subvolume_and_the_fix() {
 
 /// Runs `rawsend send -p s1 s2` with `stdout` as its standard output, expecting success.
 fn send_into(fixture: &Fixture, stdout: impl Into<Stdio>) {
-    let output =
-        rawsend(fixture.fs.path()).args(["-p", "s1", "s2"]).stdout(stdout).output().expect("run rawsend");
+    let output = rawsend(fixture.snapshots.root())
+        .args(["-p", "s1", "s2"])
+        .stdout(stdout)
+        .output()
+        .expect("run rawsend");
     assert!(output.status.success(), "rawsend send failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -206,7 +189,7 @@ fn character_devices_sockets_and_appended_files_get_the_stream() {
     let (progs, _) = fixture.both(&["-p", "s1", "s2"]);
 
     // The kernel refuses to write into /dev/null itself ("kernel write not supported").
-    run(rawsend(fixture.fs.path()).args(["-f", "/dev/null", "-p", "s1", "s2"]));
+    run(rawsend(fixture.snapshots.root()).args(["-f", "/dev/null", "-p", "s1", "s2"]));
     send_into(&fixture, File::options().write(true).open("/dev/null").expect("open /dev/null"));
 
     let (ours, theirs) = UnixStream::pair().expect("socketpair");

@@ -23,6 +23,7 @@ use tempfile::TempDir;
 pub mod fixtures;
 pub mod hostile;
 pub mod s3;
+pub mod snapshots;
 pub mod tree;
 
 /// Mebibyte, for image sizes.
