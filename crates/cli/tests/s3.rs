@@ -6,10 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rawsend_testutil::output_text;
 use rawsend_testutil::s3::S3Server;
 use rawsend_testutil::snapshots::Snapshots;
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::output_text;
 
 /// The snapshots of `rawsend_testutil::snapshots`, and an S3 server with a bucket `bkt`.
 struct Fixture {

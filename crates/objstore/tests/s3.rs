@@ -10,15 +10,7 @@ use rawsend_testutil::s3::S3Server;
 
 /// `len` bytes that do not repeat within a part.
 fn data(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    rawsend_testutil::pseudo_random(len, 0x9e37_79b9_7f4a_7c15)
 }
 
 fn open(server: &S3Server, bucket: &str) -> Store {

@@ -29,6 +29,18 @@ pub mod tree;
 /// Mebibyte, for image sizes.
 pub const MIB: u64 = 1024 * 1024;
 
+/// `len` pseudo-random bytes from `seed` (xorshift): deterministic, incompressible.
+pub fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
 /// Panics with a clear message unless the test runs as root.
 ///
 /// Root tests call this first: CI runs as root, so a non-root run is a

@@ -205,18 +205,6 @@ fn v2c_to_v1_to_v2c_round_trip_receives_the_same_trees() {
     }
 }
 
-/// A deterministic pseudo-random generator (xorshift), for incompressible data.
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
 fn text(len: usize) -> Vec<u8> {
     b"the quick brown fox jumps over the lazy dog 0123456789\n".iter().copied().cycle().take(len).collect()
 }
@@ -248,10 +236,10 @@ fn synthetic(files: &[(&str, Vec<u8>)], chunk: usize, version: u32) -> Vec<u8> {
 fn zero_random_text_and_odd_sizes() {
     let files = vec![
         ("zeros", vec![0; 1 << 20]),
-        ("random", random_bytes(300_000, 0x9e37_79b9_7f4a_7c15)),
+        ("random", rawsend_testutil::pseudo_random(300_000, 0x9e37_79b9_7f4a_7c15)),
         ("text-odd", text(200_001)),
         ("small", text(3000)),
-        ("tiny-random", random_bytes(100, 5)),
+        ("tiny-random", rawsend_testutil::pseudo_random(100, 5)),
         ("empty", Vec::new()),
     ];
     for (chunk, version) in [(48 * 1024, 1), (4000, 1), (131_072, 2)] {
