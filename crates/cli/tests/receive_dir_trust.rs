@@ -110,14 +110,15 @@ impl Fixture {
     }
 }
 
-/// An ext4 with a copy of the binary, and directories owned by `nobody`.
+/// An ext4 with a copy of the binary (a debug build is over 150 MiB), and directories
+/// owned by `nobody`.
 struct Nobody {
     ext4: LoopFs,
 }
 
 impl Nobody {
     fn new() -> Nobody {
-        let nobody = Nobody { ext4: LoopFs::builder(FsType::Ext4, 128 * MIB).build() };
+        let nobody = Nobody { ext4: LoopFs::builder(FsType::Ext4, 512 * MIB).build() };
         fs::copy(env!("CARGO_BIN_EXE_rawsend"), nobody.path("rawsend")).expect("copy rawsend");
         nobody
     }
