@@ -340,22 +340,19 @@ impl<T: Target> Receiver<T> {
     /// final name when `record` renames what the held create creates.
     fn apply_next(&mut self, record: &Record<'_>) -> std::result::Result<(), Error> {
         if let Some(held) = self.held.take() {
-            if held.renamed_by(&record.command).unwrap_or(false) {
-                return self.apply_merged(&held, record);
-            }
-            let alone = self.apply_held_alone(&held).map_err(|err| (err, Tail::Pending));
-            if self.failed(alone) {
+            let alone = match held.record() {
+                Ok(created) if lookahead::renames(&created.command, &record.command) => {
+                    return self.apply_merged(&created, record);
+                }
+                Ok(created) => self.apply_record(&created),
+                Err(kind) => Err(Error { location: held.location(), kind }),
+            };
+            if self.failed(alone.map_err(|err| (err, Tail::Pending))) {
                 // Too many errors: the receive stops before `record`.
                 return Ok(());
             }
         }
         self.hold_or_apply(record)
-    }
-
-    /// Applies the held create as sent.
-    fn apply_held_alone(&mut self, held: &Held) -> std::result::Result<(), Error> {
-        let record = held.record().map_err(|kind| Error { location: held.location(), kind })?;
-        self.apply_record(&record)
     }
 
     /// Applies `record`, or holds it back if it is a create that the next command may
@@ -380,11 +377,10 @@ impl<T: Target> Receiver<T> {
             && self.tracker.as_ref().is_some_and(|t| !t.skipping() && t.replay_from.is_none())
     }
 
-    /// The held create and the RENAME `rename` of what it creates, as one create at the
-    /// rename's destination; as the two commands if that name exists.
-    fn apply_merged(&mut self, held: &Held, rename: &Record<'_>) -> std::result::Result<(), Error> {
+    /// The held create `created` and the RENAME `rename` of what it creates, as one
+    /// create at the rename's destination; as the two commands if that name exists.
+    fn apply_merged(&mut self, created: &Record<'_>, rename: &Record<'_>) -> std::result::Result<(), Error> {
         let located = |kind| Error { location: location(rename), kind };
-        let created = held.record().map_err(located)?;
         let Command::Rename { to, .. } = rename.command else {
             return Err(located(ErrorKind::Invalid(
                 "a held create merged with a command that is not RENAME",
@@ -396,7 +392,7 @@ impl<T: Target> Receiver<T> {
         match self.create_node(&created.command, Some(to)) {
             Err(kind) if kind.errno() == Some(Errno::EXIST.raw_os_error()) => {
                 self.create_node(&created.command, None)
-                    .map_err(|kind| Error { location: location(&created), kind })?;
+                    .map_err(|kind| Error { location: location(created), kind })?;
                 self.apply_in_subvol(rename).map_err(located)?;
             }
             other => other.map_err(located)?,

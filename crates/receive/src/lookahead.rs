@@ -51,13 +51,12 @@ impl Held {
         let command = self.raw.get(4..6).map(|kind| u16::from_le_bytes([kind[0], kind[1]]));
         Location { index: Some(self.index), offset: self.offset, command, path: None }
     }
+}
 
-    /// Whether `command` renames what the held create creates.
-    pub fn renamed_by(&self, command: &Command<'_>) -> Result<bool> {
-        let Command::Rename { from, .. } = command else { return Ok(false) };
-        let record = self.record()?;
-        Ok(record.command.path().is_some_and(|path| path.as_bytes() == from.as_bytes()))
-    }
+/// Whether `next` renames what the create `created` creates.
+pub(crate) fn renames(created: &Command<'_>, next: &Command<'_>) -> bool {
+    let Command::Rename { from, .. } = next else { return false };
+    created.path().is_some_and(|path| path.as_bytes() == from.as_bytes())
 }
 
 /// Whether `command` creates a node.
