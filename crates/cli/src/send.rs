@@ -351,7 +351,7 @@ fn send_one(
     match (passed, sent) {
         // A stage that stopped early made the kernel's next write fail: its error says why.
         (Err(stopped), Err(err)) if err.errno() == Some(rawsend_btrfs::Errno::PIPE) => Err(stopped),
-        (_, Err(err)) => Err(err).with_context(cannot),
+        (_, Err(err)) => Err(err.into()),
         (Err(stopped), Ok(())) => Err(stopped),
         (Ok(()), Ok(())) => Ok(()),
     }
