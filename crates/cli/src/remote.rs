@@ -7,6 +7,10 @@
 //! (not a pipe) lets the downloading thread stop quietly with EPIPE when the
 //! reader stops early, instead of raising SIGPIPE, whose default action
 //! rawsend keeps.
+//!
+//! Uploads are resumable: each keeps a journal of its stored parts (see
+//! `rawsend_objstore::Journals`), kept after any failure or kill and deleted once the
+//! object is complete, so the same `send` run again sends only the parts missing.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,7 +20,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
-use rawsend_objstore::{Location, ObjectReader, ObjectWriter, Store, StreamInfo};
+use rawsend_objstore::{self as objstore, Journals, Location, ObjectReader, ObjectWriter, Store, StreamInfo, Uploaded};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
 use crate::dump::Input;
@@ -94,10 +98,69 @@ impl AsFd for Downloaded {
 
 /// Runs `send` with a socket to write the stream into, uploading what comes out of it
 /// to `location`; the object is completed, and its sidecar written, only if `send`
-/// succeeded.
-pub fn upload(location: &Location, send: impl FnOnce(BorrowedFd<'_>) -> Result<()>) -> Result<()> {
+/// succeeded. With `resume`, an unfinished upload of the same object (in the journals
+/// of [`Journals::from_env`]) is continued, and a failed one is kept for the next run;
+/// a continued upload that had to be discarded is sent once more from the start.
+pub fn upload(
+    location: &Location,
+    resume: bool,
+    quiet: bool,
+    mut send: impl FnMut(BorrowedFd<'_>) -> Result<()>,
+) -> Result<()> {
     let store = Store::for_location(location)?;
-    let writer = store.writer(&location.key)?;
+    let journals = journals(&store, location, resume, quiet)?;
+    let attempt = |send: &mut dyn FnMut(BorrowedFd<'_>) -> Result<()>| {
+        upload_once(&store, location, journals.as_ref(), quiet, send)
+    };
+    let done = match attempt(&mut send) {
+        Err(err) if discarded(&err) => {
+            if !quiet {
+                eprintln!("rawsend: {}; sending again from the start", err.root_cause());
+            }
+            attempt(&mut send)?
+        }
+        other => other?,
+    };
+    match StreamInfo::describe(&location.key, &done) {
+        Some(info) => store.put_info(&info)?,
+        None => eprintln!("rawsend: warning: {location} does not start with a subvolume: no metadata stored"),
+    }
+    Ok(())
+}
+
+/// The journals of resumable uploads; without `resume`, none, after discarding the
+/// unfinished upload of `location` if there is one.
+fn journals(store: &Store, location: &Location, resume: bool, quiet: bool) -> Result<Option<Journals>> {
+    let journals = Journals::from_env();
+    if journals.is_none() && resume && !quiet {
+        eprintln!(
+            "rawsend: warning: no RAWSEND_STATE_DIR, XDG_STATE_HOME or HOME: the upload cannot be resumed"
+        );
+    }
+    if resume {
+        return Ok(journals);
+    }
+    if let Some(journals) = journals {
+        if store.discard_upload(&location.key, &journals)? && !quiet {
+            eprintln!("rawsend: discarded the unfinished upload to {location}");
+        }
+    }
+    Ok(None)
+}
+
+/// One upload of what `send` writes; the object is completed only if `send` succeeded.
+fn upload_once(
+    store: &Store,
+    location: &Location,
+    journals: Option<&Journals>,
+    quiet: bool,
+    send: &mut dyn FnMut(BorrowedFd<'_>) -> Result<()>,
+) -> Result<Uploaded> {
+    let writer = store.writer(&location.key, journals)?;
+    let continued = writer.continued();
+    if let (Some(stored), false) = (continued, quiet) {
+        eprintln!("rawsend: continuing the unfinished upload to {location}: {stored} bytes already stored");
+    }
     let (ours, theirs) = socket_pair()?;
     let uploader = std::thread::spawn(move || drain_into(File::from(ours), writer));
     let sent = send(theirs.as_fd());
@@ -106,14 +169,22 @@ pub fn upload(location: &Location, send: impl FnOnce(BorrowedFd<'_>) -> Result<(
     sent?;
     let cannot = || format!("cannot upload the stream to {location}");
     let done = uploaded.with_context(cannot)?.finish().with_context(cannot)?;
-    match StreamInfo::describe(&location.key, &done) {
-        Some(info) => store.put_info(&info)?,
-        None => eprintln!("rawsend: warning: {location} does not start with a subvolume: no metadata stored"),
+    if continued.is_some() && !quiet {
+        eprintln!("rawsend: {} of the stream's {} bytes were already stored, not sent again", done.reused, done.size);
     }
-    Ok(())
+    Ok(done)
 }
 
-/// Copies `input` into `writer` to its end; after a failure (which aborts the upload)
+/// Whether `err` is a continued upload that was discarded ([`objstore::Error::Discarded`]).
+fn discarded(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let inner = cause.downcast_ref::<io::Error>().and_then(io::Error::get_ref).map(|inner| inner as _);
+        let store_error = inner.unwrap_or(cause).downcast_ref::<objstore::Error>();
+        matches!(store_error, Some(objstore::Error::Discarded { .. }))
+    })
+}
+
+/// Copies `input` into `writer` to its end; after a failure (which stops the upload)
 /// reads the rest, so that the kernel finishes writing.
 fn drain_into(mut input: File, mut writer: ObjectWriter) -> io::Result<ObjectWriter> {
     match io::copy(&mut input, &mut writer) {

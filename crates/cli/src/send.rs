@@ -57,6 +57,10 @@ pub struct SendArgs {
     /// metadata sidecar KEY.rawsend.json), file://PATH writes PATH.
     #[arg(short = 'f', value_name = "OUTFILE")]
     output: Option<PathBuf>,
+    /// With -f s3://: start a fresh upload, discarding an unfinished upload of the same
+    /// object, and keep no journal to continue this one (a failed upload is aborted).
+    #[arg(long)]
+    no_resume: bool,
     /// Protocol version: 1, 2, or 0 for the highest the kernel supports
     /// (default 1, or 2 with --compressed-data).
     #[arg(long = "proto", value_name = "N")]
@@ -374,7 +378,8 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
         return estimate::print(&estimated, args.json, args.verbosity.quiet);
     }
     if let Some(location) = args.output.as_deref().and_then(remote::location) {
-        return remote::upload(&location?, |out_fd| send_into(args, out_fd));
+        let quiet = args.verbosity.level() == 0;
+        return remote::upload(&location?, !args.no_resume, quiet, |out_fd| send_into(args, out_fd));
     }
     let output = open_output(args.output.as_deref().map(remote::local_path).as_deref())?;
     let stdout = std::io::stdout();

@@ -78,6 +78,38 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// A continued upload could not go on and was discarded (aborted, its journal
+    /// deleted): the stream differs from the parts stored, or the server no longer
+    /// knows the upload. Sending again starts a fresh upload.
+    #[error("the unfinished upload to {url} was discarded: {reason}")]
+    Discarded {
+        /// The URL of the upload.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// An upload with a journal stopped; its stored parts stay for the next run.
+    #[error(
+        "the upload to {url} (server {endpoint}) stopped with {stored} bytes stored; running the same command again continues it: {source}"
+    )]
+    Interrupted {
+        /// The URL of the upload.
+        url: String,
+        /// The server (`AWS_ENDPOINT_URL`, or AWS S3 in the region).
+        endpoint: String,
+        /// Bytes of the stream the server holds in acknowledged parts.
+        stored: u64,
+        /// What stopped it.
+        source: Box<Error>,
+    },
+    /// The journal of an upload cannot be written.
+    #[error("cannot write the upload journal {path}: {source}")]
+    Journal {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// The async runtime could not start.
     #[error("cannot start the object storage client: {0}")]
     Runtime(io::Error),

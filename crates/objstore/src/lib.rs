@@ -3,7 +3,7 @@
 //! The rest of rawsend is synchronous; this crate keeps a small tokio runtime
 //! (two worker threads, so uploads and read-ahead progress while the caller
 //! works) and exposes blocking adapters: [`ObjectWriter`] (`Write`, a streaming
-//! multipart upload with bounded memory, visible only once finished) and
+//! multipart upload with bounded memory, visible only once finished, resumable) and
 //! [`ObjectReader`] (`Read`, ranged GETs with read-ahead, continued at the byte
 //! offset after a dropped connection). The client is `object_store`'s S3 store.
 //!
@@ -12,11 +12,16 @@
 //! `AWS_ENDPOINT_URL` (an `http://` endpoint allows plain HTTP); requests use
 //! path-style addressing. Nothing here prints or logs them.
 //!
+//! An upload with a journal ([`Journals`], kept locally) that stops before it
+//! completes is continued by the next upload of the same key, without sending
+//! again the parts already stored.
+//!
 //! Each stream object `KEY` gets a sidecar `KEY.rawsend.json` ([`StreamInfo`]),
 //! written after the stream object completed: a half-written stream never has one.
 
 mod error;
 mod info;
+mod journal;
 mod read;
 mod write;
 
@@ -31,6 +36,7 @@ use tokio::runtime::Runtime;
 
 pub use error::Error;
 pub use info::{SIDECAR_SUFFIX, StreamInfo, chain_to, chains};
+pub use journal::Journals;
 pub use read::ObjectReader;
 pub use write::{ObjectWriter, Uploaded};
 
@@ -88,6 +94,8 @@ pub struct Store {
     runtime: Arc<Runtime>,
     s3: Arc<AmazonS3>,
     bucket: String,
+    /// The server: `AWS_ENDPOINT_URL`, or AWS S3's in the region.
+    endpoint: String,
 }
 
 impl Store {
@@ -102,11 +110,13 @@ impl Store {
         let (Some(key_id), Some(secret)) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) else {
             return Err(Error::NoCredentials);
         };
+        let region = get("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+        let endpoint = get("AWS_ENDPOINT_URL").unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_access_key_id(key_id)
             .with_secret_access_key(secret)
-            .with_region(get("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned()))
+            .with_region(region)
             .with_virtual_hosted_style_request(false)
             .with_retry(retry_config());
         if let Some(token) = get("AWS_SESSION_TOKEN") {
@@ -121,7 +131,7 @@ impl Store {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        Ok(Store { runtime: Arc::new(runtime), s3: Arc::new(s3), bucket: bucket.to_owned() })
+        Ok(Store { runtime: Arc::new(runtime), s3: Arc::new(s3), bucket: bucket.to_owned(), endpoint })
     }
 
     /// Opens the bucket of `location`.
@@ -136,11 +146,6 @@ impl Store {
     /// Downloads object `key` as a stream.
     pub fn reader(&self, key: &str) -> Result<ObjectReader> {
         ObjectReader::open(self.clone(), key)
-    }
-
-    /// Starts the upload of object `key`; it is visible only after [`ObjectWriter::finish`].
-    pub fn writer(&self, key: &str) -> Result<ObjectWriter> {
-        ObjectWriter::create(self.clone(), key)
     }
 
     /// The keys and sizes of the objects under `prefix`, in key order.

@@ -1,19 +1,32 @@
-//! [`ObjectWriter`]: a blocking `Write` that streams into a multipart upload.
+//! [`ObjectWriter`]: a blocking `Write` that streams into a multipart upload,
+//! resumable through a journal ([`crate::Journals`]).
 //!
+//! The writer drives object_store's `MultipartStore` itself (create, put
+//! part, complete, abort), so it knows the upload id and every part's ETag.
 //! Memory is bounded: one part being filled plus at most [`PARTS_IN_FLIGHT`]
-//! parts uploading; a write waits while that many are in flight. Parts are
-//! retried with backoff by the store's retry configuration. The object exists
-//! under its key only after [`ObjectWriter::finish`] completed the upload; a
-//! failed write, a failed finish or a drop without finish aborts the upload,
-//! so a half-written stream is never visible.
+//! parts uploading; a full part waits while that many are in flight. Each
+//! request is retried with backoff by the store's retry configuration. The
+//! object exists under its key only after [`ObjectWriter::finish`] completed
+//! the upload.
+//!
+//! With a journal, each acknowledged part is recorded (number, ETag, length,
+//! SHA-256) as soon as the writer sees it stored; a failure or a drop leaves
+//! the upload and the journal for the next run, whose writer continues the same
+//! upload: a regenerated part whose hash equals the journal's is not uploaded
+//! again. A regenerated part that differs, or an upload the server no longer
+//! knows, discards the upload ([`Error::Discarded`]). Without a journal a
+//! failure or a drop aborts the upload, as nothing could continue it.
 
 use std::io::{self, Write};
 
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{MultipartId, PutPayload};
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
-use crate::{Result, Store};
+use crate::journal::{Journal, Journals, StoredPart};
+use crate::{Error, Result, Store};
 
 /// Size of each uploaded part.
 pub const PART_SIZE: usize = 8 << 20;
@@ -25,14 +38,35 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// first command, SUBVOL or SNAPSHOT, whose path is at most PATH_MAX).
 const HEAD_KEPT: usize = 64 << 10;
 
+/// What a part's upload task returns: its index, what is recorded of it, and the
+/// server's answer.
+type PutOutcome = (usize, StoredPart, Result<PartId, object_store::Error>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Failed,
+    Done,
+}
+
 /// A streaming upload of one object.
 pub struct ObjectWriter {
     store: Store,
     key: String,
-    upload: Option<WriteMultipart>,
+    path: ObjectPath,
+    upload_id: MultipartId,
+    state: State,
+    journal: Option<Journal>,
+    /// Bytes stored by an earlier run, if this upload continues one.
+    continued: Option<u64>,
+    /// The parts so far, by index; `None` while uploading.
+    parts: Vec<Option<PartId>>,
+    part: Vec<u8>,
+    in_flight: JoinSet<PutOutcome>,
     hasher: Sha256,
     size: u64,
     head: Vec<u8>,
+    reused: u64,
 }
 
 /// What a finished upload wrote.
@@ -43,64 +77,250 @@ pub struct Uploaded {
     pub sha256: String,
     /// The first bytes written (up to 64 KiB).
     pub head: Vec<u8>,
+    /// Bytes that an earlier run had stored and that were not sent again.
+    pub reused: u64,
+}
+
+impl Store {
+    /// Starts the upload of object `key`, visible only after [`ObjectWriter::finish`].
+    /// With `journals`, an unfinished upload of `key` recorded there is continued, and
+    /// a new one is recorded; without, a failure or a drop aborts the upload.
+    pub fn writer(&self, key: &str, journals: Option<&Journals>) -> Result<ObjectWriter> {
+        let Some(journals) = journals else {
+            let upload_id = self.create_upload(key)?;
+            return Ok(ObjectWriter::new(self.clone(), key, upload_id, None));
+        };
+        let file = journals.file(&self.endpoint, &self.bucket, key);
+        if let Some(journal) = Journal::load(file.clone(), &self.endpoint, &self.bucket, key, PART_SIZE as u64) {
+            return Ok(ObjectWriter::new(self.clone(), key, journal.upload_id.clone(), Some(journal)));
+        }
+        let upload_id = self.create_upload(key)?;
+        let journal = Journal {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.clone(),
+            part_size: PART_SIZE as u64,
+            parts: Vec::new(),
+            file,
+        };
+        let mut writer = ObjectWriter::new(self.clone(), key, upload_id, None);
+        if let Err(source) = journal.save() {
+            writer.abort_upload();
+            writer.state = State::Failed;
+            return Err(Error::Journal { path: journal.file, source });
+        }
+        writer.journal = Some(journal);
+        Ok(writer)
+    }
+
+    /// Aborts the unfinished upload of `key` recorded in `journals`, if any, and deletes
+    /// its journal; whether there was one. The abort's own failure (an unreachable
+    /// server) only leaves an invisible incomplete upload behind.
+    pub fn discard_upload(&self, key: &str, journals: &Journals) -> Result<bool> {
+        let file = journals.file(&self.endpoint, &self.bucket, key);
+        let Some(journal) = Journal::load(file, &self.endpoint, &self.bucket, key, PART_SIZE as u64) else {
+            return Ok(false);
+        };
+        let _ = self.block_on(self.s3.abort_multipart(&ObjectPath::from(key), &journal.upload_id));
+        journal.remove().map_err(|source| Error::Journal { path: journal.file.clone(), source })?;
+        Ok(true)
+    }
+
+    fn create_upload(&self, key: &str) -> Result<MultipartId> {
+        let created = self.block_on(self.s3.create_multipart(&ObjectPath::from(key)));
+        created.map_err(|err| self.classify(err, key))
+    }
 }
 
 impl ObjectWriter {
-    pub(crate) fn create(store: Store, key: &str) -> Result<ObjectWriter> {
-        let started = store.block_on(store.s3.put_multipart(&ObjectPath::from(key)));
-        let upload = started.map_err(|err| store.classify(err, key))?;
-        Ok(ObjectWriter {
-            key: key.to_owned(),
-            upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+    fn new(store: Store, key: &str, upload_id: MultipartId, journal: Option<Journal>) -> ObjectWriter {
+        ObjectWriter {
             store,
+            key: key.to_owned(),
+            path: ObjectPath::from(key),
+            upload_id,
+            state: State::Open,
+            continued: journal.as_ref().map(Journal::stored),
+            journal,
+            parts: Vec::new(),
+            part: Vec::with_capacity(PART_SIZE),
+            in_flight: JoinSet::new(),
             hasher: Sha256::new(),
             size: 0,
             head: Vec::new(),
-        })
-    }
-
-    /// Uploads what is buffered, waits for every part and completes the upload: only
-    /// now does the object appear under its key.
-    pub fn finish(mut self) -> Result<Uploaded, io::Error> {
-        let upload = self.upload.take().ok_or_else(aborted)?;
-        let Self { store, key, hasher, size, head, .. } = &mut self;
-        let finished = store.block_on(upload.finish());
-        finished.map_err(|err| io::Error::from(store.classify(err, key)))?;
-        let sha256 = hex(&std::mem::take(hasher).finalize());
-        Ok(Uploaded { size: *size, sha256, head: std::mem::take(head) })
-    }
-
-    /// Aborts the upload (its stored parts are deleted) after `err`, and returns `err`.
-    fn fail(&mut self, err: object_store::Error) -> io::Error {
-        if let Some(upload) = self.upload.take() {
-            // The abort's own failure leaves an incomplete upload, still invisible.
-            let _ = self.store.block_on(upload.abort());
+            reused: 0,
         }
-        io::Error::from(self.store.classify(err, &self.key))
+    }
+
+    /// If this upload continues an unfinished one: the bytes its journal says are stored.
+    pub fn continued(&self) -> Option<u64> {
+        self.continued
+    }
+
+    /// Uploads the last part, waits for every part and completes the upload: only now
+    /// does the object appear under its key. The journal is then deleted.
+    pub fn finish(mut self) -> Result<Uploaded, io::Error> {
+        self.complete().map_err(|err| io::Error::from(self.fail(err)))
+    }
+
+    fn complete(&mut self) -> Result<Uploaded> {
+        if self.state != State::Open {
+            return Err(aborted(&self.store, &self.key));
+        }
+        if !self.part.is_empty() {
+            self.ship()?;
+        }
+        self.wait_for(0)?;
+        let parts = self.parts.iter().flatten().cloned().collect();
+        let completed = self.store.block_on(self.store.s3.complete_multipart(&self.path, &self.upload_id, parts));
+        if let Err(err) = completed {
+            return Err(self.store_error(err));
+        }
+        self.state = State::Done;
+        if let Some(journal) = self.journal.take() {
+            // A journal left behind names a completed upload: the next upload of this key
+            // finds the server no longer knows it and starts afresh.
+            let _ = journal.remove();
+        }
+        let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
+        Ok(Uploaded { size: self.size, sha256, head: std::mem::take(&mut self.head), reused: self.reused })
+    }
+
+    /// Ships the part being filled: skipped if an earlier run stored the same bytes,
+    /// else uploaded once fewer than [`PARTS_IN_FLIGHT`] parts are in flight.
+    fn ship(&mut self) -> Result<()> {
+        self.reap_finished()?;
+        let index = self.parts.len();
+        let sha256 = hex(&Sha256::digest(&self.part));
+        let len = self.part.len() as u64;
+        if let Some(stored) = self.journal.as_ref().and_then(|journal| journal.part(index + 1)) {
+            if stored.len != len || stored.sha256 != sha256 {
+                let reason = format!(
+                    "part {} of the stream differs from the one stored (another subvolume, parent or option?)",
+                    index + 1
+                );
+                return Err(self.discard(reason));
+            }
+            self.parts.push(Some(PartId { content_id: stored.etag.clone() }));
+            self.reused += len;
+            self.part.clear();
+            return Ok(());
+        }
+        self.wait_for(PARTS_IN_FLIGHT - 1)?;
+        let payload = PutPayload::from(std::mem::replace(&mut self.part, Vec::with_capacity(PART_SIZE)));
+        let record = StoredPart { number: index + 1, etag: String::new(), len, sha256 };
+        let (s3, path, id) = (self.store.s3.clone(), self.path.clone(), self.upload_id.clone());
+        let put = async move { (index, record, s3.put_part(&path, &id, index, payload).await) };
+        self.in_flight.spawn_on(put, self.store.runtime.handle());
+        self.parts.push(None);
+        Ok(())
+    }
+
+    /// Records the parts whose upload finished, without waiting.
+    fn reap_finished(&mut self) -> Result<()> {
+        while let Some(joined) = self.in_flight.try_join_next() {
+            self.reap(joined)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until at most `most` parts are in flight, recording those that finish.
+    fn wait_for(&mut self, most: usize) -> Result<()> {
+        self.reap_finished()?;
+        while self.in_flight.len() > most {
+            let Some(joined) = self.store.block_on(self.in_flight.join_next()) else { break };
+            self.reap(joined)?;
+        }
+        Ok(())
+    }
+
+    /// Records a finished part (in the journal too), or returns why it failed.
+    fn reap(&mut self, joined: Result<PutOutcome, tokio::task::JoinError>) -> Result<()> {
+        let (index, mut record, put) = joined.map_err(|err| {
+            let source = object_store::Error::Generic { store: "S3", source: Box::new(err) };
+            Error::Store { url: self.store.url(&self.key), source }
+        })?;
+        let part = put.map_err(|err| self.store_error(err))?;
+        record.etag = part.content_id.clone();
+        self.parts[index] = Some(part);
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        journal.record(record).map_err(|source| Error::Journal { path: journal.file.clone(), source })
+    }
+
+    /// `err` of a request for this upload, classified; on a continued upload, a
+    /// server that does not know the upload (404, or 403 as s3s-fs answers) discards it.
+    fn store_error(&mut self, err: object_store::Error) -> Error {
+        let unknown = matches!(
+            err,
+            object_store::Error::NotFound { .. } | object_store::Error::PermissionDenied { .. }
+        ) || err.to_string().contains("NoSuchUpload");
+        if self.continued.is_some() && unknown {
+            return self.discard(format!("the server no longer knows it ({err})"));
+        }
+        self.store.classify(err, &self.key)
+    }
+
+    /// Aborts the upload, deletes its journal and says why ([`Error::Discarded`]).
+    fn discard(&mut self, reason: String) -> Error {
+        self.state = State::Failed;
+        self.abort_upload();
+        if let Some(journal) = self.journal.take() {
+            if let Err(source) = journal.remove() {
+                return Error::Journal { path: journal.file, source };
+            }
+        }
+        Error::Discarded { url: self.store.url(&self.key), reason }
+    }
+
+    /// Ends the upload after `err`: with a journal, keeps it for the next run (after
+    /// recording the parts still in flight that get stored); without, aborts it.
+    fn fail(&mut self, err: Error) -> Error {
+        if self.state != State::Open {
+            return err;
+        }
+        self.state = State::Failed;
+        if self.journal.is_none() {
+            self.abort_upload();
+            return err;
+        }
+        while let Some(joined) = self.store.block_on(self.in_flight.join_next()) {
+            // A part that failed too is simply not recorded.
+            let _ = self.reap(joined);
+        }
+        let stored = self.journal.as_ref().map_or(0, Journal::stored);
+        let (url, endpoint) = (self.store.url(&self.key), self.store.endpoint.clone());
+        Error::Interrupted { url, endpoint, stored, source: Box::new(err) }
+    }
+
+    /// Aborts the multipart upload (its stored parts are deleted); the abort's own
+    /// failure leaves an incomplete upload, still invisible.
+    fn abort_upload(&mut self) {
+        self.in_flight.abort_all();
+        let _ = self.store.block_on(self.store.s3.abort_multipart(&self.path, &self.upload_id));
     }
 }
 
-fn aborted() -> io::Error {
-    io::Error::other("the upload was aborted after an earlier error")
+fn aborted(store: &Store, key: &str) -> Error {
+    let message = "the upload was stopped after an earlier error";
+    Error::Store { url: store.url(key), source: object_store::Error::Generic { store: "S3", source: message.into() } }
 }
 
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let upload = self.upload.as_mut().ok_or_else(aborted)?;
-        let written = self.store.block_on(async {
-            upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-            // In the runtime: a full part starts uploading at once.
-            upload.write(buf);
-            Ok(())
-        });
-        if let Err(err) = written {
-            return Err(self.fail(err));
+        if self.state != State::Open {
+            return Err(aborted(&self.store, &self.key).into());
         }
-        self.hasher.update(buf);
-        self.size += buf.len() as u64;
-        let keep = buf.len().min(HEAD_KEPT.saturating_sub(self.head.len()));
-        self.head.extend_from_slice(&buf[..keep]);
-        Ok(buf.len())
+        let taken = &buf[..buf.len().min(PART_SIZE - self.part.len())];
+        self.part.extend_from_slice(taken);
+        self.hasher.update(taken);
+        self.size += taken.len() as u64;
+        let keep = taken.len().min(HEAD_KEPT.saturating_sub(self.head.len()));
+        self.head.extend_from_slice(&taken[..keep]);
+        if self.part.len() == PART_SIZE {
+            self.ship().map_err(|err| io::Error::from(self.fail(err)))?;
+        }
+        Ok(taken.len())
     }
 
     /// Parts upload as they fill; the last one only at [`ObjectWriter::finish`].
@@ -110,10 +330,10 @@ impl Write for ObjectWriter {
 }
 
 impl Drop for ObjectWriter {
+    /// A writer dropped unfinished is stopped as by a failure (see [`ObjectWriter::fail`]).
     fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            let _ = self.store.block_on(upload.abort());
-        }
+        let stopped = aborted(&self.store, &self.key);
+        self.fail(stopped);
     }
 }
 

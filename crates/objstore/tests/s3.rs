@@ -39,7 +39,7 @@ fn upload_is_visible_only_when_finished_and_reads_back_equal() {
     server.bucket("bkt");
     let store = open(&server, "bkt");
     let bytes = data(21 << 20);
-    let mut writer = store.writer("dir/stream").expect("writer");
+    let mut writer = store.writer("dir/stream", None).expect("writer");
     writer.write_all(&bytes).expect("write");
     assert_eq!(keys(&store), Vec::<String>::new(), "a stream being uploaded is not visible");
     let uploaded = writer.finish().expect("finish");
@@ -55,10 +55,10 @@ fn dropped_or_failed_upload_leaves_no_object() {
     let mut server = S3Server::start();
     server.bucket("bkt");
     let store = open(&server, "bkt");
-    let mut dropped = store.writer("dropped").expect("writer");
+    let mut dropped = store.writer("dropped", None).expect("writer");
     dropped.write_all(&data(9 << 20)).expect("write");
     drop(dropped);
-    let mut failed = store.writer("failed").expect("writer");
+    let mut failed = store.writer("failed", None).expect("writer");
     failed.write_all(&data(9 << 20)).expect("write");
     server.stop();
     let finished = failed.finish();
@@ -120,7 +120,7 @@ fn download_continues_after_the_connection_is_cut() {
     let server = S3Server::start();
     server.bucket("bkt");
     let bytes = data(20 << 20);
-    let mut writer = open(&server, "bkt").writer("s").expect("writer");
+    let mut writer = open(&server, "bkt").writer("s", None).expect("writer");
     writer.write_all(&bytes).expect("write");
     writer.finish().expect("finish");
     // Twelve cuts, 1 MiB apart: more than object_store's own retries of a body (5).
