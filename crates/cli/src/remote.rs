@@ -20,7 +20,9 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
-use rawsend_objstore::{self as objstore, Journals, Location, ObjectReader, ObjectWriter, Store, StreamInfo, Uploaded};
+use rawsend_objstore::{
+    self as objstore, Journals, Location, ObjectReader, ObjectWriter, Store, StreamInfo, Uploaded,
+};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
 use crate::dump::Input;
@@ -170,7 +172,10 @@ fn upload_once(
     let cannot = || format!("cannot upload the stream to {location}");
     let done = uploaded.with_context(cannot)?.finish().with_context(cannot)?;
     if continued.is_some() && !quiet {
-        eprintln!("rawsend: {} of the stream's {} bytes were already stored, not sent again", done.reused, done.size);
+        eprintln!(
+            "rawsend: {} of the stream's {} bytes were already stored, not sent again",
+            done.reused, done.size
+        );
     }
     Ok(done)
 }

@@ -123,7 +123,8 @@ impl Journal {
         let temp = self.file.with_extension(format!("{}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(self).expect("Journal serializes");
         let written = (|| {
-            let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+            let mut out =
+                OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
             out.write_all(&json)?;
             out.sync_all()?;
             fs::rename(&temp, &self.file)?;
@@ -158,7 +159,10 @@ mod tests {
         assert_eq!(dir(all), Some(PathBuf::from("/s")));
         assert_eq!(dir(&all[1..]), Some(PathBuf::from("/x/rawsend/uploads")));
         assert_eq!(dir(&all[2..]), Some(PathBuf::from("/h/.local/state/rawsend/uploads")));
-        assert_eq!(dir(&[("RAWSEND_STATE_DIR", ""), ("HOME", "/h")]), Some(PathBuf::from("/h/.local/state/rawsend/uploads")));
+        assert_eq!(
+            dir(&[("RAWSEND_STATE_DIR", ""), ("HOME", "/h")]),
+            Some(PathBuf::from("/h/.local/state/rawsend/uploads"))
+        );
         assert_eq!(dir(&[]), None);
     }
 
@@ -185,7 +189,10 @@ mod tests {
         assert_eq!(loaded.stored(), 16);
         assert!(Journal::load(file.clone(), "http://e", "b", "k", 16).is_none(), "another part size");
         assert!(Journal::load(file.clone(), "http://other", "b", "k", 8).is_none(), "another endpoint");
-        let names: Vec<_> = fs::read_dir(journals.dir()).expect("dir").map(|entry| entry.expect("entry").file_name()).collect();
+        let names: Vec<_> = fs::read_dir(journals.dir())
+            .expect("dir")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         journal.remove().expect("remove");
         assert!(Journal::load(file, "http://e", "b", "k", 8).is_none());

@@ -111,7 +111,8 @@ impl Store {
             return Err(Error::NoCredentials);
         };
         let region = get("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
-        let endpoint = get("AWS_ENDPOINT_URL").unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let endpoint =
+            get("AWS_ENDPOINT_URL").unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_access_key_id(key_id)

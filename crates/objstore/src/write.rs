@@ -70,6 +70,7 @@ pub struct ObjectWriter {
 }
 
 /// What a finished upload wrote.
+#[derive(Debug)]
 pub struct Uploaded {
     /// Bytes written.
     pub size: u64,
@@ -91,7 +92,9 @@ impl Store {
             return Ok(ObjectWriter::new(self.clone(), key, upload_id, None));
         };
         let file = journals.file(&self.endpoint, &self.bucket, key);
-        if let Some(journal) = Journal::load(file.clone(), &self.endpoint, &self.bucket, key, PART_SIZE as u64) {
+        if let Some(journal) =
+            Journal::load(file.clone(), &self.endpoint, &self.bucket, key, PART_SIZE as u64)
+        {
             return Ok(ObjectWriter::new(self.clone(), key, journal.upload_id.clone(), Some(journal)));
         }
         let upload_id = self.create_upload(key)?;
@@ -173,7 +176,8 @@ impl ObjectWriter {
         }
         self.wait_for(0)?;
         let parts = self.parts.iter().flatten().cloned().collect();
-        let completed = self.store.block_on(self.store.s3.complete_multipart(&self.path, &self.upload_id, parts));
+        let completed =
+            self.store.block_on(self.store.s3.complete_multipart(&self.path, &self.upload_id, parts));
         if let Err(err) = completed {
             return Err(self.store_error(err));
         }
@@ -303,7 +307,10 @@ impl ObjectWriter {
 
 fn aborted(store: &Store, key: &str) -> Error {
     let message = "the upload was stopped after an earlier error";
-    Error::Store { url: store.url(key), source: object_store::Error::Generic { store: "S3", source: message.into() } }
+    Error::Store {
+        url: store.url(key),
+        source: object_store::Error::Generic { store: "S3", source: message.into() },
+    }
 }
 
 impl Write for ObjectWriter {

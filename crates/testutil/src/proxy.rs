@@ -1,0 +1,77 @@
+//! A TCP proxy on loopback that counts the bytes clients send to a server and
+//! can slow them down: tests measure what an upload re-sent, and give
+//! themselves time to interrupt one. A connection whose server is down is
+//! closed at once, as a stopped server would.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A running proxy (its threads live as long as the test process).
+pub struct CountingProxy {
+    port: u16,
+    sent: Arc<AtomicU64>,
+    pause_per_mib: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    /// Starts a proxy to port `upstream` of 127.0.0.1.
+    pub fn start(upstream: u16) -> CountingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let proxy = CountingProxy {
+            port,
+            sent: Arc::new(AtomicU64::new(0)),
+            pause_per_mib: Arc::new(AtomicU64::new(0)),
+        };
+        let (sent, pause) = (Arc::clone(&proxy.sent), Arc::clone(&proxy.pause_per_mib));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let (sent, pause) = (Arc::clone(&sent), Arc::clone(&pause));
+                forward(client, server, sent, pause);
+            }
+        });
+        proxy
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Bytes clients sent through it so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Pauses `millis` milliseconds per MiB clients send from now on (0: full speed).
+    pub fn pause_per_mib(&self, millis: u64) {
+        self.pause_per_mib.store(millis, Ordering::SeqCst);
+    }
+}
+
+/// Copies both ways between `client` and `server`, counting (and pacing) what the client sends.
+fn forward(client: TcpStream, server: TcpStream, sent: Arc<AtomicU64>, pause: Arc<AtomicU64>) {
+    let (mut to_server, mut from_client) =
+        (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(n @ 1..) = from_client.read(&mut buf) {
+            let millis = pause.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(millis * 1000 * n as u64 / (1 << 20)));
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let (mut server, mut client) = (server, client);
+        let _ = std::io::copy(&mut server, &mut client);
+        let _ = client.shutdown(Shutdown::Both);
+    });
+}
