@@ -109,6 +109,7 @@ pub fn upload(
     quiet: bool,
     mut send: impl FnMut(BorrowedFd<'_>) -> Result<()>,
 ) -> Result<()> {
+    survive_closed_connections()?;
     let store = Store::for_location(location)?;
     let journals = journals(&store, location, resume, quiet)?;
     let attempt = |send: &mut dyn FnMut(BorrowedFd<'_>) -> Result<()>| {
@@ -127,6 +128,15 @@ pub fn upload(
         Some(info) => store.put_info(&info)?,
         None => eprintln!("rawsend: warning: {location} does not start with a subvolume: no metadata stored"),
     }
+    Ok(())
+}
+
+/// Makes a write into a connection the server closed (a server stopped mid-request)
+/// fail with EPIPE, which the store retries and reports, instead of killing rawsend with
+/// SIGPIPE (whose default action rawsend keeps for its output; an upload writes none).
+fn survive_closed_connections() -> Result<()> {
+    let noted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGPIPE, noted).context("cannot handle SIGPIPE")?;
     Ok(())
 }
 

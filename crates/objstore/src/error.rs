@@ -90,7 +90,7 @@ pub enum Error {
     },
     /// An upload with a journal stopped; its stored parts stay for the next run.
     #[error(
-        "the upload to {url} (server {endpoint}) stopped with {stored} bytes stored; running the same command again continues it: {source}"
+        "the upload to {url} (server {endpoint}) stopped with {stored} bytes stored; running the same command again continues it"
     )]
     Interrupted {
         /// The URL of the upload.
@@ -100,6 +100,7 @@ pub enum Error {
         /// Bytes of the stream the server holds in acknowledged parts.
         stored: u64,
         /// What stopped it.
+        #[source]
         source: Box<Error>,
     },
     /// The journal of an upload cannot be written.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rawsend_objstore::{Error, Journals, ObjectWriter, Store};
+use rawsend_testutil::journal::journal_parts;
 use rawsend_testutil::proxy::CountingProxy;
 use rawsend_testutil::s3::S3Server;
 use sha2::{Digest, Sha256};
@@ -48,13 +49,7 @@ impl Fixture {
 
     /// The parts recorded in the journal of the upload (none without a journal).
     fn journal_parts(&self) -> usize {
-        let Ok(entries) = fs::read_dir(self.journals().dir()) else { return 0 };
-        let files: Vec<_> = entries.map(|entry| entry.expect("entry").path()).collect();
-        assert!(files.len() <= 1, "one journal per upload: {files:?}");
-        let Some(file) = files.first() else { return 0 };
-        let json: serde_json::Value =
-            serde_json::from_slice(&fs::read(file).expect("read journal")).expect("JSON");
-        json["parts"].as_array().expect("parts").len()
+        journal_parts(self.journals().dir())
     }
 
     fn visible(&self) -> Vec<String> {

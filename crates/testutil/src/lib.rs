@@ -22,6 +22,7 @@ use tempfile::TempDir;
 
 pub mod fixtures;
 pub mod hostile;
+pub mod journal;
 pub mod proxy;
 pub mod s3;
 pub mod snapshots;
