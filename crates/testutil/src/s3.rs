@@ -21,6 +21,8 @@ pub const SECRET_KEY: &str = "rawsend-test-secret";
 pub struct S3Server {
     child: Option<Child>,
     root: TempDir,
+    /// Where rawsend keeps its upload journals (`RAWSEND_STATE_DIR`), not in `$HOME`.
+    state: TempDir,
     port: u16,
 }
 
@@ -30,7 +32,8 @@ impl S3Server {
         let root = tempfile::tempdir().expect("cannot create the S3 server's root");
         let port =
             TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("no free port").port();
-        let mut server = S3Server { child: None, root, port };
+        let state = tempfile::tempdir().expect("cannot create rawsend's state directory");
+        let mut server = S3Server { child: None, root, state, port };
         server.spawn();
         server
     }
@@ -93,13 +96,15 @@ impl S3Server {
         self.env_at(self.port)
     }
 
-    /// The environment that points rawsend at `port` of 127.0.0.1 with this server's keys.
+    /// The environment that points rawsend at `port` of 127.0.0.1 with this server's keys
+    /// (and its upload journals at a temporary directory).
     pub fn env_at(&self, port: u16) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
             ("AWS_REGION", "us-east-1".to_owned()),
             ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+            ("RAWSEND_STATE_DIR", self.state.path().display().to_string()),
         ]
     }
 }
