@@ -71,6 +71,13 @@ pub(crate) struct StoredPart {
     pub sha256: String,
 }
 
+impl StoredPart {
+    /// Part `number` with `etag`, made of `bytes`.
+    pub fn of(number: usize, etag: String, bytes: &[u8]) -> StoredPart {
+        StoredPart { number, etag, len: bytes.len() as u64, sha256: hex(&Sha256::digest(bytes)) }
+    }
+}
+
 /// The record of one unfinished upload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Journal {

@@ -10,7 +10,8 @@
 //! the upload.
 //!
 //! With a journal, each acknowledged part is recorded (number, ETag, length,
-//! SHA-256) as soon as the writer sees it stored; a failure or a drop leaves
+//! SHA-256) as soon as it is stored, by its upload task on a blocking thread
+//! (hashing and fsync stay off the path of the stream); a failure or a drop leaves
 //! the upload and the journal for the next run, whose writer continues the same
 //! upload: a regenerated part whose hash equals the journal's is not uploaded
 //! again. A regenerated part that differs, or an upload the server no longer
@@ -18,7 +19,10 @@
 //! failure or a drop aborts the upload, as nothing could continue it.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
+use object_store::aws::AmazonS3;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartId, PutPayload};
@@ -38,9 +42,23 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// first command, SUBVOL or SNAPSHOT, whose path is at most PATH_MAX).
 const HEAD_KEPT: usize = 64 << 10;
 
-/// What a part's upload task returns: its index, what is recorded of it, and the
-/// server's answer.
-type PutOutcome = (usize, StoredPart, Result<PartId, object_store::Error>);
+/// The journal, shared with the upload tasks that record parts in it.
+type SharedJournal = Arc<Mutex<Journal>>;
+
+fn lock(journal: &SharedJournal) -> MutexGuard<'_, Journal> {
+    journal.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a part's upload task failed.
+enum PartFailure {
+    /// The server's answer.
+    Store(object_store::Error),
+    /// The journal could not record the stored part.
+    Journal(Error),
+}
+
+/// What a part's upload task returns: its index and the stored part.
+type PutOutcome = (usize, Result<PartId, PartFailure>);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,7 +74,7 @@ pub struct ObjectWriter {
     path: ObjectPath,
     upload_id: MultipartId,
     state: State,
-    journal: Option<Journal>,
+    journal: Option<SharedJournal>,
     /// Bytes stored by an earlier run, if this upload continues one.
     continued: Option<u64>,
     /// The parts so far, by index; `None` while uploading.
@@ -113,7 +131,7 @@ impl Store {
             writer.state = State::Failed;
             return Err(Error::Journal { path: journal.file, source });
         }
-        writer.journal = Some(journal);
+        writer.journal = Some(Arc::new(Mutex::new(journal)));
         Ok(writer)
     }
 
@@ -145,7 +163,7 @@ impl ObjectWriter {
             upload_id,
             state: State::Open,
             continued: journal.as_ref().map(Journal::stored),
-            journal,
+            journal: journal.map(|journal| Arc::new(Mutex::new(journal))),
             parts: Vec::new(),
             part: Vec::with_capacity(PART_SIZE),
             in_flight: JoinSet::new(),
@@ -185,7 +203,7 @@ impl ObjectWriter {
         if let Some(journal) = self.journal.take() {
             // A journal left behind names a completed upload: the next upload of this key
             // finds the server no longer knows it and starts afresh.
-            let _ = journal.remove();
+            let _ = lock(&journal).remove();
         }
         let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
         Ok(Uploaded { size: self.size, sha256, head: std::mem::take(&mut self.head), reused: self.reused })
@@ -196,26 +214,24 @@ impl ObjectWriter {
     fn ship(&mut self) -> Result<()> {
         self.reap_finished()?;
         let index = self.parts.len();
-        let sha256 = hex(&Sha256::digest(&self.part));
-        let len = self.part.len() as u64;
-        if let Some(stored) = self.journal.as_ref().and_then(|journal| journal.part(index + 1)) {
-            if stored.len != len || stored.sha256 != sha256 {
+        let stored = self.journal.as_ref().and_then(|journal| lock(journal).part(index + 1).cloned());
+        if let Some(stored) = stored {
+            if stored.len != self.part.len() as u64 || stored.sha256 != hex(&Sha256::digest(&self.part)) {
                 let reason = format!(
                     "part {} of the stream differs from the one stored (another subvolume, parent or option?)",
                     index + 1
                 );
                 return Err(self.discard(reason));
             }
-            self.parts.push(Some(PartId { content_id: stored.etag.clone() }));
-            self.reused += len;
+            self.parts.push(Some(PartId { content_id: stored.etag }));
+            self.reused += stored.len;
             self.part.clear();
             return Ok(());
         }
         self.wait_for(PARTS_IN_FLIGHT - 1)?;
-        let payload = PutPayload::from(std::mem::replace(&mut self.part, Vec::with_capacity(PART_SIZE)));
-        let record = StoredPart { number: index + 1, etag: String::new(), len, sha256 };
-        let (s3, path, id) = (self.store.s3.clone(), self.path.clone(), self.upload_id.clone());
-        let put = async move { (index, record, s3.put_part(&path, &id, index, payload).await) };
+        let bytes = Bytes::from(std::mem::replace(&mut self.part, Vec::with_capacity(PART_SIZE)));
+        let part = Part { index, bytes, journal: self.journal.clone() };
+        let put = part.put(self.store.s3.clone(), self.path.clone(), self.upload_id.clone());
         self.in_flight.spawn_on(put, self.store.runtime.handle());
         self.parts.push(None);
         Ok(())
@@ -239,17 +255,18 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Records a finished part (in the journal too), or returns why it failed.
+    /// Takes a finished part, or returns why it failed.
     fn reap(&mut self, joined: Result<PutOutcome, tokio::task::JoinError>) -> Result<()> {
-        let (index, mut record, put) = joined.map_err(|err| {
+        let (index, put) = joined.map_err(|err| {
             let source = object_store::Error::Generic { store: "S3", source: Box::new(err) };
             Error::Store { url: self.store.url(&self.key), source }
         })?;
-        let part = put.map_err(|err| self.store_error(err))?;
-        record.etag = part.content_id.clone();
-        self.parts[index] = Some(part);
-        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
-        journal.record(record).map_err(|source| Error::Journal { path: journal.file.clone(), source })
+        self.parts[index] = Some(match put {
+            Ok(part) => part,
+            Err(PartFailure::Store(err)) => return Err(self.store_error(err)),
+            Err(PartFailure::Journal(err)) => return Err(err),
+        });
+        Ok(())
     }
 
     /// `err` of a request for this upload, classified; on a continued upload, a
@@ -270,8 +287,9 @@ impl ObjectWriter {
         self.state = State::Failed;
         self.abort_upload();
         if let Some(journal) = self.journal.take() {
+            let journal = lock(&journal);
             if let Err(source) = journal.remove() {
-                return Error::Journal { path: journal.file, source };
+                return Error::Journal { path: journal.file.clone(), source };
             }
         }
         Error::Discarded { url: self.store.url(&self.key), reason }
@@ -292,7 +310,7 @@ impl ObjectWriter {
             // A part that failed too is simply not recorded.
             let _ = self.reap(joined);
         }
-        let stored = self.journal.as_ref().map_or(0, Journal::stored);
+        let stored = self.journal.as_ref().map_or(0, |journal| lock(journal).stored());
         let (url, endpoint) = (self.store.url(&self.key), self.store.endpoint.clone());
         Error::Interrupted { url, endpoint, stored, source: Box::new(err) }
     }
@@ -303,6 +321,40 @@ impl ObjectWriter {
         self.in_flight.abort_all();
         let _ = self.store.block_on(self.store.s3.abort_multipart(&self.path, &self.upload_id));
     }
+}
+
+/// A part to upload.
+struct Part {
+    index: usize,
+    bytes: Bytes,
+    journal: Option<SharedJournal>,
+}
+
+impl Part {
+    /// Uploads the part and, once stored, records it in the journal (on a blocking thread).
+    async fn put(self, s3: Arc<AmazonS3>, path: ObjectPath, id: MultipartId) -> PutOutcome {
+        let Part { index, bytes, journal } = self;
+        let put = s3.put_part(&path, &id, index, PutPayload::from(bytes.clone())).await;
+        let stored = match (put, journal) {
+            (Err(err), _) => Err(PartFailure::Store(err)),
+            (Ok(part), None) => Ok(part),
+            (Ok(part), Some(journal)) => {
+                let (etag, path) = (part.content_id.clone(), lock(&journal).file.clone());
+                let record = move || record(&journal, StoredPart::of(index + 1, etag, &bytes));
+                let recorded = tokio::task::spawn_blocking(record)
+                    .await
+                    .unwrap_or_else(|err| Err(Error::Journal { path, source: io::Error::other(err) }));
+                recorded.map(|()| part).map_err(PartFailure::Journal)
+            }
+        };
+        (index, stored)
+    }
+}
+
+/// Records `part` in `journal`.
+fn record(journal: &SharedJournal, part: StoredPart) -> Result<()> {
+    let mut journal = lock(journal);
+    journal.record(part).map_err(|source| Error::Journal { path: journal.file.clone(), source })
 }
 
 fn aborted(store: &Store, key: &str) -> Error {
