@@ -91,11 +91,10 @@ impl Fixture {
         self.full_speed();
     }
 
-    /// The local stream of `subvol`, as `rawsend send -f FILE` writes it.
-    fn local_stream(&self, subvol: &str) -> Vec<u8> {
-        let file = format!("{subvol}.stream");
-        self.ok(&["send", "-q", "-f", &file, subvol]);
-        fs::read(self.path(&file)).expect("local stream")
+    /// The stream `rawsend send -f local.stream ARGS` writes.
+    fn local_stream(&self, args: &[&str]) -> Vec<u8> {
+        self.ok(&[&["send", "-q", "-f", "local.stream"][..], args].concat());
+        fs::read(self.path("local.stream")).expect("local stream")
     }
 
     fn object(&self, key: &str) -> Option<Vec<u8>> {
@@ -142,10 +141,10 @@ fn stored_bytes(stderr: &str) -> u64 {
 #[test]
 fn a_killed_upload_is_continued_by_the_same_command() {
     let fixture = Fixture::new();
-    let local = fixture.local_stream("big");
+    let local = fixture.local_stream(&["big"]);
     fixture.kill_upload("big", "big");
     assert_eq!(fixture.object("big"), None, "a killed upload is not visible");
-    let before = fixture.proxy.sent();
+    let before = fixture.proxy.settled();
     let output = fixture.ok(&["send", "-f", "s3://bkt/big", "big"]);
     let sent = fixture.proxy.sent() - before;
     let text = stderr(&output);
@@ -161,7 +160,7 @@ fn a_killed_upload_is_continued_by_the_same_command() {
         local.len()
     );
     assert!(fixture.object("big") == Some(local), "the object differs from the local stream");
-    assert_eq!(fixture.sidecar_sha256("big"), sha256(&fixture.path("big.stream")));
+    assert_eq!(fixture.sidecar_sha256("big"), sha256(&fixture.path("local.stream")));
     assert_eq!(fs::read_dir(fixture.state.path()).expect("state dir").count(), 0, "the journal is deleted");
     assert_eq!(fixture.server_uploads(), 0);
 }
@@ -169,7 +168,7 @@ fn a_killed_upload_is_continued_by_the_same_command() {
 #[test]
 fn a_stopped_server_is_named_and_the_upload_continues_after_its_restart() {
     let mut fixture = Fixture::new();
-    let local = fixture.local_stream("big");
+    let local = fixture.local_stream(&["big"]);
     let child = fixture.send_until_a_part_is_stored("big", "big");
     fixture.server.stop();
     let output = child.wait_with_output().expect("wait");
@@ -184,27 +183,28 @@ fn a_stopped_server_is_named_and_the_upload_continues_after_its_restart() {
     let output = fixture.ok(&["send", "-f", "s3://bkt/big", "big"]);
     assert!(stored_bytes(&stderr(&output)) >= 8 << 20, "{}", stderr(&output));
     assert!(fixture.object("big") == Some(local), "the object differs from the local stream");
-    assert_eq!(fixture.sidecar_sha256("big"), sha256(&fixture.path("big.stream")));
+    assert_eq!(fixture.sidecar_sha256("big"), sha256(&fixture.path("local.stream")));
 }
 
 #[test]
 fn another_stream_or_no_resume_starts_a_fresh_upload() {
     let fixture = Fixture::new();
     fixture.kill_upload("s", "big");
-    let output = fixture.ok(&["send", "-f", "s3://bkt/s", "s1"]);
+    // An incremental stream of the same snapshot: from its first command on, its parts
+    // differ from every part of the full stream the journal recorded.
+    let output = fixture.ok(&["send", "-p", "s1", "-f", "s3://bkt/s", "big"]);
     let text = stderr(&output);
-    assert!(
-        text.contains("the unfinished upload to s3://bkt/s was discarded: part 1 of the stream differs"),
-        "{text}"
-    );
+    assert!(text.contains("the unfinished upload to s3://bkt/s was discarded: part "), "{text}");
+    assert!(text.contains(" of the stream differs from the one stored"), "{text}");
     assert!(text.contains("sending again from the start"), "{text}");
-    assert!(fixture.object("s") == Some(fixture.local_stream("s1")), "the object is not s1's stream");
+    let incremental = fixture.local_stream(&["-p", "s1", "big"]);
+    assert!(fixture.object("s") == Some(incremental), "the object is not the incremental stream");
     fixture.kill_upload("s", "big");
     let output = fixture.ok(&["send", "--no-resume", "-f", "s3://bkt/s", "big"]);
     let text = stderr(&output);
     assert!(text.contains("discarded the unfinished upload to s3://bkt/s"), "{text}");
     assert!(!text.contains("continuing"), "{text}");
-    assert!(fixture.object("s") == Some(fixture.local_stream("big")), "the object is not big's stream");
+    assert!(fixture.object("s") == Some(fixture.local_stream(&["big"])), "the object is not big's stream");
     assert_eq!(fs::read_dir(fixture.state.path()).expect("state dir").count(), 0, "no journal kept");
     assert_eq!(fixture.server_uploads(), 0, "the discarded uploads are aborted");
 }

@@ -127,7 +127,7 @@ impl Journal {
     pub fn save(&self) -> io::Result<()> {
         let dir = self.file.parent().expect("a journal file is in a directory");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let temp = self.file.with_extension(format!("{}.tmp", std::process::id()));
+        let temp = self.temp_file();
         let json = serde_json::to_vec_pretty(self).expect("Journal serializes");
         let written = (|| {
             let mut out =
@@ -143,12 +143,21 @@ impl Journal {
         written
     }
 
-    /// Deletes the journal file.
+    /// Where the next version is written before it is renamed over the journal (one
+    /// name, so that a process killed while writing leaves one file, removed with it).
+    fn temp_file(&self) -> PathBuf {
+        self.file.with_extension("tmp")
+    }
+
+    /// Deletes the journal file (and a temporary one a killed process left).
     pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_file(&self.file) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        for file in [self.temp_file(), self.file.clone()] {
+            match fs::remove_file(&file) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -201,7 +210,9 @@ mod tests {
             .map(|entry| entry.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        fs::write(file.with_extension("tmp"), b"{").expect("a temporary file left by a kill");
         journal.remove().expect("remove");
+        assert_eq!(fs::read_dir(journals.dir()).expect("dir").count(), 0, "both files removed");
         assert!(Journal::load(file, "http://e", "b", "k", 8).is_none());
     }
 }

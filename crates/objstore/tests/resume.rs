@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rawsend_objstore::{Error, Journals, ObjectWriter, Store};
@@ -75,20 +74,6 @@ fn sha256(bytes: &[u8]) -> String {
 /// The object store error inside `err`.
 fn store_error(err: &std::io::Error) -> &Error {
     err.get_ref().and_then(|inner| inner.downcast_ref::<Error>()).expect("an object storage error")
-}
-
-/// Waits until `file` exists in `dir` (the server stored a part).
-fn wait_for_file(dir: &Path, name_end: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let found = || {
-        fs::read_dir(dir)
-            .expect("dir")
-            .any(|entry| entry.expect("entry").file_name().to_string_lossy().ends_with(name_end))
-    };
-    while !found() {
-        assert!(Instant::now() < deadline, "no {name_end} in {} within 30 s", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -169,9 +154,12 @@ fn an_upload_cut_by_a_stopped_server_continues_after_its_restart() {
     let bytes = data(3 * PART, 4);
     let mut first = fixture.writer();
     first.write_all(&bytes[..2 * PART + MIB]).expect("write");
-    wait_for_file(&fixture.server.root(), ".part-2");
-    // Time for the server's acknowledgement to arrive.
-    std::thread::sleep(Duration::from_millis(500));
+    // The upload tasks record stored parts in the journal themselves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fixture.journal_parts() < 2 {
+        assert!(Instant::now() < deadline, "two parts not recorded within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     fixture.server.stop();
     let err = first.write_all(&bytes[2 * PART + MIB..]).and_then(|()| first.finish().map(drop));
     let err = err.expect_err("the server is stopped");

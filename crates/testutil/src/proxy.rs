@@ -47,6 +47,20 @@ impl CountingProxy {
         self.sent.load(Ordering::SeqCst)
     }
 
+    /// Bytes clients sent, once nothing more arrived for 300 ms: what a killed client
+    /// had left in its socket still passes through the proxy after its death.
+    pub fn settled(&self) -> u64 {
+        let mut last = self.sent();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.sent();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// Pauses `millis` milliseconds per MiB clients send from now on (0: full speed).
     pub fn pause_per_mib(&self, millis: u64) {
         self.pause_per_mib.store(millis, Ordering::SeqCst);
