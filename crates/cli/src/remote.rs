@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
-use rawsend_objstore::{Location, ObjectReader, ObjectWriter, Store, StreamInfo};
+use rawsend_objstore::{CloneSource, Location, ObjectReader, ObjectWriter, Origin, Store, StreamInfo};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
 use crate::dump::Input;
@@ -93,9 +93,13 @@ impl AsFd for Downloaded {
 }
 
 /// Runs `send` with a socket to write the stream into, uploading what comes out of it
-/// to `location`; the object is completed, and its sidecar written, only if `send`
-/// succeeded.
-pub fn upload(location: &Location, send: impl FnOnce(BorrowedFd<'_>) -> Result<()>) -> Result<()> {
+/// to `location`; the object is completed, and its sidecar (made as `origin` says)
+/// written, only if `send` succeeded.
+pub fn upload(
+    location: &Location,
+    origin: Origin,
+    send: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
+) -> Result<()> {
     let store = Store::for_location(location)?;
     let writer = store.writer(&location.key)?;
     let (ours, theirs) = socket_pair()?;
@@ -106,7 +110,7 @@ pub fn upload(location: &Location, send: impl FnOnce(BorrowedFd<'_>) -> Result<(
     sent?;
     let cannot = || format!("cannot upload the stream to {location}");
     let done = uploaded.with_context(cannot)?.finish().with_context(cannot)?;
-    match StreamInfo::describe(&location.key, &done) {
+    match StreamInfo::describe(&location.key, &done, origin) {
         Some(info) => store.put_info(&info)?,
         None => eprintln!("rawsend: warning: {location} does not start with a subvolume: no metadata stored"),
     }
@@ -160,7 +164,7 @@ pub fn ls(args: &LsArgs) -> Result<()> {
     for (depth, info) in chains {
         let kind = if info.parent_uuid.is_some() { "incremental" } else { "full" };
         println!(
-            "{:indent$}{}  {}  {kind}  uuid {}  ctransid {}  {} bytes  sha256 {}",
+            "{:indent$}{}  {}  {kind}  uuid {}  ctransid {}  {} bytes  sha256 {}{}",
             "",
             info.key,
             info.name,
@@ -168,10 +172,35 @@ pub fn ls(args: &LsArgs) -> Result<()> {
             info.ctransid,
             info.size,
             info.sha256,
+            origin_text(&info.origin),
             indent = depth * 2
         );
     }
     Ok(())
+}
+
+/// The clone sources and flags of `origin` as `ls` prints them after the other fields.
+fn origin_text(origin: &Origin) -> String {
+    let mut text = String::new();
+    if let Some(sources) = &origin.clone_sources {
+        let named: Vec<String> =
+            sources.iter().map(|source| format!("{} ({})", source.uuid, source.ctransid)).collect();
+        let list = if named.is_empty() { "none".to_owned() } else { named.join(", ") };
+        text.push_str(&format!("  clone sources {list}"));
+    }
+    if !origin.flags.is_empty() {
+        text.push_str(&format!("  flags {}", origin.flags.join(",")));
+    }
+    text
+}
+
+/// The clone sources recorded in the sidecar of the stream object `path` names, if
+/// it is one and has a sidecar that records them.
+pub fn clone_sources_of(path: &Path) -> Result<Option<Vec<CloneSource>>> {
+    let Some(location) = location(path) else { return Ok(None) };
+    let location = location?;
+    let info = Store::for_location(&location)?.stream_info(&location.key)?;
+    Ok(info.and_then(|info| info.origin.clone_sources))
 }
 
 /// Arguments of `rawsend restore`.
