@@ -6,10 +6,11 @@
 //! `~/.aws/credentials`, section `[NAME]`), else from the profile in the config
 //! file (`AWS_CONFIG_FILE`, default `~/.aws/config`, section `[profile NAME]`,
 //! `[default]` for the default profile); a session token only from where the
-//! keys came from. Region and endpoint come from the environment, else the
-//! config file: `region`, and `endpoint_url` of `s3` in the profile's
-//! `services` section (`[services NAME]`, then `s3 =` with an indented
-//! `endpoint_url = URL`), else the profile's own `endpoint_url`. The profile is
+//! keys came from. Region (`AWS_REGION`, `AWS_DEFAULT_REGION`) and endpoint
+//! (`AWS_ENDPOINT_URL`) come from the environment, else the config file:
+//! `region`, and `endpoint_url` of `s3` in the profile's `services` section
+//! (`[services NAME]`, then `s3 =` with an indented `endpoint_url = URL`),
+//! else the profile's own `endpoint_url`. The profile is
 //! `AWS_PROFILE`, else `default`. A missing file reads as empty; an unreadable
 //! or malformed one is an error naming the file and line, never quoting it
 //! (it holds secrets).
@@ -43,28 +44,8 @@ impl Settings {
         read: &dyn Fn(&Path) -> io::Result<String>,
     ) -> Result<Settings> {
         let get = |name: &str| env(name).filter(|value| !value.is_empty());
-        let profile = get("AWS_PROFILE");
-        let name = profile.as_deref().unwrap_or("default");
-        let home = get("HOME").map(|home| Path::new(&home).join(".aws"));
-        let file = |var: &str, default: &str| {
-            get(var).map(PathBuf::from).or_else(|| Some(home.as_ref()?.join(default)))
-        };
-        let (credentials_path, config_path) =
-            (file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), file("AWS_CONFIG_FILE", "config"));
-        let credentials_file = Ini::load(credentials_path.as_deref(), read)?;
-        let config_file = Ini::load(config_path.as_deref(), read)?;
-        let config_name = if name == "default" { name.to_owned() } else { format!("profile {name}") };
-        let credentials = credentials_file.section(name);
-        let config = config_file.section(&config_name);
-        if profile.is_some() && name != "default" && credentials.is_none() && config.is_none() {
-            let shown = |path: Option<PathBuf>| {
-                path.map_or_else(|| "(no file)".to_owned(), |path| path.display().to_string())
-            };
-            return Err(Error::ProfileMissing {
-                profile: name.to_owned(),
-                files: format!("{} nor {}", shown(credentials_path), shown(config_path)),
-            });
-        }
+        let files = Files::load(&get, read)?;
+        let (credentials, config) = files.profile(get("AWS_PROFILE").as_deref())?;
         let from_env = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
             (Some(key_id), Some(secret)) => Some((key_id, secret, get("AWS_SESSION_TOKEN"))),
             _ => None,
@@ -77,12 +58,57 @@ impl Settings {
             .or_else(|| get("AWS_DEFAULT_REGION"))
             .or_else(|| config.and_then(|config| config.get("region")))
             .unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        let services = config.and_then(|config| config.get("services"));
-        let s3_service = services.and_then(|services| config_file.section(&format!("services {services}")));
-        let endpoint = get("AWS_ENDPOINT_URL")
-            .or_else(|| s3_service.and_then(|service| service.get("s3.endpoint_url")))
-            .or_else(|| config.and_then(|config| config.get("endpoint_url")));
+        let endpoint = get("AWS_ENDPOINT_URL").or_else(|| files.endpoint(config?));
         Ok(Settings { key_id, secret, token, region, endpoint })
+    }
+}
+
+/// The AWS CLI's credentials and config files, each with its path.
+struct Files {
+    credentials: (Option<PathBuf>, Ini),
+    config: (Option<PathBuf>, Ini),
+}
+
+impl Files {
+    /// Reads the files the environment `get` names, or those under `$HOME/.aws`.
+    fn load(
+        get: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&Path) -> io::Result<String>,
+    ) -> Result<Files> {
+        let home = get("HOME").map(|home| Path::new(&home).join(".aws"));
+        let load = |var: &str, default: &str| {
+            let path = get(var).map(PathBuf::from).or_else(|| Some(home.as_ref()?.join(default)));
+            let ini = Ini::load(path.as_deref(), read)?;
+            Ok((path, ini))
+        };
+        Ok(Files {
+            credentials: load("AWS_SHARED_CREDENTIALS_FILE", "credentials")?,
+            config: load("AWS_CONFIG_FILE", "config")?,
+        })
+    }
+
+    /// The sections of the profile `chosen` (`None`: `default`) in the credentials and
+    /// the config file; a profile chosen by name must be in one of them.
+    fn profile(&self, chosen: Option<&str>) -> Result<(Option<&Section>, Option<&Section>)> {
+        let name = chosen.unwrap_or("default");
+        let config_name = if name == "default" { name.to_owned() } else { format!("profile {name}") };
+        let found = (self.credentials.1.section(name), self.config.1.section(&config_name));
+        if name != "default" && matches!(found, (None, None)) {
+            let shown = |path: &Option<PathBuf>| {
+                path.as_ref().map_or_else(|| "(no file)".to_owned(), |path| path.display().to_string())
+            };
+            let files = format!("{} nor {}", shown(&self.credentials.0), shown(&self.config.0));
+            return Err(Error::ProfileMissing { profile: name.to_owned(), files });
+        }
+        Ok(found)
+    }
+
+    /// The endpoint of the config file's profile section `config`: that of `s3` in
+    /// its `services` section, else its own.
+    fn endpoint(&self, config: &Section) -> Option<String> {
+        let services =
+            config.get("services").and_then(|name| self.config.1.section(&format!("services {name}")));
+        services.and_then(|services| services.get("s3.endpoint_url")).or_else(|| config.get("endpoint_url"))
     }
 }
 
@@ -232,6 +258,9 @@ mod tests {
         );
         let settings = resolve(&[ENV_KEYS[0], ENV_KEYS[1]], &[]).expect("settings");
         assert_eq!((settings.region.as_str(), settings.endpoint), (DEFAULT_REGION, None));
+        let default_region = [ENV_KEYS[0], ENV_KEYS[1], ("AWS_DEFAULT_REGION", "sa-east-1")];
+        let settings = resolve(&default_region, &[(CONFIG, CONFIG_TEXT)]).expect("settings");
+        assert_eq!(settings.region, "sa-east-1", "AWS_DEFAULT_REGION wins over the config file");
     }
 
     #[test]
