@@ -221,10 +221,20 @@ pub struct RestoreArgs {
 }
 
 /// Runs `rawsend restore`: receives the full stream and the incrementals that end at
-/// snapshot NAME, in order, each with `rawsend receive -f URL [OPTIONS] DEST`.
+/// snapshot NAME, in order, each with `rawsend receive -f URL [OPTIONS] DEST`, after
+/// a warning for each clone source that the chain does not make.
 pub fn restore(args: &RestoreArgs) -> Result<()> {
     let (location, infos) = infos_at(&args.url)?;
     let chain = rawsend_objstore::chain_to(&infos, &args.name)?;
+    for (info, source) in rawsend_objstore::clone_sources_outside(&chain) {
+        eprintln!(
+            "rawsend: warning: {} may clone from subvolume {} (ctransid {}), which no stream of \
+             the chain makes: the receiving side must have it already",
+            location.with_key(&info.key),
+            source.uuid,
+            source.ctransid
+        );
+    }
     for info in chain {
         let url = location.with_key(&info.key).to_string();
         let mut argv = vec!["receive".to_owned(), "-f".to_owned(), url.clone()];

@@ -181,3 +181,40 @@ fn transcode_a_local_stream_to_s3() {
     assert_eq!((info["version"].as_u64(), &info["clone_sources"]), (Some(2), &serde_json::Value::Null));
     assert_eq!(info["flags"], serde_json::json!(["transcoded", "compress=zstd:3"]));
 }
+
+#[test]
+fn restore_warns_of_clone_sources_outside_the_chain() {
+    let fixture = Fixture::new();
+    let btrfs = |args: &[&str]| {
+        rawsend_testutil::run(Command::new("btrfs").args(args).current_dir(fixture.snapshots.root()))
+    };
+    btrfs(&["subvolume", "create", "other"]);
+    fs::write(fixture.path("other/unrelated"), b"shares no extent with s2\n").expect("write");
+    btrfs(&["subvolume", "snapshot", "-r", "other", "other-ro"]);
+    fixture.ok(&["send", "-f", "s3://bkt/w/1", "s1"]);
+    fixture.ok(&["send", "-p", "s1", "-c", "other-ro", "-f", "s3://bkt/w/2", "s2"]);
+    let json = fixture.ok(&["ls", "--json", "s3://bkt/w/"]);
+    let streams: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ls --json is JSON");
+    let sources = listed(&streams, "w/2")["clone_sources"].as_array().expect("clone sources").clone();
+    assert_eq!(sources.len(), 2, "other-ro and s1: {sources:?}");
+    assert_eq!(sources[1]["uuid"], listed(&streams, "w/1")["uuid"]);
+    let dest = tempfile::tempdir().expect("tempdir");
+    let restored = fixture.ok(&[
+        "restore",
+        "s3://bkt/w/",
+        "s2",
+        dest.path().to_str().expect("utf-8"),
+        "--",
+        "--target",
+        "dir",
+    ]);
+    let stderr = String::from_utf8_lossy(&restored.stderr);
+    let warning = format!(
+        "rawsend: warning: s3://bkt/w/2 may clone from subvolume {} (ctransid {}), which no stream of the chain makes",
+        sources[0]["uuid"].as_str().expect("a uuid"),
+        sources[0]["ctransid"]
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+    assert_eq!(stderr.matches("may clone from").count(), 1, "s1 is in the chain: {stderr}");
+    same_tree(&fixture.path("s2"), &dest.path().join("s2"));
+}

@@ -181,6 +181,22 @@ pub fn chain_to<'a>(infos: &'a [StreamInfo], name: &str) -> Result<Vec<&'a Strea
     Ok(chain)
 }
 
+/// The clone sources of the streams of `chain` (in receive order) that neither the
+/// stream itself nor an earlier one makes, each with its stream: the receiver must
+/// have them already.
+/// Streams whose clone sources are not known have none here.
+pub fn clone_sources_outside<'a>(chain: &[&'a StreamInfo]) -> Vec<(&'a StreamInfo, &'a CloneSource)> {
+    let mut outside = Vec::new();
+    for (index, info) in chain.iter().enumerate() {
+        for source in info.origin.clone_sources.iter().flatten() {
+            if !chain[..=index].iter().any(|earlier| earlier.uuid == source.uuid) {
+                outside.push((*info, source));
+            }
+        }
+    }
+    outside
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +209,28 @@ mod tests {
         let info: StreamInfo = serde_json::from_str(OLD_SIDECAR).expect("an older sidecar parses");
         assert_eq!(info.origin, Origin::default());
         assert_eq!((info.name.as_str(), info.ctransid), ("s1", 7));
+    }
+
+    /// A stream of subvolume `uuid` that may clone from `sources` (`None`: not known).
+    fn stream(uuid: &str, sources: Option<&[&str]>) -> StreamInfo {
+        let mut info: StreamInfo = serde_json::from_str(OLD_SIDECAR).expect("parses");
+        info.uuid = uuid.to_owned();
+        let source = |uuid: &&str| CloneSource { uuid: uuid.to_string(), ctransid: 1 };
+        info.origin.clone_sources = sources.map(|sources| sources.iter().map(source).collect());
+        info
+    }
+
+    #[test]
+    fn clone_sources_outside_a_chain_are_those_no_earlier_stream_makes() {
+        let full = stream("a", Some(&["x"]));
+        let incremental = stream("b", Some(&["a", "y", "b"]));
+        let unknown = stream("c", None);
+        let chain = [&full, &incremental, &unknown];
+        let outside: Vec<(&str, &str)> = clone_sources_outside(&chain)
+            .into_iter()
+            .map(|(info, source)| (info.uuid.as_str(), source.uuid.as_str()))
+            .collect();
+        assert_eq!(outside, [("a", "x"), ("b", "y")]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tokio::runtime::Runtime;
 use config::Settings;
 
 pub use error::Error;
-pub use info::{CloneSource, Origin, SIDECAR_SUFFIX, StreamInfo, chain_to, chains};
+pub use info::{CloneSource, Origin, SIDECAR_SUFFIX, StreamInfo, chain_to, chains, clone_sources_outside};
 pub use read::ObjectReader;
 pub use write::{ObjectWriter, Uploaded};
 
@@ -94,7 +94,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `bucket` with the credentials and endpoint of the environment (no request yet).
+    /// Opens `bucket` with the settings of the environment and the AWS files (no request yet).
     pub fn open(bucket: &str) -> Result<Store> {
         Store::open_with(bucket, |name| std::env::var(name).ok())
     }
