@@ -21,7 +21,8 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result, bail};
 use clap::{Args, FromArgMatches};
 use rawsend_objstore::{
-    self as objstore, Journals, Location, ObjectReader, ObjectWriter, Store, StreamInfo, Uploaded,
+    self as objstore, CloneSource, Journals, Location, ObjectReader, ObjectWriter, Origin, Store, StreamInfo,
+    Uploaded,
 };
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
@@ -99,12 +100,14 @@ impl AsFd for Downloaded {
 }
 
 /// Runs `send` with a socket to write the stream into, uploading what comes out of it
-/// to `location`; the object is completed, and its sidecar written, only if `send`
-/// succeeded. With `resume`, an unfinished upload of the same object (in the journals
-/// of [`Journals::from_env`]) is continued, and a failed one is kept for the next run;
-/// a continued upload that had to be discarded is sent once more from the start.
+/// to `location`; the object is completed, and its sidecar (made as `origin` says)
+/// written, only if `send` succeeded. With `resume`, an unfinished upload of the same
+/// object (in the journals of [`Journals::from_env`]) is continued, and a failed one is
+/// kept for the next run; a continued upload that had to be discarded is sent once more
+/// from the start (`send` runs again).
 pub fn upload(
     location: &Location,
+    origin: Origin,
     resume: bool,
     quiet: bool,
     mut send: impl FnMut(BorrowedFd<'_>) -> Result<()>,
@@ -124,7 +127,7 @@ pub fn upload(
         }
         other => other?,
     };
-    match StreamInfo::describe(&location.key, &done) {
+    match StreamInfo::describe(&location.key, &done, origin) {
         Some(info) => store.put_info(&info)?,
         None => eprintln!("rawsend: warning: {location} does not start with a subvolume: no metadata stored"),
     }
@@ -246,7 +249,7 @@ pub fn ls(args: &LsArgs) -> Result<()> {
     for (depth, info) in chains {
         let kind = if info.parent_uuid.is_some() { "incremental" } else { "full" };
         println!(
-            "{:indent$}{}  {}  {kind}  uuid {}  ctransid {}  {} bytes  sha256 {}",
+            "{:indent$}{}  {}  {kind}  uuid {}  ctransid {}  {} bytes  sha256 {}{}",
             "",
             info.key,
             info.name,
@@ -254,10 +257,35 @@ pub fn ls(args: &LsArgs) -> Result<()> {
             info.ctransid,
             info.size,
             info.sha256,
+            origin_text(&info.origin),
             indent = depth * 2
         );
     }
     Ok(())
+}
+
+/// The clone sources and flags of `origin` as `ls` prints them after the other fields.
+fn origin_text(origin: &Origin) -> String {
+    let mut text = String::new();
+    if let Some(sources) = &origin.clone_sources {
+        let named: Vec<String> =
+            sources.iter().map(|source| format!("{} ({})", source.uuid, source.ctransid)).collect();
+        let list = if named.is_empty() { "none".to_owned() } else { named.join(", ") };
+        text.push_str(&format!("  clone sources {list}"));
+    }
+    if !origin.flags.is_empty() {
+        text.push_str(&format!("  flags {}", origin.flags.join(",")));
+    }
+    text
+}
+
+/// The clone sources recorded in the sidecar of the stream object `path` names, if
+/// it is one and has a sidecar that records them.
+pub fn clone_sources_of(path: &Path) -> Result<Option<Vec<CloneSource>>> {
+    let Some(location) = location(path) else { return Ok(None) };
+    let location = location?;
+    let info = Store::for_location(&location)?.stream_info(&location.key)?;
+    Ok(info.and_then(|info| info.origin.clone_sources))
 }
 
 /// Arguments of `rawsend restore`.
@@ -278,10 +306,20 @@ pub struct RestoreArgs {
 }
 
 /// Runs `rawsend restore`: receives the full stream and the incrementals that end at
-/// snapshot NAME, in order, each with `rawsend receive -f URL [OPTIONS] DEST`.
+/// snapshot NAME, in order, each with `rawsend receive -f URL [OPTIONS] DEST`, after
+/// a warning for each clone source that the chain does not make.
 pub fn restore(args: &RestoreArgs) -> Result<()> {
     let (location, infos) = infos_at(&args.url)?;
     let chain = rawsend_objstore::chain_to(&infos, &args.name)?;
+    for (info, source) in rawsend_objstore::clone_sources_outside(&chain) {
+        eprintln!(
+            "rawsend: warning: {} may clone from subvolume {} (ctransid {}), which no stream of \
+             the chain makes: the receiving side must have it already",
+            location.with_key(&info.key),
+            source.uuid,
+            source.ctransid
+        );
+    }
     for info in chain {
         let url = location.with_key(&info.key).to_string();
         let mut argv = vec!["receive".to_owned(), "-f".to_owned(), url.clone()];

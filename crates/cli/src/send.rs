@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use rawsend_btrfs::{RootInfo, SendFlags, SendOptions};
+use rawsend_objstore::{CloneSource, Origin};
 use rawsend_stream::resume::{self, Token};
 use rawsend_transcode::{Codec, Compress, Options, transcode};
 
@@ -379,11 +380,41 @@ pub fn run(args: &SendArgs) -> anyhow::Result<()> {
     }
     if let Some(location) = args.output.as_deref().and_then(remote::location) {
         let quiet = args.verbosity.level() == 0;
-        return remote::upload(&location?, !args.no_resume, quiet, |out_fd| send_into(args, out_fd));
+        let resume = !args.no_resume;
+        return remote::upload(&location?, origin(args)?, resume, quiet, |out_fd| send_into(args, out_fd));
     }
     let output = open_output(args.output.as_deref().map(remote::local_path).as_deref())?;
     let stdout = std::io::stdout();
     send_into(args, output.as_ref().map_or_else(|| stdout.as_fd(), |file| file.as_fd()))
+}
+
+/// How the stream of `args` is made, for the metadata of an upload: its clone sources
+/// (`-c` and `-p`, named as the kernel names them in the stream) and its flags.
+fn origin(args: &SendArgs) -> anyhow::Result<Origin> {
+    let clones = args.clone_sources.iter().map(|path| (path, Role::CloneSource));
+    let mut clone_sources = Vec::new();
+    for (path, role) in clones.chain(args.parent.iter().map(|path| (path, Role::Parent))) {
+        let subvolume = open_subvolume(path, role)?;
+        let root = rawsend_btrfs::subvolume_info(&subvolume.file)
+            .with_context(|| format!("cannot read the UUID of {} {}", role.describe(), path.display()))?
+            .root;
+        let source = CloneSource {
+            uuid: root.received_uuid.unwrap_or(root.uuid).to_string(),
+            ctransid: root.ctransid,
+        };
+        if !clone_sources.contains(&source) {
+            clone_sources.push(source);
+        }
+    }
+    let named = [
+        (args.compressed_data, "compressed-data"),
+        (args.no_data, "no-data"),
+        (args.single_stream && args.subvolumes.len() > 1, "single-stream"),
+    ];
+    let mut flags: Vec<String> =
+        named.iter().filter(|(set, _)| *set).map(|(_, flag)| flag.to_string()).collect();
+    flags.extend(args.compress.map(|codec| format!("compress={codec}")));
+    Ok(Origin { clone_sources: Some(clone_sources), flags })
 }
 
 /// Sends what `args` ask for into `out_fd`, with progress if asked for.

@@ -14,10 +14,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use rawsend_objstore::Origin;
 use rawsend_transcode::{Compress, Options, transcode, transcode_reporting};
 
 use crate::dump;
 use crate::meter::{InputProgress, Meter};
+use crate::remote;
 
 /// Arguments of `rawsend transcode`.
 #[derive(Args)]
@@ -25,7 +27,9 @@ pub struct TranscodeArgs {
     /// Read the stream from IN (a path, file://PATH or s3://BUCKET/KEY) instead of standard input.
     #[arg(short = 'f', value_name = "IN")]
     file: Option<PathBuf>,
-    /// Write the stream to OUT (created or truncated) instead of standard output.
+    /// Write the stream to OUT (created or truncated) instead of standard output;
+    /// s3://BUCKET/KEY uploads it (with a metadata sidecar KEY.rawsend.json), file://PATH
+    /// writes PATH.
     #[arg(short = 'o', value_name = "OUT")]
     output: Option<PathBuf>,
     /// Protocol version of the output [default: 2, or the input's with --compress keep|none;
@@ -46,15 +50,32 @@ pub struct TranscodeArgs {
 pub fn run(args: &TranscodeArgs) -> Result<()> {
     let default = if args.proto == Some(1) { Compress::None } else { Compress::With("zstd:3".parse()?) };
     let opts = Options { version: args.proto, ..Options::new(args.compress.unwrap_or(default)) };
-    let input = dump::open_input(args.file.as_ref())?;
-    let output = match &args.output {
-        Some(path) => File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    if let Some(location) = args.output.as_deref().and_then(remote::location) {
+        let origin = Origin {
+            clone_sources: args.file.as_deref().map(remote::clone_sources_of).transpose()?.flatten(),
+            flags: vec!["transcoded".to_owned(), format!("compress={}", opts.compress)],
+        };
+        // Standard input cannot be read again to continue an upload.
+        let resume = args.file.is_some();
+        return remote::upload(&location?, origin, resume, false, |out_fd| {
+            let socket = out_fd.try_clone_to_owned().context("cannot duplicate the upload's socket")?;
+            transcode_into(args, &opts, File::from(socket))
+        });
+    }
+    let output = match args.output.as_deref().map(remote::local_path) {
+        Some(path) => File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
         None => stdout_file()?,
     };
+    transcode_into(args, &opts, output)
+}
+
+/// Transcodes the input of `args` into `output`, with progress if asked for.
+fn transcode_into(args: &TranscodeArgs, opts: &Options, output: File) -> Result<()> {
+    let input = dump::open_input(args.file.as_ref())?;
     let meter = Meter::start(args.progress.when.progress, false, args.progress.total(args.file.as_deref()));
     let transcoded = match meter.progress() {
-        Some(progress) => transcode_reporting(input, output, &opts, progress),
-        None => transcode(input, output, &opts),
+        Some(progress) => transcode_reporting(input, output, opts, progress),
+        None => transcode(input, output, opts),
     };
     meter.finish();
     let summary = transcoded?;

@@ -111,3 +111,110 @@ fn missing_object_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("object s3://bkt/none does not exist"), "{}", output_text(&output));
 }
+
+/// The entry of `key` in the output of `ls --json`.
+fn listed<'a>(streams: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    let found = streams.as_array().expect("an array").iter().find(|stream| stream["key"] == key);
+    found.unwrap_or_else(|| panic!("{key} is not listed: {streams:#}"))
+}
+
+#[test]
+fn metadata_names_clone_sources_and_flags() {
+    let fixture = Fixture::new();
+    fixture.ok(&["send", "-f", "s3://bkt/m/1", "s1"]);
+    fixture.ok(&["send", "--compressed-data", "-c", "s1", "-f", "s3://bkt/m/2", "s2"]);
+    fixture.ok(&["transcode", "-f", "s3://bkt/m/2", "-o", "s3://bkt/m/2-zlib", "--compress", "zlib"]);
+    let json = fixture.ok(&["ls", "--json", "s3://bkt/m/"]);
+    let streams: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ls --json is JSON");
+    let full = listed(&streams, "m/1");
+    assert_eq!(full["clone_sources"], serde_json::json!([]));
+    assert_eq!(full["flags"], serde_json::json!([]));
+    let s1 = serde_json::json!([{"uuid": full["uuid"], "ctransid": full["ctransid"]}]);
+    let incremental = listed(&streams, "m/2");
+    assert_eq!(incremental["parent_uuid"], full["uuid"], "-c alone picks s1 as the parent");
+    assert_eq!(incremental["clone_sources"], s1);
+    assert_eq!(incremental["flags"], serde_json::json!(["compressed-data"]));
+    let transcoded = listed(&streams, "m/2-zlib");
+    assert_eq!(transcoded["clone_sources"], s1, "a transcode keeps its input's clone sources");
+    assert_eq!(transcoded["flags"], serde_json::json!(["transcoded", "compress=zlib"]));
+    let text = String::from_utf8(fixture.ok(&["ls", "s3://bkt/m/"]).stdout).expect("utf-8");
+    let clones = format!(
+        "  clone sources {} ({})  flags compressed-data\n",
+        s1[0]["uuid"].as_str().unwrap(),
+        s1[0]["ctransid"]
+    );
+    assert!(text.contains(&clones), "{text}");
+    assert!(text.contains("  clone sources none\n"), "{text}");
+}
+
+#[test]
+fn transcode_a_local_stream_to_s3() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample = rawsend_testutil::fixtures::testdata_dir().join("sample.stream");
+    let local = dir.path().join("local.stream");
+    let rawsend = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_rawsend")).args(args).envs(server.env()).output();
+        let output = output.expect("run rawsend");
+        assert!(output.status.success(), "rawsend {args:?}: {}", output_text(&output));
+        output
+    };
+    let sample = sample.to_str().expect("utf-8");
+    rawsend(&["transcode", "-f", sample, "-o", "s3://bkt/t/sample"]);
+    rawsend(&["transcode", "-f", sample, "-o", &format!("file://{}", local.display())]);
+    let remote = rawsend(&["dump", "-f", "s3://bkt/t/sample"]);
+    let dumped = rawsend(&["dump", "-f", local.to_str().expect("utf-8")]);
+    assert!(!dumped.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&dumped.stdout));
+    let bytes = fs::read(&local).expect("local transcode");
+    assert!(fs::read(server.root().join("bkt/t/sample")).expect("stored object") == bytes);
+    let sha256 = Command::new("sha256sum").arg(&local).output().expect("sha256sum");
+    let sha256 = String::from_utf8_lossy(&sha256.stdout).split(' ').next().expect("a sum").to_owned();
+    let json = rawsend(&["ls", "--json", "s3://bkt/t"]);
+    let streams: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ls --json is JSON");
+    let info = listed(&streams, "t/sample");
+    assert_eq!(
+        (info["size"].as_u64(), info["sha256"].as_str()),
+        (Some(bytes.len() as u64), Some(sha256.as_str()))
+    );
+    assert_eq!((info["version"].as_u64(), &info["clone_sources"]), (Some(2), &serde_json::Value::Null));
+    assert_eq!(info["flags"], serde_json::json!(["transcoded", "compress=zstd:3"]));
+}
+
+#[test]
+fn restore_warns_of_clone_sources_outside_the_chain() {
+    let fixture = Fixture::new();
+    let btrfs = |args: &[&str]| {
+        rawsend_testutil::run(Command::new("btrfs").args(args).current_dir(fixture.snapshots.root()))
+    };
+    btrfs(&["subvolume", "create", "other"]);
+    fs::write(fixture.path("other/unrelated"), b"shares no extent with s2\n").expect("write");
+    btrfs(&["subvolume", "snapshot", "-r", "other", "other-ro"]);
+    fixture.ok(&["send", "-f", "s3://bkt/w/1", "s1"]);
+    fixture.ok(&["send", "-p", "s1", "-c", "other-ro", "-f", "s3://bkt/w/2", "s2"]);
+    let json = fixture.ok(&["ls", "--json", "s3://bkt/w/"]);
+    let streams: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ls --json is JSON");
+    let sources = listed(&streams, "w/2")["clone_sources"].as_array().expect("clone sources").clone();
+    assert_eq!(sources.len(), 2, "other-ro and s1: {sources:?}");
+    assert_eq!(sources[1]["uuid"], listed(&streams, "w/1")["uuid"]);
+    let dest = tempfile::tempdir().expect("tempdir");
+    let restored = fixture.ok(&[
+        "restore",
+        "s3://bkt/w/",
+        "s2",
+        dest.path().to_str().expect("utf-8"),
+        "--",
+        "--target",
+        "dir",
+    ]);
+    let stderr = String::from_utf8_lossy(&restored.stderr);
+    let warning = format!(
+        "rawsend: warning: s3://bkt/w/2 may clone from subvolume {} (ctransid {}), which no stream of the chain makes",
+        sources[0]["uuid"].as_str().expect("a uuid"),
+        sources[0]["ctransid"]
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+    assert_eq!(stderr.matches("may clone from").count(), 1, "s1 is in the chain: {stderr}");
+    same_tree(&fixture.path("s2"), &dest.path().join("s2"));
+}

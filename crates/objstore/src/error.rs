@@ -6,13 +6,43 @@
 //! code) before it classifies such an error ([`crate::Store`]).
 
 use std::io;
+use std::path::PathBuf;
 
 /// What can go wrong talking to object storage.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `AWS_ACCESS_KEY_ID` or `AWS_SECRET_ACCESS_KEY` is not set.
-    #[error("no credentials for object storage: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    /// Neither the environment nor the AWS files have both keys.
+    #[error(
+        "no credentials for object storage: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+         or aws_access_key_id and aws_secret_access_key in ~/.aws/credentials"
+    )]
     NoCredentials,
+    /// An AWS settings file exists but cannot be read.
+    #[error("cannot read the AWS settings file {}: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: io::Error,
+    },
+    /// An AWS settings file is not an INI file.
+    #[error("malformed AWS settings file {}, line {line}: {reason}", path.display())]
+    ConfigSyntax {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it (never its text, which may hold secrets).
+        reason: &'static str,
+    },
+    /// `AWS_PROFILE` names a profile that neither AWS file has.
+    #[error("AWS profile '{profile}' (AWS_PROFILE) is in neither {files}")]
+    ProfileMissing {
+        /// The profile.
+        profile: String,
+        /// The files looked in: `CREDENTIALS nor CONFIG`.
+        files: String,
+    },
     /// Not an `s3://BUCKET/KEY` URL.
     #[error("not an object storage URL (s3://BUCKET/KEY): {0}")]
     BadUrl(String),

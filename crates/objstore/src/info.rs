@@ -4,7 +4,10 @@
 //! The sidecar object `KEY.rawsend.json` is written after the stream object
 //! `KEY` completed (its size and checksum are known only then), so a stream
 //! without a sidecar is not one rawsend finished uploading. Identity comes
-//! from the stream's first command (SUBVOL, or SNAPSHOT for an incremental).
+//! from the stream's first command (SUBVOL, or SNAPSHOT for an incremental);
+//! clone sources and flags ([`Origin`]) from whoever made the stream, which
+//! knows them (the stream only shows what it did clone from, once read whole).
+//! Fields added later have serde defaults, so older sidecars still parse.
 
 use rawsend_stream::{Command, Item, StreamReader};
 use serde::{Deserialize, Serialize};
@@ -36,12 +39,39 @@ pub struct StreamInfo {
     pub size: u64,
     /// SHA-256 of the whole stream, lowercase hex.
     pub sha256: String,
+    /// Clone sources and flags: how the stream was made.
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+/// How a stream was made: what it may clone from and what kind of stream it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The subvolumes the stream may clone from (the parent of an incremental among
+    /// them), as the receiver finds them; `None` when not known (sidecars of older
+    /// rawsend versions, streams transcoded from a file).
+    #[serde(default)]
+    pub clone_sources: Option<Vec<CloneSource>>,
+    /// What kind of stream it is, e.g. `compressed-data`, `no-data`,
+    /// `transcoded`, `compress=zstd:3`; unknown flags are kept as they are.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+/// A subvolume a stream may clone from, as the stream names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneSource {
+    /// Its received UUID if it was received, else its UUID (what the kernel puts in
+    /// CLONE and SNAPSHOT commands, and the receiver looks up).
+    pub uuid: String,
+    /// Its ctransid.
+    pub ctransid: u64,
 }
 
 impl StreamInfo {
-    /// Describes the upload of `key` from its first bytes; `None` if they do not start
-    /// with a stream header and a SUBVOL or SNAPSHOT command.
-    pub fn describe(key: &str, uploaded: &Uploaded) -> Option<StreamInfo> {
+    /// Describes the upload of `key`, made as `origin` says, from its first bytes;
+    /// `None` if they do not start with a stream header and a SUBVOL or SNAPSHOT command.
+    pub fn describe(key: &str, uploaded: &Uploaded, origin: Origin) -> Option<StreamInfo> {
         let mut reader = StreamReader::new(uploaded.head.as_slice());
         let Ok(Some(Item::Header { version, .. })) = reader.next() else { return None };
         let Ok(Some(Item::Command(record))) = reader.next() else { return None };
@@ -62,6 +92,7 @@ impl StreamInfo {
             version,
             size: uploaded.size,
             sha256: uploaded.sha256.clone(),
+            origin,
         })
     }
 }
@@ -75,17 +106,23 @@ impl Store {
 
     /// The streams under `prefix` that have a sidecar, in key order.
     pub fn stream_infos(&self, prefix: &str) -> Result<Vec<StreamInfo>> {
-        let mut infos = Vec::new();
-        for (key, _) in self.list(prefix)? {
-            if !key.ends_with(SIDECAR_SUFFIX) {
-                continue;
-            }
-            let json = self.get_small(&key)?;
-            let info = serde_json::from_slice(&json)
-                .map_err(|source| Error::Metadata { url: self.url(&key), source })?;
-            infos.push(info);
+        let sidecars = self.list(prefix)?.into_iter().filter(|(key, _)| key.ends_with(SIDECAR_SUFFIX));
+        sidecars.map(|(key, _)| self.read_info(&key)).collect()
+    }
+
+    /// The metadata of the stream object `key`; `None` if it has no sidecar.
+    pub fn stream_info(&self, key: &str) -> Result<Option<StreamInfo>> {
+        match self.read_info(&format!("{key}{SIDECAR_SUFFIX}")) {
+            Ok(info) => Ok(Some(info)),
+            Err(Error::ObjectMissing { .. }) => Ok(None),
+            Err(err) => Err(err),
         }
-        Ok(infos)
+    }
+
+    /// Reads and parses the sidecar object `sidecar`.
+    fn read_info(&self, sidecar: &str) -> Result<StreamInfo> {
+        let json = self.get_small(sidecar)?;
+        serde_json::from_slice(&json).map_err(|source| Error::Metadata { url: self.url(sidecar), source })
     }
 }
 
@@ -142,4 +179,70 @@ pub fn chain_to<'a>(infos: &'a [StreamInfo], name: &str) -> Result<Vec<&'a Strea
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// The clone sources of the streams of `chain` (in receive order) that neither the
+/// stream itself nor an earlier one makes, each with its stream: the receiver must
+/// have them already.
+/// Streams whose clone sources are not known have none here.
+pub fn clone_sources_outside<'a>(chain: &[&'a StreamInfo]) -> Vec<(&'a StreamInfo, &'a CloneSource)> {
+    let mut outside = Vec::new();
+    for (index, info) in chain.iter().enumerate() {
+        for source in info.origin.clone_sources.iter().flatten() {
+            if !chain[..=index].iter().any(|earlier| earlier.uuid == source.uuid) {
+                outside.push((*info, source));
+            }
+        }
+    }
+    outside
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD_SIDECAR: &str = r#"{"key": "k", "name": "s1", "uuid": "u", "ctransid": 7, "parent_uuid": null,
+        "parent_ctransid": null, "version": 1, "size": 10, "sha256": "ab"}"#;
+
+    #[test]
+    fn sidecar_without_origin_parses_with_it_unknown() {
+        let info: StreamInfo = serde_json::from_str(OLD_SIDECAR).expect("an older sidecar parses");
+        assert_eq!(info.origin, Origin::default());
+        assert_eq!((info.name.as_str(), info.ctransid), ("s1", 7));
+    }
+
+    /// A stream of subvolume `uuid` that may clone from `sources` (`None`: not known).
+    fn stream(uuid: &str, sources: Option<&[&str]>) -> StreamInfo {
+        let mut info: StreamInfo = serde_json::from_str(OLD_SIDECAR).expect("parses");
+        info.uuid = uuid.to_owned();
+        let source = |uuid: &&str| CloneSource { uuid: uuid.to_string(), ctransid: 1 };
+        info.origin.clone_sources = sources.map(|sources| sources.iter().map(source).collect());
+        info
+    }
+
+    #[test]
+    fn clone_sources_outside_a_chain_are_those_no_earlier_stream_makes() {
+        let full = stream("a", Some(&["x"]));
+        let incremental = stream("b", Some(&["a", "y", "b"]));
+        let unknown = stream("c", None);
+        let chain = [&full, &incremental, &unknown];
+        let outside: Vec<(&str, &str)> = clone_sources_outside(&chain)
+            .into_iter()
+            .map(|(info, source)| (info.uuid.as_str(), source.uuid.as_str()))
+            .collect();
+        assert_eq!(outside, [("a", "x"), ("b", "y")]);
+    }
+
+    #[test]
+    fn origin_is_written_beside_the_other_fields_and_read_back() {
+        let mut info: StreamInfo = serde_json::from_str(OLD_SIDECAR).expect("parses");
+        info.origin = Origin {
+            clone_sources: Some(vec![CloneSource { uuid: "c".to_owned(), ctransid: 3 }]),
+            flags: vec!["compressed-data".to_owned()],
+        };
+        let json: serde_json::Value = serde_json::to_value(&info).expect("serializes");
+        assert_eq!(json["clone_sources"], serde_json::json!([{"uuid": "c", "ctransid": 3}]));
+        assert_eq!(json["flags"], serde_json::json!(["compressed-data"]));
+        assert_eq!(serde_json::from_value::<StreamInfo>(json).expect("reads back"), info);
+    }
 }

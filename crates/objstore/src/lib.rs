@@ -7,10 +7,10 @@
 //! [`ObjectReader`] (`Read`, ranged GETs with read-ahead, continued at the byte
 //! offset after a dropped connection). The client is `object_store`'s S3 store.
 //!
-//! Credentials and endpoint come only from the environment, the standard way:
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` and
-//! `AWS_ENDPOINT_URL` (an `http://` endpoint allows plain HTTP); requests use
-//! path-style addressing. Nothing here prints or logs them.
+//! Credentials and endpoint come the standard way: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` and `AWS_ENDPOINT_URL` (an `http://`
+//! endpoint allows plain HTTP), else the AWS CLI's files (`~/.aws/credentials`,
+//! `~/.aws/config`); requests use path-style addressing. Nothing here prints or logs them.
 //!
 //! An upload with a journal ([`Journals`], kept locally) that stops before it
 //! completes is continued by the next upload of the same key, without sending
@@ -19,6 +19,7 @@
 //! Each stream object `KEY` gets a sidecar `KEY.rawsend.json` ([`StreamInfo`]),
 //! written after the stream object completed: a half-written stream never has one.
 
+mod config;
 mod error;
 mod info;
 mod journal;
@@ -34,8 +35,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, PutPayload, RetryConfig};
 use tokio::runtime::Runtime;
 
+use config::Settings;
+
 pub use error::Error;
-pub use info::{SIDECAR_SUFFIX, StreamInfo, chain_to, chains};
+pub use info::{CloneSource, Origin, SIDECAR_SUFFIX, StreamInfo, chain_to, chains, clone_sources_outside};
 pub use journal::Journals;
 pub use read::ObjectReader;
 pub use write::{ObjectWriter, Uploaded};
@@ -94,36 +97,33 @@ pub struct Store {
     runtime: Arc<Runtime>,
     s3: Arc<AmazonS3>,
     bucket: String,
-    /// The server: `AWS_ENDPOINT_URL`, or AWS S3's in the region.
+    /// The server: the endpoint set (`AWS_ENDPOINT_URL` or a config file), or AWS S3's in the region.
     endpoint: String,
 }
 
 impl Store {
-    /// Opens `bucket` with the credentials and endpoint of the environment (no request yet).
+    /// Opens `bucket` with the settings of the environment and the AWS files (no request yet).
     pub fn open(bucket: &str) -> Result<Store> {
         Store::open_with(bucket, |name| std::env::var(name).ok())
     }
 
-    /// Opens `bucket` with the `AWS_*` settings that `env` looks up (no request yet).
+    /// Opens `bucket` with the `AWS_*` settings that `env` looks up, and the AWS files it
+    /// names (or `$HOME/.aws/credentials` and `config`); no request yet.
     pub fn open_with(bucket: &str, env: impl Fn(&str) -> Option<String>) -> Result<Store> {
-        let get = |name| env(name).filter(|value| !value.is_empty());
-        let (Some(key_id), Some(secret)) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) else {
-            return Err(Error::NoCredentials);
-        };
-        let region = get("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
-        let endpoint =
-            get("AWS_ENDPOINT_URL").unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let settings = Settings::resolve(env)?;
+        let endpoint = settings.endpoint.clone();
+        let endpoint = endpoint.unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", settings.region));
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
-            .with_access_key_id(key_id)
-            .with_secret_access_key(secret)
-            .with_region(region)
+            .with_access_key_id(settings.key_id)
+            .with_secret_access_key(settings.secret)
+            .with_region(settings.region)
             .with_virtual_hosted_style_request(false)
             .with_retry(retry_config());
-        if let Some(token) = get("AWS_SESSION_TOKEN") {
+        if let Some(token) = settings.token {
             builder = builder.with_token(token);
         }
-        if let Some(endpoint) = get("AWS_ENDPOINT_URL") {
+        if let Some(endpoint) = settings.endpoint {
             builder = builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
         }
         let s3 = builder.build().map_err(|source| Error::Store { url: format!("s3://{bucket}/"), source })?;

@@ -159,3 +159,30 @@ fn faults_are_named() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(message(&err).starts_with("cannot reach the object storage server"), "{err}");
 }
+
+#[test]
+fn credentials_and_endpoint_from_the_aws_files() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (credentials, config) = (dir.path().join("credentials"), dir.path().join("config"));
+    let profiles = format!(
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[test]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        rawsend_testutil::s3::ACCESS_KEY,
+        rawsend_testutil::s3::SECRET_KEY
+    );
+    std::fs::write(&credentials, profiles).expect("write credentials");
+    let endpoint =
+        format!("[profile test]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\n", server.port());
+    std::fs::write(&config, endpoint).expect("write config");
+    let env = [
+        ("AWS_PROFILE", "test".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.display().to_string()),
+        ("AWS_CONFIG_FILE", config.display().to_string()),
+    ];
+    let lookup = |name: &str| env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone());
+    let store = Store::open_with("bkt", lookup).expect("open with the files' settings");
+    store.put_small("k", b"from the files".to_vec()).expect("put with the files' credentials");
+    assert_eq!(store.get_small("k").expect("get"), b"from the files");
+    assert_eq!(keys(&store), ["k"]);
+}

@@ -148,6 +148,17 @@ impl fmt::Display for Codec {
     }
 }
 
+impl fmt::Display for Compress {
+    /// As parsed: `keep`, `none`, or the codec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compress::Keep => f.write_str("keep"),
+            Compress::None => f.write_str("none"),
+            Compress::With(codec) => codec.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +176,9 @@ mod tests {
             assert!(bad.parse::<Compress>().is_err(), "{bad}");
         }
         assert_eq!("zstd:7".parse::<Codec>().map(|c| c.to_string()), Ok("zstd:7".to_owned()));
+        for text in ["keep", "none", "zlib:9", "lzo"] {
+            assert_eq!(text.parse::<Compress>().map(|c| c.to_string()).as_deref(), Ok(text));
+        }
     }
 
     #[test]
