@@ -1,5 +1,5 @@
-//! Resumable `rawsend send -f s3://`: killed, cut by a stopped server, or continued
-//! with another stream, against a real S3 server (`s3s-fs` on loopback) behind a
+//! Resumable `rawsend send -f s3://` and `transcode -o s3://`: killed, cut by a stopped
+//! server, or continued with another stream, against a real S3 server (`s3s-fs` on loopback) behind a
 //! proxy that counts (and slows) what rawsend sends. Root tests: they fail (never
 //! skip) when not root or when mounting fails.
 
@@ -57,17 +57,12 @@ impl Fixture {
         output
     }
 
-    /// Starts `rawsend send -f s3://bkt/KEY SUBVOL` slowed down (until
-    /// [`Fixture::full_speed`]), and returns it once its journal records a stored part.
-    fn send_until_a_part_is_stored(&self, key: &str, subvol: &str) -> Child {
+    /// Starts `rawsend ARGS` (an upload) slowed down (until [`Fixture::full_speed`]),
+    /// and returns it once its journal records a stored part.
+    fn upload_until_a_part_is_stored(&self, args: &[&str]) -> Child {
         self.proxy.pause_per_mib(100);
-        let url = format!("s3://bkt/{key}");
-        let mut child = self
-            .command(&["send", "-f", &url, subvol])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rawsend");
+        let mut child =
+            self.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn rawsend");
         let deadline = Instant::now() + Duration::from_secs(60);
         while journal_parts(self.state.path()) == 0 {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -83,9 +78,9 @@ impl Fixture {
         self.proxy.pause_per_mib(0);
     }
 
-    /// Sends `subvol` to `s3://bkt/KEY` and kills rawsend (SIGKILL) once a part is stored.
-    fn kill_upload(&self, key: &str, subvol: &str) {
-        let mut child = self.send_until_a_part_is_stored(key, subvol);
+    /// Runs `rawsend ARGS` (an upload) and kills it (SIGKILL) once a part is stored.
+    fn kill_upload(&self, args: &[&str]) {
+        let mut child = self.upload_until_a_part_is_stored(args);
         child.kill().expect("SIGKILL");
         child.wait().expect("wait");
         self.full_speed();
@@ -142,7 +137,7 @@ fn stored_bytes(stderr: &str) -> u64 {
 fn a_killed_upload_is_continued_by_the_same_command() {
     let fixture = Fixture::new();
     let local = fixture.local_stream(&["big"]);
-    fixture.kill_upload("big", "big");
+    fixture.kill_upload(&["send", "-f", "s3://bkt/big", "big"]);
     assert_eq!(fixture.object("big"), None, "a killed upload is not visible");
     let before = fixture.proxy.settled();
     let output = fixture.ok(&["send", "-f", "s3://bkt/big", "big"]);
@@ -169,7 +164,7 @@ fn a_killed_upload_is_continued_by_the_same_command() {
 fn a_stopped_server_is_named_and_the_upload_continues_after_its_restart() {
     let mut fixture = Fixture::new();
     let local = fixture.local_stream(&["big"]);
-    let child = fixture.send_until_a_part_is_stored("big", "big");
+    let child = fixture.upload_until_a_part_is_stored(&["send", "-f", "s3://bkt/big", "big"]);
     fixture.server.stop();
     let output = child.wait_with_output().expect("wait");
     fixture.full_speed();
@@ -189,7 +184,7 @@ fn a_stopped_server_is_named_and_the_upload_continues_after_its_restart() {
 #[test]
 fn another_stream_or_no_resume_starts_a_fresh_upload() {
     let fixture = Fixture::new();
-    fixture.kill_upload("s", "big");
+    fixture.kill_upload(&["send", "-f", "s3://bkt/s", "big"]);
     // An incremental stream of the same snapshot: from its first command on, its parts
     // differ from every part of the full stream the journal recorded.
     let output = fixture.ok(&["send", "-p", "s1", "-f", "s3://bkt/s", "big"]);
@@ -199,7 +194,7 @@ fn another_stream_or_no_resume_starts_a_fresh_upload() {
     assert!(text.contains("sending again from the start"), "{text}");
     let incremental = fixture.local_stream(&["-p", "s1", "big"]);
     assert!(fixture.object("s") == Some(incremental), "the object is not the incremental stream");
-    fixture.kill_upload("s", "big");
+    fixture.kill_upload(&["send", "-f", "s3://bkt/s", "big"]);
     let output = fixture.ok(&["send", "--no-resume", "-f", "s3://bkt/s", "big"]);
     let text = stderr(&output);
     assert!(text.contains("discarded the unfinished upload to s3://bkt/s"), "{text}");
@@ -207,4 +202,18 @@ fn another_stream_or_no_resume_starts_a_fresh_upload() {
     assert!(fixture.object("s") == Some(fixture.local_stream(&["big"])), "the object is not big's stream");
     assert_eq!(fs::read_dir(fixture.state.path()).expect("state dir").count(), 0, "no journal kept");
     assert_eq!(fixture.server_uploads(), 0, "the discarded uploads are aborted");
+}
+
+#[test]
+fn a_killed_transcode_upload_is_continued_by_the_same_command() {
+    let fixture = Fixture::new();
+    fixture.local_stream(&["big"]);
+    let transcode = ["transcode", "--compress", "keep", "-f", "local.stream", "-o", "s3://bkt/t"];
+    fixture.kill_upload(&transcode);
+    assert_eq!(fixture.object("t"), None, "a killed upload is not visible");
+    let output = fixture.ok(&transcode);
+    assert!(stored_bytes(&stderr(&output)) >= 8 << 20, "{}", stderr(&output));
+    fixture.ok(&["transcode", "--compress", "keep", "-f", "local.stream", "-o", "local.transcoded"]);
+    let local = fs::read(fixture.path("local.transcoded")).expect("local transcode");
+    assert!(fixture.object("t") == Some(local), "the object differs from the local transcode");
 }
