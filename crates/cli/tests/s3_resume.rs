@@ -1,7 +1,7 @@
-//! Resumable `rawsend send -f s3://` and `transcode -o s3://`: killed, cut by a stopped
-//! server, or continued with another stream, against a real S3 server (`s3s-fs` on loopback) behind a
-//! proxy that counts (and slows) what rawsend sends. Root tests: they fail (never
-//! skip) when not root or when mounting fails.
+//! Resumable `rawsend send -f s3://` and `transcode -o s3://`: killed, cut by a
+//! stopped server, or continued with another stream, against a real S3 server
+//! (`s3s-fs` on loopback) behind a proxy that counts (and slows) what rawsend
+//! sends. Root tests: they fail (never skip) when not root or when mounting fails.
 
 use std::fs;
 use std::path::PathBuf;
