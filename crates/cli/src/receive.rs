@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use rawsend_receive::fs::Kind;
 use rawsend_receive::resume::Checkpoints;
-use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
+use rawsend_receive::{FsTarget, ReadAhead, ReceiveOptions, Receiver};
 use rawsend_stream::ReaderOptions;
 use rawsend_transcode::{Codec, Compress, Options, TranscodeReader};
 
@@ -212,7 +212,9 @@ fn compressed(
     verify: bool,
     reader: ReaderOptions,
 ) -> Result<Box<dyn Read>> {
-    let Some(codec) = codec else { return Ok(Box::new(input)) };
+    let Some(codec) = codec else {
+        return Ok(Box::new(ReadAhead::new(input).context("cannot start the thread reading the stream")?));
+    };
     let opts = Options { recompress: false, verify, ..Options::new(Compress::With(codec)) };
     Ok(Box::new(TranscodeReader::new(input, opts, reader)?))
 }

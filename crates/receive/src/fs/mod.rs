@@ -81,6 +81,9 @@ const FILEATTR_MAP: [(u64, IFlags); 9] = [
     (1 << 7, IFlags::APPEND),
 ];
 
+/// The xattr holding a file's capabilities, which a chown removes.
+const CAPABILITY_XATTR: &str = "security.capability";
+
 /// FILEATTR bits only btrfs has: NOCOW (`BTRFS_INODE_NODATACOW`), NOCOMPRESS, COMPRESS.
 const BTRFS_ONLY_FLAGS: u64 = 1 << 1 | 1 << 3 | 1 << 11;
 
@@ -723,6 +726,23 @@ fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
     (now, later)
 }
 
+/// Whether `chown(fd, owner)` would change nothing but the ctime, so that it can be
+/// skipped with the same result: the inode already has that owner (as every new inode
+/// has, received by root, for the CHOWN the kernel sends after each create), and it is a
+/// directory or has neither set-id bits nor file capabilities, which a chown of a
+/// non-directory clears even when the owner stays. Two reads instead of an inode update.
+fn chown_changes_nothing(fd: BorrowedFd<'_>, owner: (u32, u32)) -> bool {
+    let Ok(stat) = rustix::fs::fstat(fd) else { return false };
+    if (stat.st_uid, stat.st_gid) != owner {
+        return false;
+    }
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+        return true;
+    }
+    stat.st_mode & setid::SETID == 0
+        && matches!(rustix::fs::fgetxattr_query(fd, CAPABILITY_XATTR), Err(Errno::NODATA | Errno::OPNOTSUPP))
+}
+
 /// Done, or a fallback when the ioctl failed with one of `fallback` errnos.
 fn outcome(result: btrfs::Result<()>, fallback: &[Errno]) -> Result<Outcome> {
     match result {
@@ -935,8 +955,12 @@ impl Target for FsTarget {
                 self.tree()?.keep_file(path, fd);
                 Ok(())
             }
-            NodeKind::Dir => rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))
-                .map_err(|e| ErrorKind::io("mkdir", e)),
+            NodeKind::Dir => {
+                rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| ErrorKind::io("mkdir", e))?;
+                // Its owner, mode and times come next, and its entries after: keep it open.
+                self.tree()?.keep_dir(path, dir.as_fd(), name)
+            }
             NodeKind::Device { mode, rdev } => self.create_device(path, dir.as_fd(), mode, rdev),
             NodeKind::Fifo => rustix::fs::mknodat(dir.as_fd(), name, FileType::Fifo, private, 0)
                 .map_err(|e| ErrorKind::io("mkfifo", e)),
@@ -1085,6 +1109,7 @@ impl Target for FsTarget {
         let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
         let tree = self.tree()?;
         let result = match tree.cached(path) {
+            Some(fd) if chown_changes_nothing(fd, wanted) => Ok(()),
             Some(fd) => rustix::fs::fchown(fd, uid, gid),
             None => {
                 let (dir, name) = at(tree, path)?;

@@ -134,10 +134,7 @@ impl Tree {
             return Ok(fd.clone());
         }
         let fd = Rc::new(open_dir_beneath(self.root.as_fd(), path.as_bytes())?);
-        if self.dirs.len() >= DIR_CACHE_LIMIT {
-            self.dirs.clear();
-        }
-        self.dirs.insert(path.as_bytes().to_vec(), fd.clone());
+        self.cache_dir(path.as_bytes(), fd.clone());
         Ok(fd)
     }
 
@@ -198,6 +195,23 @@ impl Tree {
     /// Remembers a freshly created file's fd for the writes that follow.
     pub fn keep_file(&mut self, path: StreamPath<'_>, fd: OwnedFd) {
         self.file = Some((path.as_bytes().to_vec(), fd));
+    }
+
+    /// Opens and caches the directory `path` just created as `name` in `parent` (a cached
+    /// directory: one component, not followed if it is a symlink, so still beneath the root).
+    pub fn keep_dir(&mut self, path: StreamPath<'_>, parent: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+        let fd = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| ErrorKind::io("open directory", e))?;
+        self.cache_dir(path.as_bytes(), Rc::new(fd));
+        Ok(())
+    }
+
+    /// Caches directory fd `fd` of `path`, emptying the cache first when it is full.
+    fn cache_dir(&mut self, path: &[u8], fd: Rc<OwnedFd>) {
+        if self.dirs.len() >= DIR_CACHE_LIMIT {
+            self.dirs.clear();
+        }
+        self.dirs.insert(path.to_vec(), fd);
     }
 
     /// Forgets cached fds and absent nodes at or beneath `path` (after it was removed or replaced).

@@ -1,0 +1,197 @@
+//! Reading ahead on a thread of its own, so that the input's `read`s (copies out of
+//! the page cache or a pipe) overlap with applying the commands already read.
+//!
+//! A [`ReadAhead`] hands its input to a thread that reads it into blocks of
+//! [`BLOCK`] bytes, at most [`BLOCKS`] of them in flight (filled and waiting, or
+//! being filled), so memory stays bounded whatever the input. Each block holds
+//! what one `read` returned, passed on at once: data that arrived is never held
+//! back waiting for more. Bytes come out in the input's order and an input error
+//! after every byte read before it, so a [`StreamReader`](rawsend_stream::StreamReader)
+//! over it sees the same bytes, offsets and errors as over the input itself.
+//!
+//! Dropping the `ReadAhead` stops the thread before its next read; the thread
+//! is not joined, so a read that never returns (an idle pipe) cannot hang the
+//! caller.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+
+/// Bytes asked of the input per read.
+pub const BLOCK: usize = 1024 * 1024;
+/// Most blocks allocated at once.
+pub const BLOCKS: usize = 8;
+
+/// What the thread passes on: a block (never empty), or the input's error.
+type Filled = io::Result<Vec<u8>>;
+
+/// Reads an input on its own thread. See the module docs.
+pub struct ReadAhead {
+    filled: Receiver<Filled>,
+    /// Blocks handed back for the thread to fill again.
+    empty: SyncSender<Vec<u8>>,
+    /// The block being read from, and how far.
+    current: Vec<u8>,
+    at: usize,
+    /// The input ended or failed: nothing more comes.
+    finished: bool,
+}
+
+impl ReadAhead {
+    /// Starts reading `input` on a thread named `rawsend-read`.
+    pub fn new<R: Read + Send + 'static>(input: R) -> io::Result<ReadAhead> {
+        let (filled_tx, filled) = sync_channel(BLOCKS);
+        let (empty, empty_rx) = sync_channel(BLOCKS);
+        std::thread::Builder::new()
+            .name("rawsend-read".into())
+            .spawn(move || fill(input, &filled_tx, &empty_rx))?;
+        Ok(ReadAhead { filled, empty, current: Vec::new(), at: 0, finished: false })
+    }
+
+    /// Makes the next block current; false at the end of the input.
+    fn next_block(&mut self) -> io::Result<bool> {
+        if self.finished {
+            return Ok(false);
+        }
+        match self.filled.recv() {
+            Ok(Ok(block)) => {
+                let used = std::mem::replace(&mut self.current, block);
+                self.at = 0;
+                if used.capacity() != 0 {
+                    // The thread may have stopped; the block is then simply freed.
+                    let _ = self.empty.try_send(used);
+                }
+                Ok(true)
+            }
+            Ok(Err(err)) => {
+                self.finished = true;
+                Err(err)
+            }
+            Err(_) => {
+                self.finished = true;
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.at == self.current.len() && !self.next_block()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The thread: fills blocks from `input` until it ends or fails, or the reader is gone.
+fn fill(mut input: impl Read, filled: &SyncSender<Filled>, empty: &Receiver<Vec<u8>>) {
+    let mut allocated = 0;
+    loop {
+        let mut block = match empty.try_recv() {
+            Ok(block) => block,
+            Err(TryRecvError::Empty) if allocated < BLOCKS => {
+                allocated += 1;
+                Vec::with_capacity(BLOCK)
+            }
+            Err(TryRecvError::Empty) => match empty.recv() {
+                Ok(block) => block,
+                Err(_) => return,
+            },
+            Err(TryRecvError::Disconnected) => return,
+        };
+        block.resize(BLOCK, 0);
+        let outcome = loop {
+            match input.read(&mut block) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let (item, last) = match outcome {
+            Ok(0) => return,
+            Ok(n) => {
+                block.truncate(n);
+                (Ok(block), false)
+            }
+            Err(err) => (Err(err), true),
+        };
+        if filled.send(item).is_err() || last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An input that returns `chunks` one per read, then `error` if any, then EOF.
+    struct Chunks {
+        chunks: std::vec::IntoIter<Vec<u8>>,
+        error: Option<io::Error>,
+    }
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.chunks.next() {
+                Some(chunk) => {
+                    buf[..chunk.len()].copy_from_slice(&chunk);
+                    Ok(chunk.len())
+                }
+                None => self.error.take().map_or(Ok(0), Err),
+            }
+        }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    }
+
+    #[test]
+    fn passes_every_byte_in_order_through_more_blocks_than_are_queued() {
+        let data = pseudo_random(BLOCK * (BLOCKS + 3) + 12_345);
+        let mut out = Vec::new();
+        ReadAhead::new(io::Cursor::new(data.clone())).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), data.len());
+        assert!(out == data);
+    }
+
+    #[test]
+    fn an_input_error_comes_after_the_bytes_read_before_it() {
+        let chunks = vec![b"abc".to_vec(), b"defg".to_vec()];
+        let input = Chunks { chunks: chunks.into_iter(), error: Some(io::Error::other("disk on fire")) };
+        let mut ahead = ReadAhead::new(input).unwrap();
+        let mut out = Vec::new();
+        let err = ahead.read_to_end(&mut out).unwrap_err();
+        assert_eq!(out, b"abcdefg");
+        assert_eq!(err.to_string(), "disk on fire");
+        assert_eq!(ahead.read(&mut [0; 4]).unwrap(), 0, "nothing after the error");
+    }
+
+    #[test]
+    fn what_one_read_returned_is_passed_on_without_waiting_for_more() {
+        let (reader, mut writer) = io::pipe().unwrap();
+        let mut ahead = ReadAhead::new(reader).unwrap();
+        io::Write::write_all(&mut writer, b"first").unwrap();
+        let mut buf = [0; 64];
+        // The pipe stays open: a reader waiting for a full block would block here.
+        assert_eq!(ahead.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"first");
+        drop(writer);
+        assert_eq!(ahead.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn dropping_it_while_the_thread_waits_on_an_idle_input_returns_at_once() {
+        let (reader, writer) = io::pipe().unwrap();
+        let started = std::time::Instant::now();
+        drop(ReadAhead::new(reader).unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(writer);
+    }
+}

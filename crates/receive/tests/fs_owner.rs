@@ -1,0 +1,90 @@
+//! The filesystem target skips a CHOWN that would change nothing (the kernel sends one
+//! after every create, to the owner a receive by root gives the new inode anyway), and
+//! only then: a chown to the same owner still clears set-id bits and file capabilities,
+//! as it does in the kernel.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use rawsend_receive::fs::Kind;
+use rawsend_receive::{FsTarget, NodeKind, SubvolStart, Target};
+use rawsend_stream::{StreamPath, Uuid, XattrName};
+
+/// A dir target in a fresh directory, with subvolume `s` begun.
+fn target(dest: &Path) -> FsTarget {
+    let mut target = FsTarget::open(dest, Some(Kind::Dir)).unwrap();
+    let start = SubvolStart { name: b"s", uuid: Uuid::default(), ctransid: 1, parent: None };
+    target.begin_subvol(&start).unwrap();
+    target
+}
+
+fn path(bytes: &[u8]) -> StreamPath<'_> {
+    StreamPath::new(bytes).unwrap()
+}
+
+/// The uid and gid a new node gets here (this process's, no set-group-id directory).
+fn own_ids(dest: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(dest.join("s")).unwrap();
+    (meta.uid(), meta.gid())
+}
+
+fn ctime(path: &Path) -> (i64, i64) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.ctime(), meta.ctime_nsec())
+}
+
+#[test]
+fn a_chown_to_the_owner_a_new_file_or_directory_has_is_skipped() {
+    let dest = tempfile::tempdir().unwrap();
+    let mut target = target(dest.path());
+    let (uid, gid) = own_ids(dest.path());
+    for (name, kind) in [(&b"file"[..], NodeKind::File), (b"dir", NodeKind::Dir)] {
+        target.create(path(name), kind).unwrap();
+        let on_disk = dest.path().join("s").join(std::str::from_utf8(name).unwrap());
+        let before = ctime(&on_disk);
+        // Past the timestamp granularity: a chown done would move the ctime.
+        std::thread::sleep(Duration::from_millis(30));
+        target.chown(path(name), uid, gid).unwrap();
+        assert_eq!(ctime(&on_disk), before, "{}: the chown was done", on_disk.display());
+    }
+}
+
+#[test]
+fn a_chown_to_the_same_owner_still_clears_set_id_bits() {
+    let dest = tempfile::tempdir().unwrap();
+    let mut target = target(dest.path());
+    let (uid, gid) = own_ids(dest.path());
+    target.create(path(b"f"), NodeKind::File).unwrap();
+    target.chmod(path(b"f"), 0o6755).unwrap();
+    target.chown(path(b"f"), uid, gid).unwrap();
+    let mode = std::fs::metadata(dest.path().join("s/f")).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o755,
+        "the kernel's chown clears set-user-id and set-group-id of a group-executable file"
+    );
+}
+
+#[test]
+fn a_chown_to_the_same_owner_still_drops_file_capabilities() {
+    rawsend_testutil::require_root(); // setting security.capability needs CAP_SETFCAP
+    let dest = tempfile::tempdir().unwrap();
+    let mut target = target(dest.path());
+    let (uid, gid) = own_ids(dest.path());
+    target.create(path(b"f"), NodeKind::File).unwrap();
+    // VFS_CAP_REVISION_2 with CAP_NET_RAW (13) permitted.
+    let mut caps = Vec::new();
+    for word in [0x0200_0000u32, 1 << 13, 0, 0, 0] {
+        caps.extend_from_slice(&word.to_le_bytes());
+    }
+    let name = XattrName::new(b"security.capability").unwrap();
+    target.set_xattr(path(b"f"), name, &caps).unwrap();
+    let file = dest.path().join("s/f");
+    assert!(has_capability_xattr(&file), "the test's capability was not set");
+    target.chown(path(b"f"), uid, gid).unwrap();
+    assert!(!has_capability_xattr(&file), "the kernel's chown drops file capabilities");
+}
+
+fn has_capability_xattr(file: &Path) -> bool {
+    rustix::fs::lgetxattr(file, "security.capability", &mut [0u8; 64][..]).is_ok()
+}
