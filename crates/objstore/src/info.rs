@@ -80,12 +80,24 @@ impl Store {
             if !key.ends_with(SIDECAR_SUFFIX) {
                 continue;
             }
-            let json = self.get_small(&key)?;
-            let info = serde_json::from_slice(&json)
-                .map_err(|source| Error::Metadata { url: self.url(&key), source })?;
-            infos.push(info);
+            infos.push(self.parse_info(&key, &self.get_small(&key)?)?);
         }
         Ok(infos)
+    }
+
+    /// The metadata of stream `key`, or `None` if it has no sidecar.
+    pub fn stream_info(&self, key: &str) -> Result<Option<StreamInfo>> {
+        let sidecar = format!("{key}{SIDECAR_SUFFIX}");
+        match self.get_small(&sidecar) {
+            Ok(json) => self.parse_info(&sidecar, &json).map(Some),
+            Err(Error::ObjectMissing { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Parses the sidecar `key` holding `json`.
+    fn parse_info(&self, key: &str, json: &[u8]) -> Result<StreamInfo> {
+        serde_json::from_slice(json).map_err(|source| Error::Metadata { url: self.url(key), source })
     }
 }
 
