@@ -33,7 +33,7 @@ use crate::{Error, Result, Store, StreamInfo};
 pub const CHUNK: u64 = 8 << 20;
 
 /// Chunks downloading at once, besides the one being consumed.
-pub const AHEAD: usize = 1;
+pub const AHEAD: usize = 2;
 
 /// Attempts without progress before a chunk's download fails.
 pub const RESUMES: u32 = 5;
