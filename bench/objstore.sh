@@ -60,7 +60,7 @@ log "s3s-fs: $S3S_FS ($("$S3S_FS" --version 2>/dev/null || echo '?')) on 127.0.0
 log "$(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), runs=$RUNS warmup=$WARMUP"
 
 # `curl` of s3://bench/$1, signed with the environment's keys.
-CURL="curl -sf --aws-sigv4 aws:amz:$AWS_REGION:s3 --user $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+CURL="curl -sf -H x-amz-content-sha256:UNSIGNED-PAYLOAD --aws-sigv4 aws:amz:$AWS_REGION:s3 --user $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
 
 for c in "$@"; do
 	snap=$TMP/snaps/${c%%.*}.snap
@@ -70,8 +70,8 @@ for c in "$@"; do
 	"$RAWSEND" send -q $fl -f "$file" "$snap"
 	"$RAWSEND" send -q $fl -f "$url" "$snap"
 	cmp -s "$file" "$TMP/s3/bench/$c" || die "$c: the object differs from the local stream"
-	$CURL -o "$TMP/got" "$AWS_ENDPOINT_URL/bench/$c" && cmp -s "$file" "$TMP/got" ||
-		die "$c: curl did not get the object"
+	$CURL -o "$TMP/got" "$AWS_ENDPOINT_URL/bench/$c" || die "$c: curl did not get the object"
+	cmp -s "$file" "$TMP/got" || die "$c: curl got other bytes than the object's"
 	rm -f "$TMP/got"
 	printf '%s: %s bytes, object byte-identical, metadata %s\n' "$c" "$(stat -c %s "$file")" \
 		"$(tr -d ' \n' <"$TMP/s3/bench/$c.rawsend.json" | grep -o '"sha256":"[0-9a-f]*"')"
