@@ -174,4 +174,5 @@ fn a_replaced_stream_fails_its_checksum_and_nothing_is_marked_received() {
     assert!(!dir.path().join(".rawsend-received/records/c2").exists(), "record of a failed receive");
 
     fixture.fails_checksum(&["dump", "-f", "s3://bkt/c"], "s3://bkt/c");
+    fixture.fails_checksum(&["stats", "-f", "s3://bkt/c"], "s3://bkt/c");
 }
