@@ -6,7 +6,9 @@
 #   - paths: BENCH (this dir), OUT (bench/out), ROOT (repo), RAWSEND (binary)
 #   - scratch + loop-mount helpers with one EXIT trap that always unmounts
 #     and detaches what *this* script mounted/attached (also on failure):
-#       bench_tmpdir (sets BENCH_TMP), bench_loop_mount IMG MNT [mount opts], bench_track_mount
+#       bench_tmpdir (sets BENCH_TMP), bench_loop_mount IMG MNT [mount opts], bench_track_mount,
+#       bench_track_pid PID (a background server, killed on exit)
+#   - bench_send_flags CASE: send flags of NAME.v2c|v1|v2
 #   - timing: bench_time (one run, wall + rusage), bench_compare
 #     (warm-up + alternating runs of two commands, medians, ratio), and
 #     bench_report_header / bench_summary for the tables.
@@ -53,11 +55,13 @@ bench_describe_rawsend() {
 _BENCH_TMP=""
 _BENCH_MOUNTS=()   # in mount order
 _BENCH_LOOPS=()    # loop devices we attached
+_BENCH_PIDS=()     # background processes we started (servers)
 
 _bench_cleanup() {
 	local rc=$? i
 	set +e
 	cd /
+	for i in "${_BENCH_PIDS[@]}"; do kill "$i" 2>/dev/null && wait "$i" 2>/dev/null; done
 	for ((i = ${#_BENCH_MOUNTS[@]} - 1; i >= 0; i--)); do
 		if mountpoint -q "${_BENCH_MOUNTS[i]}"; then
 			umount "${_BENCH_MOUNTS[i]}" 2>/dev/null ||
@@ -86,6 +90,19 @@ bench_tmpdir() {
 }
 
 bench_track_mount() { _BENCH_MOUNTS+=("$1"); }
+
+# bench_track_pid PID: kill PID (a background server of this shell) on exit.
+bench_track_pid() { _BENCH_PIDS+=("$1"); }
+
+# bench_send_flags CASE: the send flags of a case NAME.v2c|v1|v2.
+bench_send_flags() {
+	case ${1#*.} in
+	v2c) echo --compressed-data ;;
+	v1) echo "--proto 1" ;;
+	v2) echo "--proto 2" ;;
+	*) die "unknown variant in case $1 (want NAME.v2c|v1|v2)" ;;
+	esac
+}
 
 # bench_loop_mount IMG MNT [OPTS]: attach IMG, mount it at MNT (created),
 # record both for cleanup. Sets BENCH_LOOPDEV. Must run in the main shell.

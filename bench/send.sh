@@ -32,20 +32,11 @@ bench_loop_mount "$IMG" "$MNT" ro
 bench_describe_rawsend
 log "btrfs-progs: $(btrfs --version); $(nproc) cores, kernel $(uname -r), runs=$RUNS warmup=$WARMUP"
 
-flags_for() {
-	case ${1#*.} in
-	v2c) echo --compressed-data ;;
-	v1) echo "--proto 1" ;;
-	v2) echo "--proto 2" ;;
-	*) die "unknown variant in case $1 (want NAME.v2c|v1|v2)" ;;
-	esac
-}
-
 ok=()
 for c in "$@"; do
 	snap=$MNT/${c%%.*}.snap
 	[[ -d $snap ]] || die "no snapshot $snap in $IMG"
-	fl=$(flags_for "$c")
+	fl=$(bench_send_flags "$c")
 	btrfs -q send $fl -f "$TMP/progs.stream" "$snap"
 	if ! "$RAWSEND" send -q $fl -f "$TMP/rawsend.stream" "$snap" 2>"$TMP/err"; then
 		printf '%s: rawsend send FAILED: %s\n' "$c" "$(head -c 400 "$TMP/err")"
@@ -69,7 +60,7 @@ echo
 bench_report_header
 for c in "${ok[@]}"; do
 	snap=$MNT/${c%%.*}.snap
-	fl=$(flags_for "$c")
+	fl=$(bench_send_flags "$c")
 	o=$TMP/out.stream
 	bench_compare "send $c" \
 		progs "exec btrfs -q send $fl -f '$o' '$snap'" \

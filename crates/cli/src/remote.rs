@@ -13,7 +13,7 @@
 //! object is complete, so the same `send` run again sends only the parts missing.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -55,22 +55,19 @@ pub fn open_input(location: &Location) -> Result<Box<dyn Input + Send>> {
     Ok(Box::new(Downloaded { socket: File::from(ours), feeder: Some(feeder) }))
 }
 
-/// Copies the object into `socket`; a reader that stopped reading ends it quietly.
+/// Copies the object into `socket` straight from the downloaded chunks; a reader that
+/// stopped reading ends it quietly.
 fn feed(mut reader: ObjectReader, socket: OwnedFd) -> io::Result<()> {
-    let mut buf = vec![0; 256 << 10];
     loop {
-        let read = reader.read(&mut buf)?;
-        if read == 0 {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
             return Ok(());
         }
-        let mut rest = &buf[..read];
-        while !rest.is_empty() {
-            match rustix::net::send(&socket, rest, SendFlags::NOSIGNAL) {
-                Ok(sent) => rest = &rest[sent..],
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::PIPE) => return Ok(()),
-                Err(err) => return Err(err.into()),
-            }
+        match rustix::net::send(&socket, chunk, SendFlags::NOSIGNAL) {
+            Ok(sent) => reader.consume(sent),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::PIPE) => return Ok(()),
+            Err(err) => return Err(err.into()),
         }
     }
 }

@@ -6,10 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rawsend_testutil::output_text;
 use rawsend_testutil::s3::S3Server;
 use rawsend_testutil::snapshots::Snapshots;
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
+use rawsend_testutil::{output_text, pseudo_random, received_state, run_cmd};
 
 /// The snapshots of `rawsend_testutil::snapshots`, and an S3 server with a bucket `bkt`.
 struct Fixture {
@@ -217,4 +217,69 @@ fn restore_warns_of_clone_sources_outside_the_chain() {
     assert!(stderr.contains(&warning), "{stderr}");
     assert_eq!(stderr.matches("may clone from").count(), 1, "s1 is in the chain: {stderr}");
     same_tree(&fixture.path("s2"), &dest.path().join("s2"));
+}
+
+impl Fixture {
+    /// A read-only subvolume `name` holding a 20 MiB file `bytes` (several download
+    /// chunks, so a receive is well under way before the last one).
+    fn subvolume_with(&self, name: &str, bytes: &[u8]) {
+        let work = self.path(&format!("{name}.rw"));
+        run_cmd("btrfs", ["subvolume".as_ref(), "create".as_ref(), work.as_os_str()]);
+        fs::write(work.join("bytes"), bytes).expect("write bytes");
+        run_cmd("sync", [] as [&str; 0]);
+        run_cmd(
+            "btrfs",
+            [
+                "subvolume".as_ref(),
+                "snapshot".as_ref(),
+                "-r".as_ref(),
+                work.as_os_str(),
+                self.path(name).as_os_str(),
+            ],
+        );
+    }
+
+    /// Asserts that `rawsend ARGS` fails with the checksum error of `url`.
+    fn fails_checksum(&self, args: &[&str], url: &str) {
+        let output = self.rawsend(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "rawsend {args:?} succeeded: {}", output_text(&output));
+        assert!(
+            stderr.contains(&format!("checksum mismatch: {url} has SHA-256 ")),
+            "{}",
+            output_text(&output)
+        );
+    }
+}
+
+#[test]
+fn a_replaced_stream_fails_its_checksum_and_nothing_is_marked_received() {
+    let fixture = Fixture::new();
+    let bytes = pseudo_random(20 << 20, 16);
+    let mut other = bytes.clone();
+    other[10 << 20] ^= 1;
+    fixture.subvolume_with("c1", &bytes);
+    fixture.subvolume_with("c2", &other);
+    fixture.ok(&["send", "-f", "s3://bkt/c", "c1"]);
+    fixture.ok(&["send", "-f", "c2.stream", "c2"]);
+    // A valid stream of the same size (every command's CRC passes) under the old metadata.
+    let object = fixture.server.root().join("bkt/c");
+    let replacement = fs::read(fixture.path("c2.stream")).expect("c2 stream");
+    assert_eq!(fs::metadata(&object).expect("object").len(), replacement.len() as u64);
+    fs::write(&object, &replacement).expect("replace the object");
+
+    fs::create_dir(fixture.path("dest")).expect("mkdir dest");
+    fixture.fails_checksum(&["receive", "-f", "s3://bkt/c", "dest"], "s3://bkt/c");
+    let state = received_state(&fixture.path("dest/c2"));
+    assert!(!state.is_received() && state.received_uuid == "-", "marked received: {state:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_dest = dir.path().to_str().expect("utf-8");
+    fixture.fails_checksum(&["receive", "--target", "dir", "-f", "s3://bkt/c", dir_dest], "s3://bkt/c");
+    let root = TreeSnapshot::capture(dir.path().join("c2")).entries.remove(&b"."[..]).expect("root entry");
+    assert!(!root.xattrs.contains_key(&b"user.rawsend.received"[..]), "directory marked received");
+    assert!(!dir.path().join(".rawsend-received/records/c2").exists(), "record of a failed receive");
+
+    fixture.fails_checksum(&["dump", "-f", "s3://bkt/c"], "s3://bkt/c");
+    fixture.fails_checksum(&["stats", "-f", "s3://bkt/c"], "s3://bkt/c");
 }

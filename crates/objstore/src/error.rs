@@ -100,6 +100,32 @@ pub enum Error {
         /// Why it does not parse.
         source: serde_json::Error,
     },
+    /// The object's SHA-256 is not the one its metadata recorded at upload.
+    #[error(
+        "checksum mismatch: {url} has SHA-256 {actual}, its metadata ({url}{suffix}) says {expected}: the object was changed or corrupted since it was uploaded",
+        suffix = crate::SIDECAR_SUFFIX
+    )]
+    ChecksumMismatch {
+        /// The stream object's URL.
+        url: String,
+        /// The SHA-256 in the metadata, lowercase hex.
+        expected: String,
+        /// The SHA-256 of the bytes downloaded, lowercase hex.
+        actual: String,
+    },
+    /// The object's size is not the one its metadata recorded at upload.
+    #[error(
+        "size mismatch: {url} is {actual} bytes, its metadata ({url}{suffix}) says {expected}: the object was changed since it was uploaded",
+        suffix = crate::SIDECAR_SUFFIX
+    )]
+    SizeMismatch {
+        /// The stream object's URL.
+        url: String,
+        /// The size in the metadata.
+        expected: u64,
+        /// The object's size.
+        actual: u64,
+    },
     /// No chain of streams restores the snapshot.
     #[error("cannot restore '{name}': {reason}")]
     Chain {

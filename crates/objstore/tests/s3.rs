@@ -5,7 +5,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use rawsend_objstore::{Error, ObjectReader, Store};
+use rawsend_objstore::{Error, ObjectReader, Origin, Store, StreamInfo};
 use rawsend_testutil::s3::S3Server;
 
 /// `len` bytes that do not repeat within a part.
@@ -47,6 +47,7 @@ fn upload_is_visible_only_when_finished_and_reads_back_equal() {
     assert_eq!(keys(&store), ["dir/stream"]);
     let reader = store.reader("dir/stream").expect("reader");
     assert_eq!(reader.size(), bytes.len() as u64);
+    assert!(!reader.is_checked(), "an object without metadata has nothing to be checked against");
     assert!(read_all(reader).expect("read") == bytes, "downloaded bytes differ");
 }
 
@@ -185,4 +186,78 @@ fn credentials_and_endpoint_from_the_aws_files() {
     store.put_small("k", b"from the files".to_vec()).expect("put with the files' credentials");
     assert_eq!(store.get_small("k").expect("get"), b"from the files");
     assert_eq!(keys(&store), ["k"]);
+}
+
+/// Uploads `recorded` as `key` with its metadata, then replaces the object (not the
+/// metadata) with `stored`.
+fn store_changed(store: &Store, key: &str, recorded: &[u8], stored: &[u8]) {
+    let upload = |bytes: &[u8]| {
+        let mut writer = store.writer(key, None).expect("writer");
+        writer.write_all(bytes).expect("write");
+        writer.finish().expect("finish")
+    };
+    let uploaded = upload(recorded);
+    let info = StreamInfo {
+        key: key.to_owned(),
+        name: "vol".to_owned(),
+        uuid: "00000000-0000-0000-0000-000000000001".to_owned(),
+        ctransid: 7,
+        parent_uuid: None,
+        parent_ctransid: None,
+        version: 2,
+        size: uploaded.size,
+        sha256: uploaded.sha256,
+        origin: Origin::default(),
+    };
+    store.put_info(&info).expect("put metadata");
+    upload(stored);
+}
+
+/// Reads `reader` to its end or first error: the bytes it gave, and the error.
+fn read_until_error(mut reader: ObjectReader) -> (usize, Option<std::io::Error>) {
+    let mut buf = vec![0; 1 << 20];
+    let mut total = 0;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return (total, None),
+            Ok(n) => total += n,
+            Err(err) => return (total, Some(err)),
+        }
+    }
+}
+
+#[test]
+fn download_is_checked_against_the_metadata_before_its_end() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let store = open(&server, "bkt");
+    let bytes = data(20 << 20);
+    store_changed(&store, "same", &bytes, &bytes);
+    let reader = store.reader("same").expect("reader");
+    assert!(reader.is_checked());
+    assert!(read_all(reader).expect("an unchanged object reads") == bytes);
+
+    let mut changed = bytes.clone();
+    changed[1 << 20] ^= 1;
+    store_changed(&store, "changed", &bytes, &changed);
+    let (given, err) = read_until_error(store.reader("changed").expect("reader"));
+    let err = err.expect("a changed object fails its check");
+    let text = err.to_string();
+    assert!(text.starts_with("checksum mismatch: s3://bkt/changed has SHA-256 "), "{text}");
+    assert!(given > 0 && given < bytes.len(), "{given} of {} bytes given before the error", bytes.len());
+    let again = store.reader("changed").expect("reader");
+    let (_, err) = read_until_error(again);
+    assert!(err.is_some(), "the check fails every time");
+}
+
+#[test]
+fn download_rejects_metadata_of_another_size() {
+    let server = S3Server::start();
+    server.bucket("bkt");
+    let store = open(&server, "bkt");
+    let bytes = data(1 << 20);
+    store_changed(&store, "shorter", &bytes, &bytes[..1000]);
+    let err = store.reader("shorter").err().expect("the sizes differ");
+    assert!(matches!(err, Error::SizeMismatch { expected: 1_048_576, actual: 1000, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("size mismatch: s3://bkt/shorter is 1000 bytes"), "{err}");
 }
