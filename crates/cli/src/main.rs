@@ -98,6 +98,42 @@ fn report(err: &anyhow::Error) -> ExitCode {
         eprintln!("rawsend: {interrupted}");
         return ExitCode::from(interrupted.stopped.exit_status());
     }
-    eprintln!("rawsend: error: {err:#}");
+    eprintln!("rawsend: error: {}", causes_once(err));
     ExitCode::FAILURE
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text is already
+/// there: many library errors repeat their source in their own message.
+fn causes_once(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes_once;
+
+    #[test]
+    fn a_cause_repeated_in_its_parent_is_printed_once() {
+        let source = std::io::Error::other("server returned 400");
+        let repeating = anyhow::Error::new(source).context("store failed: server returned 400");
+        let err = repeating.context("cannot dump");
+        assert_eq!(causes_once(&err), "cannot dump: store failed: server returned 400");
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let err = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
+        assert_eq!(causes_once(&err), "cannot write x: disk full");
+    }
 }

@@ -4,8 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use rawsend_testutil::proxy::CountingProxy;
 use rawsend_testutil::s3::S3Server;
 use rawsend_testutil::snapshots::Snapshots;
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
@@ -282,4 +284,41 @@ fn a_replaced_stream_fails_its_checksum_and_nothing_is_marked_received() {
 
     fixture.fails_checksum(&["dump", "-f", "s3://bkt/c"], "s3://bkt/c");
     fixture.fails_checksum(&["stats", "-f", "s3://bkt/c"], "s3://bkt/c");
+}
+
+#[test]
+fn server_stopped_mid_download_is_a_clear_error_and_a_rerun_continues() {
+    let mut fixture = Fixture::new();
+    fixture.subvolume_with("d1", &pseudo_random(24 << 20, 17));
+    fixture.ok(&["send", "-f", "s3://bkt/d", "d1"]);
+    // Replies paced to about 6 s for the object, so the receive is under way when the server stops.
+    let proxy = CountingProxy::start(fixture.server.port());
+    proxy.pause_replies_per_mib(250);
+    fs::create_dir(fixture.path("dest")).expect("mkdir dest");
+    let receive = Command::new(env!("CARGO_BIN_EXE_rawsend"))
+        .args(["receive", "-f", "s3://bkt/d", "dest"])
+        .envs(fixture.server.env_at(proxy.port()))
+        .current_dir(fixture.snapshots.root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rawsend receive");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fixture.path("dest/d1").exists() {
+        assert!(Instant::now() < deadline, "the receive did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fixture.server.stop();
+    let output = receive.wait_with_output().expect("wait for rawsend receive");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the receive succeeded without its server: {stderr}");
+    assert!(stderr.contains("object storage") && stderr.contains("s3://bkt/d"), "{stderr}");
+    assert!(stderr.contains("was not marked as received"), "{stderr}");
+    let state = received_state(&fixture.path("dest/d1"));
+    assert!(!state.is_received() && state.received_uuid == "-", "marked received: {state:?}");
+
+    fixture.server.restart();
+    fixture.ok(&["receive", "-f", "s3://bkt/d", "dest"]);
+    assert!(received_state(&fixture.path("dest/d1")).is_received());
+    same_tree(&fixture.path("d1"), &fixture.path("dest/d1"));
 }

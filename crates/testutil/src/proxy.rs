@@ -1,6 +1,6 @@
 //! A TCP proxy on loopback that counts the bytes clients send to a server and
-//! can slow them down: tests measure what an upload re-sent, and give
-//! themselves time to interrupt one. A connection whose server is down is
+//! can slow them, or the server's replies, down: tests measure what an upload
+//! re-sent, and give themselves time to interrupt an upload or a download. A connection whose server is down is
 //! closed at once, as a stopped server would.
 
 use std::io::{Read, Write};
@@ -14,6 +14,7 @@ pub struct CountingProxy {
     port: u16,
     sent: Arc<AtomicU64>,
     pause_per_mib: Arc<AtomicU64>,
+    reply_pause_per_mib: Arc<AtomicU64>,
 }
 
 impl CountingProxy {
@@ -25,13 +26,14 @@ impl CountingProxy {
             port,
             sent: Arc::new(AtomicU64::new(0)),
             pause_per_mib: Arc::new(AtomicU64::new(0)),
+            reply_pause_per_mib: Arc::new(AtomicU64::new(0)),
         };
-        let (sent, pause) = (Arc::clone(&proxy.sent), Arc::clone(&proxy.pause_per_mib));
+        let sent = Arc::clone(&proxy.sent);
+        let pauses = (Arc::clone(&proxy.pause_per_mib), Arc::clone(&proxy.reply_pause_per_mib));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-                let (sent, pause) = (Arc::clone(&sent), Arc::clone(&pause));
-                forward(client, server, sent, pause);
+                forward(client, server, Arc::clone(&sent), (Arc::clone(&pauses.0), Arc::clone(&pauses.1)));
             }
         });
         proxy
@@ -65,27 +67,45 @@ impl CountingProxy {
     pub fn pause_per_mib(&self, millis: u64) {
         self.pause_per_mib.store(millis, Ordering::SeqCst);
     }
+
+    /// Pauses `millis` milliseconds per MiB the server replies from now on (0: full speed).
+    pub fn pause_replies_per_mib(&self, millis: u64) {
+        self.reply_pause_per_mib.store(millis, Ordering::SeqCst);
+    }
 }
 
-/// Copies both ways between `client` and `server`, counting (and pacing) what the client sends.
-fn forward(client: TcpStream, server: TcpStream, sent: Arc<AtomicU64>, pause: Arc<AtomicU64>) {
-    let (mut to_server, mut from_client) =
-        (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+/// Copies both ways between `client` and `server`, counting what the client sends and
+/// pacing each direction by its pause (what the client sends, what the server replies).
+fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    sent: Arc<AtomicU64>,
+    pauses: (Arc<AtomicU64>, Arc<AtomicU64>),
+) {
+    let (to_server, from_client) = (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+    let (sent_pause, reply_pause) = pauses;
     std::thread::spawn(move || {
-        let mut buf = vec![0; 64 << 10];
-        while let Ok(n @ 1..) = from_client.read(&mut buf) {
-            let millis = pause.load(Ordering::SeqCst);
-            std::thread::sleep(Duration::from_micros(millis * 1000 * n as u64 / (1 << 20)));
-            if to_server.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            sent.fetch_add(n as u64, Ordering::SeqCst);
-        }
+        paced_copy(from_client, &to_server, &sent_pause, Some(&sent));
         let _ = to_server.shutdown(Shutdown::Write);
     });
     std::thread::spawn(move || {
-        let (mut server, mut client) = (server, client);
-        let _ = std::io::copy(&mut server, &mut client);
+        paced_copy(server, &client, &reply_pause, None);
         let _ = client.shutdown(Shutdown::Both);
     });
+}
+
+/// Copies `from` into `to` until either ends, sleeping `pause` milliseconds per MiB and
+/// adding what was copied to `count`.
+fn paced_copy(mut from: TcpStream, mut to: &TcpStream, pause: &AtomicU64, count: Option<&AtomicU64>) {
+    let mut buf = vec![0; 64 << 10];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        let millis = pause.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(millis * 1000 * n as u64 / (1 << 20)));
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(count) = count {
+            count.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    }
 }
