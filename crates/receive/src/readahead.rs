@@ -21,8 +21,16 @@ pub const BLOCK: usize = 1024 * 1024;
 /// Most blocks allocated at once.
 pub const BLOCKS: usize = 8;
 
+/// A buffer of [`BLOCK`] bytes, of which the first `len` were read. Buffers keep
+/// their full length while they go round, so each is zeroed once, when allocated,
+/// not before every read (a pipe gives 64 KiB per read).
+struct Block {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
 /// What the thread passes on: a block (never empty), or the input's error.
-type Filled = io::Result<Vec<u8>>;
+type Filled = io::Result<Block>;
 
 /// Reads an input on its own thread. See the module docs.
 pub struct ReadAhead {
@@ -30,7 +38,7 @@ pub struct ReadAhead {
     /// Blocks handed back for the thread to fill again.
     empty: SyncSender<Vec<u8>>,
     /// The block being read from, and how far.
-    current: Vec<u8>,
+    current: Block,
     at: usize,
     /// The input ended or failed: nothing more comes.
     finished: bool,
@@ -44,7 +52,8 @@ impl ReadAhead {
         std::thread::Builder::new()
             .name("rawsend-read".into())
             .spawn(move || fill(input, &filled_tx, &empty_rx))?;
-        Ok(ReadAhead { filled, empty, current: Vec::new(), at: 0, finished: false })
+        let current = Block { bytes: Vec::new(), len: 0 };
+        Ok(ReadAhead { filled, empty, current, at: 0, finished: false })
     }
 
     /// Makes the next block current; false at the end of the input.
@@ -56,9 +65,9 @@ impl ReadAhead {
             Ok(Ok(block)) => {
                 let used = std::mem::replace(&mut self.current, block);
                 self.at = 0;
-                if used.capacity() != 0 {
+                if used.bytes.capacity() != 0 {
                     // The thread may have stopped; the block is then simply freed.
-                    let _ = self.empty.try_send(used);
+                    let _ = self.empty.try_send(used.bytes);
                 }
                 Ok(true)
             }
@@ -79,11 +88,11 @@ impl Read for ReadAhead {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.at == self.current.len() && !self.next_block()? {
+        if self.at == self.current.len && !self.next_block()? {
             return Ok(0);
         }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        let n = buf.len().min(self.current.len - self.at);
+        buf[..n].copy_from_slice(&self.current.bytes[self.at..self.at + n]);
         self.at += n;
         Ok(n)
     }
@@ -93,11 +102,11 @@ impl Read for ReadAhead {
 fn fill(mut input: impl Read, filled: &SyncSender<Filled>, empty: &Receiver<Vec<u8>>) {
     let mut allocated = 0;
     loop {
-        let mut block = match empty.try_recv() {
-            Ok(block) => block,
+        let mut bytes = match empty.try_recv() {
+            Ok(bytes) => bytes,
             Err(TryRecvError::Empty) if allocated < BLOCKS => {
                 allocated += 1;
-                Vec::with_capacity(BLOCK)
+                vec![0; BLOCK]
             }
             Err(TryRecvError::Empty) => match empty.recv() {
                 Ok(block) => block,
@@ -105,19 +114,15 @@ fn fill(mut input: impl Read, filled: &SyncSender<Filled>, empty: &Receiver<Vec<
             },
             Err(TryRecvError::Disconnected) => return,
         };
-        block.resize(BLOCK, 0);
         let outcome = loop {
-            match input.read(&mut block) {
+            match input.read(&mut bytes) {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
         };
         let (item, last) = match outcome {
             Ok(0) => return,
-            Ok(n) => {
-                block.truncate(n);
-                (Ok(block), false)
-            }
+            Ok(len) => (Ok(Block { bytes, len }), false),
             Err(err) => (Err(err), true),
         };
         if filled.send(item).is_err() || last {
