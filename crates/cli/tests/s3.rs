@@ -21,9 +21,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let fixture = Fixture { snapshots: Snapshots::new(), server: S3Server::start() };
-        fixture.server.bucket("bkt");
-        fixture
+        Fixture { snapshots: Snapshots::new(), server: S3Server::with_bucket("bkt") }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -151,8 +149,7 @@ fn metadata_names_clone_sources_and_flags() {
 
 #[test]
 fn transcode_a_local_stream_to_s3() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let dir = tempfile::tempdir().expect("tempdir");
     let sample = rawsend_testutil::fixtures::testdata_dir().join("sample.stream");
     let local = dir.path().join("local.stream");

@@ -33,8 +33,7 @@ impl Fixture {
         let big = rawsend_testutil::pseudo_random(BIG, 0x5eed);
         fs::write(snapshots.path("vol/big"), big).expect("write big");
         snapshots.snapshot("big");
-        let server = S3Server::start();
-        server.bucket("bkt");
+        let server = S3Server::with_bucket("bkt");
         let proxy = CountingProxy::start(server.port());
         Fixture { snapshots, server, proxy, state: tempfile::tempdir().expect("tempdir") }
     }

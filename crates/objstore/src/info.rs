@@ -101,7 +101,7 @@ impl Store {
     /// Writes the sidecar of `info.key`.
     pub fn put_info(&self, info: &StreamInfo) -> Result<()> {
         let json = serde_json::to_vec_pretty(info).expect("StreamInfo serializes");
-        self.put_small(&format!("{}{SIDECAR_SUFFIX}", info.key), json)
+        self.put_small(&sidecar_key(&info.key), json)
     }
 
     /// The streams under `prefix` that have a sidecar, in key order.
@@ -112,7 +112,7 @@ impl Store {
 
     /// The metadata of the stream object `key`; `None` if it has no sidecar.
     pub fn stream_info(&self, key: &str) -> Result<Option<StreamInfo>> {
-        match self.read_info(&format!("{key}{SIDECAR_SUFFIX}")) {
+        match self.read_info(&sidecar_key(key)) {
             Ok(info) => Ok(Some(info)),
             Err(Error::ObjectMissing { .. }) => Ok(None),
             Err(err) => Err(err),
@@ -124,6 +124,11 @@ impl Store {
         let json = self.get_small(sidecar)?;
         serde_json::from_slice(&json).map_err(|source| Error::Metadata { url: self.url(sidecar), source })
     }
+}
+
+/// The key of the sidecar of stream object `key`.
+fn sidecar_key(key: &str) -> String {
+    format!("{key}{SIDECAR_SUFFIX}")
 }
 
 /// The streams of `infos` as chains: each full stream followed by the incrementals

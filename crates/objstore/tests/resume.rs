@@ -24,8 +24,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let server = S3Server::start();
-        server.bucket("bkt");
+        let server = S3Server::with_bucket("bkt");
         let proxy = CountingProxy::start(server.port());
         Fixture { server, proxy, state: tempfile::tempdir().expect("tempdir") }
     }

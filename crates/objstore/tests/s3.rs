@@ -35,8 +35,7 @@ fn keys(store: &Store) -> Vec<String> {
 
 #[test]
 fn upload_is_visible_only_when_finished_and_reads_back_equal() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let store = open(&server, "bkt");
     let bytes = data(21 << 20);
     let mut writer = store.writer("dir/stream", None).expect("writer");
@@ -53,8 +52,7 @@ fn upload_is_visible_only_when_finished_and_reads_back_equal() {
 
 #[test]
 fn dropped_or_failed_upload_leaves_no_object() {
-    let mut server = S3Server::start();
-    server.bucket("bkt");
+    let mut server = S3Server::with_bucket("bkt");
     let store = open(&server, "bkt");
     let mut dropped = store.writer("dropped", None).expect("writer");
     dropped.write_all(&data(9 << 20)).expect("write");
@@ -118,8 +116,7 @@ fn replies(mut server: TcpStream, mut client: TcpStream, cut_every: usize, cuts_
 
 #[test]
 fn download_continues_after_the_connection_is_cut() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let bytes = data(20 << 20);
     let mut writer = open(&server, "bkt").writer("s", None).expect("writer");
     writer.write_all(&bytes).expect("write");
@@ -138,8 +135,7 @@ fn message(err: &Error) -> String {
 
 #[test]
 fn faults_are_named() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let err = open(&server, "nobucket").reader("k").err().expect("missing bucket");
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
     assert!(message(&err).contains("bucket 'nobucket' does not exist"), "{err}");
@@ -163,8 +159,7 @@ fn faults_are_named() {
 
 #[test]
 fn credentials_and_endpoint_from_the_aws_files() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let dir = tempfile::tempdir().expect("tempdir");
     let (credentials, config) = (dir.path().join("credentials"), dir.path().join("config"));
     let profiles = format!(
@@ -228,8 +223,7 @@ fn read_until_error(mut reader: ObjectReader) -> (usize, Option<std::io::Error>)
 
 #[test]
 fn download_is_checked_against_the_metadata_before_its_end() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let store = open(&server, "bkt");
     let bytes = data(20 << 20);
     store_changed(&store, "same", &bytes, &bytes);
@@ -252,8 +246,7 @@ fn download_is_checked_against_the_metadata_before_its_end() {
 
 #[test]
 fn download_rejects_metadata_of_another_size() {
-    let server = S3Server::start();
-    server.bucket("bkt");
+    let server = S3Server::with_bucket("bkt");
     let store = open(&server, "bkt");
     let bytes = data(1 << 20);
     store_changed(&store, "shorter", &bytes, &bytes[..1000]);

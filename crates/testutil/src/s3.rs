@@ -38,6 +38,13 @@ impl S3Server {
         server
     }
 
+    /// Starts a server (as [`S3Server::start`]) holding one empty bucket, `name`.
+    pub fn with_bucket(name: &str) -> S3Server {
+        let server = S3Server::start();
+        std::fs::create_dir(server.root.path().join(name)).expect("cannot create the bucket's directory");
+        server
+    }
+
     fn spawn(&mut self) {
         let binary = std::env::var_os("S3S_FS").unwrap_or_else(|| "s3s-fs".into());
         let child = Command::new(&binary)
@@ -74,11 +81,6 @@ impl S3Server {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-    }
-
-    /// Creates bucket `name`.
-    pub fn bucket(&self, name: &str) {
-        std::fs::create_dir(self.root.path().join(name)).expect("cannot create the bucket's directory");
     }
 
     /// The port it listens on.
