@@ -181,6 +181,11 @@ pub trait Target {
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()>;
     /// Marks the current subvolume complete (received UUID, read-only).
     fn finish_subvol(&mut self) -> Result<()>;
+    /// Starts writing what the current subvolume applied to disk in the background,
+    /// while the engine waits for something else (the extent verifier) before
+    /// [`Target::finish_subvol`], which waits for it and still makes everything durable
+    /// itself. Only a head start: a target may do nothing.
+    fn write_back(&mut self) {}
     /// Leaves the current subvolume unfinished after a failure; returns where it is, for the user.
     fn abandon_subvol(&mut self) -> Option<Unfinished>;
     /// What `name` is a complete receive of, if it is one (marked received and, on

@@ -90,6 +90,11 @@ impl Verifier {
         errors
     }
 
+    /// Whether extents are still being checked.
+    pub(crate) fn busy(&self) -> bool {
+        self.pending > 0
+    }
+
     /// The errors of extents checked so far, without waiting.
     pub(crate) fn poll(&mut self) -> Vec<Error> {
         self.collect(false)

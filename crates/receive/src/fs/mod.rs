@@ -101,8 +101,8 @@ struct Current {
     unowned: Unowned,
     /// Its progress record, once the engine noted one (see [`crate::resume`]).
     progress: Option<ProgressFile>,
-    /// A periodic checkpoint syncing and saving on its own thread.
-    checkpointing: Option<std::thread::JoinHandle<Result<()>>>,
+    /// A periodic checkpoint syncing and saving, or a write-back, on its own thread.
+    background: Option<std::thread::JoinHandle<Result<()>>>,
     /// Whether a checkpoint was made (the first is made at once: see [`FsTarget::checkpoint`]).
     checkpointed_once: bool,
 }
@@ -118,20 +118,32 @@ impl Current {
             deferred_flags: Vec::new(),
             unowned: Unowned::default(),
             progress: None,
-            checkpointing: None,
+            background: None,
             checkpointed_once: false,
         }
     }
 
-    /// Waits for the checkpoint in progress, if any, and returns its outcome.
+    /// Waits for the checkpoint or write-back in progress, if any, and returns its outcome.
     fn checkpointed(&mut self) -> Result<()> {
-        match self.checkpointing.take().map(std::thread::JoinHandle::join) {
+        match self.background.take().map(std::thread::JoinHandle::join) {
             None => Ok(()),
-            Some(Ok(saved)) => saved,
+            Some(Ok(done)) => done,
             Some(Err(_)) => {
                 Err(ErrorKind::io("checkpoint", std::io::Error::other("the checkpoint thread panicked")))
             }
         }
+    }
+
+    /// Runs `work` on a thread of its own after the one in progress; [`Current::checkpointed`]
+    /// waits for it.
+    fn in_background(&mut self, work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+        self.checkpointed()?;
+        let thread = std::thread::Builder::new()
+            .name("rawsend-checkpoint".into())
+            .spawn(work)
+            .map_err(|e| ErrorKind::io("checkpoint", e))?;
+        self.background = Some(thread);
+        Ok(())
     }
 }
 
@@ -833,6 +845,17 @@ impl Target for FsTarget {
         partial::forget(self.dest.as_fd(), &current.name)
     }
 
+    /// A `syncfs` on a thread of its own, unless a checkpoint is still running (its outcome
+    /// is left for [`Target::finish_subvol`] to collect); a failure to start one is left to
+    /// `finish_subvol`'s own `syncfs`, and the outcome of one started is waited for there.
+    fn write_back(&mut self) {
+        let Some(current) = self.current.as_mut().filter(|current| current.background.is_none()) else {
+            return;
+        };
+        let Ok(root) = current.tree.root().try_clone_to_owned() else { return };
+        let _ = current.in_background(move || sync_filesystem(root.as_fd()));
+    }
+
     fn abandon_subvol(&mut self) -> Option<Unfinished> {
         let mut current = self.current.take()?;
         // A periodic checkpoint that failed leaves the progress record to resume from.
@@ -907,9 +930,7 @@ impl Target for FsTarget {
             current.checkpointed_once = true;
             return save();
         }
-        let thread = std::thread::Builder::new().name("rawsend-checkpoint".into()).spawn(save).map_err(io)?;
-        current.checkpointing = Some(thread);
-        Ok(())
+        current.in_background(save)
     }
 
     fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {
