@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rawsend_receive::fs::Kind;
 use rawsend_receive::{FsTarget, NodeKind, SubvolStart, Target};
-use rawsend_stream::{StreamPath, Uuid, XattrName};
+use rawsend_stream::{StreamPath, SymlinkTarget, Uuid, XattrName};
 use rawsend_testutil::{FsType, LoopFs};
 
 /// A dir target in a fresh directory, with subvolume `s` begun.
@@ -43,7 +43,10 @@ fn a_chown_to_the_owner_a_new_file_or_directory_has_is_skipped() {
     let dest = tempfile::tempdir().unwrap();
     let mut target = target(dest.path());
     let (uid, gid) = own_ids(dest.path());
-    for (name, kind) in [(&b"file"[..], NodeKind::File), (b"dir", NodeKind::Dir)] {
+    let link = NodeKind::Symlink(SymlinkTarget(b"target"));
+    for (name, kind) in
+        [(&b"file"[..], NodeKind::File), (b"dir", NodeKind::Dir), (b"link", link), (b"fifo", NodeKind::Fifo)]
+    {
         target.create(path(name), kind).unwrap();
         let on_disk = dest.path().join("s").join(std::str::from_utf8(name).unwrap());
         let before = ctime(&on_disk);
@@ -113,11 +116,15 @@ fn a_chown_through_another_hard_link_is_seen_by_the_next_chown() {
     let dest = tempfile::tempdir().unwrap();
     let mut target = target(dest.path());
     let (uid, gid) = own_ids(dest.path());
-    target.create(path(b"f"), NodeKind::File).unwrap();
-    target.link(path(b"g"), path(b"f")).unwrap();
-    target.chown(path(b"g"), 4242, 4343).unwrap();
-    target.chown(path(b"f"), uid, gid).unwrap();
-    assert_eq!(owner_and_mode(dest.path(), "f"), (uid, gid, 0o600));
+    for (name, kind) in [("f", NodeKind::File), ("l", NodeKind::Symlink(SymlinkTarget(b"target")))] {
+        let other = format!("{name}2");
+        target.create(path(name.as_bytes()), kind).unwrap();
+        target.link(path(other.as_bytes()), path(name.as_bytes())).unwrap();
+        target.chown(path(other.as_bytes()), 4242, 4343).unwrap();
+        target.chown(path(name.as_bytes()), uid, gid).unwrap();
+        let (file_uid, file_gid, _) = owner_and_mode(dest.path(), name);
+        assert_eq!((file_uid, file_gid), (uid, gid), "{name}");
+    }
 }
 
 #[test]
@@ -126,7 +133,8 @@ fn a_chown_back_to_the_creator_is_done() {
     let dest = tempfile::tempdir().unwrap();
     let mut target = target(dest.path());
     let (uid, gid) = own_ids(dest.path());
-    for (name, kind) in [(&b"file"[..], NodeKind::File), (b"dir", NodeKind::Dir)] {
+    let link = NodeKind::Symlink(SymlinkTarget(b"target"));
+    for (name, kind) in [(&b"file"[..], NodeKind::File), (b"dir", NodeKind::Dir), (b"link", link)] {
         target.create(path(name), kind).unwrap();
         target.chown(path(name), 4242, 4343).unwrap();
         target.chown(path(name), uid, gid).unwrap();

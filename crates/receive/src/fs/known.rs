@@ -16,7 +16,8 @@
 //!   predicted. A new directory inherits the parent's S_ISGID, except on a `grpid` mount
 //!   or with xfs' `irix_sgid_inherit`, so a directory made in a set-group-id parent is
 //!   not predicted either;
-//! - a new file is created with mode 0600 and no xattrs: no set-id bits, no capability;
+//! - a new file, FIFO or socket is created with mode 0600, a device with 0, a symlink
+//!   with 0777, none with xattrs: no set-id bits, no capability;
 //! - a chown done sets the owner and never adds bits; a chmod without set-id bits leaves
 //!   none (and clears a directory's S_ISGID); a chmod with them, or any xattr change
 //!   (a capability, or an ACL that may clear S_ISGID), makes the node unknown again.
@@ -44,7 +45,7 @@ const PREDICTABLE: [i64; 4] = [
 
 /// What is known of a node: exact as long as it is held (see the module docs).
 ///
-/// A regular file is known only while it has no set-id bits and no
+/// A node other than a directory is known only while it has no set-id bits and no
 /// `security.capability`; a directory whatever its mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Known {
@@ -96,9 +97,8 @@ impl Creator {
         let (uid, gid) = self.ids?;
         let gid = if parent.setgid || parent.owner.1 == gid { parent.owner.1 } else { return None };
         match kind {
-            FileType::RegularFile => Some(Known { owner: (uid, gid), setgid: false }),
-            FileType::Directory if !parent.setgid => Some(Known { owner: (uid, gid), setgid: false }),
-            _ => None,
+            FileType::Directory if parent.setgid => None,
+            _ => Some(Known { owner: (uid, gid), setgid: false }),
         }
     }
 }
@@ -121,13 +121,13 @@ mod tests {
         assert_eq!(ME.created(dir((0, 100), false), FileType::Directory), Some(plain));
         let shared = Known { owner: (1000, 50), setgid: false };
         assert_eq!(ME.created(dir((0, 50), true), file), Some(shared));
+        assert_eq!(ME.created(dir((0, 50), true), FileType::Symlink), Some(shared));
     }
 
     #[test]
     fn what_a_grpid_mount_or_sgid_inheritance_could_change_is_not_predicted() {
         assert_eq!(ME.created(dir((0, 50), false), FileType::RegularFile), None, "grpid would give 50");
         assert_eq!(ME.created(dir((0, 50), true), FileType::Directory), None, "S_ISGID inherited or not");
-        assert_eq!(ME.created(dir((0, 100), false), FileType::Symlink), None, "not held open");
         let elsewhere = Creator { ids: None };
         assert_eq!(elsewhere.created(dir((0, 100), false), FileType::RegularFile), None);
     }

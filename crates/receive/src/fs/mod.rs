@@ -732,6 +732,17 @@ fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
     (now, later)
 }
 
+/// The type of a node `kind` creates that is not held open afterwards (nor a directory).
+fn unheld_type(kind: &NodeKind<'_>) -> Option<FileType> {
+    match kind {
+        NodeKind::File | NodeKind::Dir => None,
+        NodeKind::Symlink(_) => Some(FileType::Symlink),
+        NodeKind::Fifo => Some(FileType::Fifo),
+        NodeKind::Socket => Some(FileType::Socket),
+        NodeKind::Device { .. } => Some(FileType::CharacterDevice),
+    }
+}
+
 /// Chowns the node at `path` to `owner` on its held fd, if it has one, unless that would
 /// change nothing (decided without a system call where the node is [`known::Known`]).
 fn chown_held(tree: &mut Tree, path: StreamPath<'_>, owner: (u32, u32)) -> Option<rustix::io::Result<()>> {
@@ -972,6 +983,7 @@ impl Target for FsTarget {
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
         let (dir, name) = self.tree()?.parent(path)?;
+        let unheld = unheld_type(&kind);
         let private = Mode::from_raw_mode(0o600);
         let created = match kind {
             NodeKind::File => {
@@ -996,6 +1008,9 @@ impl Target for FsTarget {
                 .map_err(|e| ErrorKind::io("symlink", e)),
         };
         created?;
+        if let Some(kind) = unheld.filter(|_| !self.is_absent(path)) {
+            self.tree()?.keep_unheld(path, kind);
+        }
         self.forget_owner(path)
     }
 
@@ -1142,6 +1157,7 @@ impl Target for FsTarget {
         let tree = self.tree()?;
         let result = match chown_held(tree, path, wanted) {
             Some(result) => result,
+            None if tree.known(path).is_some_and(|known| known.owner == wanted) => Ok(()),
             None => {
                 tree.forget_known_file();
                 let (dir, name) = at(tree, path)?;

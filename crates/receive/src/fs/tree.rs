@@ -41,6 +41,9 @@ pub struct Tree {
     file: Option<(Vec<u8>, Held<OwnedFd>)>,
     absent: BTreeMap<Vec<u8>, ()>,
     creator: Creator,
+    /// The node created last if it is not held open (a symlink, FIFO, socket or device),
+    /// by path, and what is known of it.
+    unheld: Option<(Vec<u8>, Known)>,
 }
 
 /// An open fd and what is known of its node.
@@ -136,7 +139,7 @@ impl Tree {
     pub fn new(root: OwnedFd) -> Self {
         let creator = Creator::of(root.as_fd());
         let root = Held::unknown(Rc::new(root));
-        Tree { root, dirs: BTreeMap::new(), file: None, absent: BTreeMap::new(), creator }
+        Tree { root, dirs: BTreeMap::new(), file: None, absent: BTreeMap::new(), creator, unheld: None }
     }
 
     /// The root directory.
@@ -227,6 +230,12 @@ impl Tree {
         Ok(())
     }
 
+    /// Remembers what is known of the node of type `kind` just created at `path`, which
+    /// is not held open.
+    pub fn keep_unheld(&mut self, path: StreamPath<'_>, kind: FileType) {
+        self.unheld = self.created(path, kind).map(|known| (path.as_bytes().to_vec(), known));
+    }
+
     /// What is known of the node of type `kind` just created at `path`, from what is
     /// known of its parent (asked of the kernel once, if nothing is known of it yet).
     fn created(&mut self, path: StreamPath<'_>, kind: FileType) -> Option<Known> {
@@ -242,9 +251,14 @@ impl Tree {
         self.creator.created(known, kind)
     }
 
-    /// What is known of the node at `path`, if it is held open (see [`Tree::cached`]).
+    /// What is known of the node at `path`, if it is held open (see [`Tree::cached`]) or
+    /// the last one created.
     pub fn known(&self, path: StreamPath<'_>) -> Option<Known> {
-        self.held(path)?.1
+        match (self.held(path), &self.unheld) {
+            (Some((_, known)), _) => known,
+            (None, Some((key, known))) if key == path.as_bytes() => Some(*known),
+            (None, _) => None,
+        }
     }
 
     /// Records what is now known of the node at `path`, if it is held open.
@@ -268,12 +282,13 @@ impl Tree {
         self.forget_known_file();
     }
 
-    /// Forgets what is known of the kept file (after a change by path, which may be
-    /// another hard link of it).
+    /// Forgets what is known of the kept file and of the last node created (after a change
+    /// by path, which may be another hard link of either).
     pub fn forget_known_file(&mut self) {
         if let Some((_, file)) = &mut self.file {
             file.known = None;
         }
+        self.unheld = None;
     }
 
     /// Caches directory `dir` of `path`, emptying the cache first when it is full.
@@ -291,6 +306,9 @@ impl Tree {
         if self.file.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
             self.file = None;
         }
+        if self.unheld.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
+            self.unheld = None;
+        }
     }
 
     /// Follows a rename in the caches: fds and absent nodes at or beneath `from` move to `to`.
@@ -305,6 +323,9 @@ impl Tree {
             self.absent.insert(rekey(&key), ());
         }
         if let Some((key, _)) = self.file.as_mut().filter(|(key, _)| is_under(key, from)) {
+            *key = rekey(key);
+        }
+        if let Some((key, _)) = self.unheld.as_mut().filter(|(key, _)| is_under(key, from)) {
             *key = rekey(key);
         }
     }
