@@ -510,6 +510,7 @@ impl<T: Target> Receiver<T> {
     fn advance(&mut self, record: &Record<'_>) -> Result<()> {
         let Some(tracker) = self.tracker.as_mut() else { return Ok(()) };
         tracker.step(record.raw);
+        let due = tracker.skip_to.is_none() && tracker.keeping && tracker.due(&self.opts.checkpoints);
         match &tracker.skip_to {
             Some((to, _)) if tracker.position.commands < to.commands => Ok(()),
             Some((to, _)) if tracker.position != *to => Err(refused(
@@ -523,7 +524,7 @@ impl<T: Target> Receiver<T> {
                 // From here on the disk may hold more than the saved state says.
                 self.checkpoint(Tail::Unknown)
             }
-            None if tracker.keeping && tracker.due(&self.opts.checkpoints) => self.checkpoint(Tail::Unknown),
+            None if due => self.checkpoint(Tail::Unknown),
             None => Ok(()),
         }
     }

@@ -83,6 +83,14 @@ impl Default for Checkpoints {
     }
 }
 
+/// The clock is read for a periodic checkpoint once this many commands, or
+/// [`CLOCK_BYTES`] of stream, were applied since it was last read, not after every
+/// command (once per command it was 1.4% of a receive of small files): a checkpoint
+/// is late by at most the time that many commands take to apply.
+const CLOCK_COMMANDS: u64 = 64;
+/// See [`CLOCK_COMMANDS`].
+const CLOCK_BYTES: u64 = 1 << 20;
+
 /// What may have been applied after a saved position. See the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tail {
@@ -302,13 +310,25 @@ pub(crate) struct Tracker {
     jump: Option<Position>,
     /// Stream offset and time of the last checkpoint; `None` before the first.
     last: Option<(u64, Instant)>,
+    /// Command count and stream offset when the clock was last read (see [`CLOCK_COMMANDS`]).
+    clocked: (u64, u64),
 }
 
 impl Tracker {
     /// Starts a subvolume's stream whose SUBVOL or SNAPSHOT is `header_len` bytes in.
     pub fn new(identity: Identity, header_len: u64, keeping: bool) -> Tracker {
         let position = Position::start(header_len);
-        Tracker { identity, position, skip_to: None, replay_from: None, keeping, jump: None, last: None }
+        let clocked = (position.commands, position.offset);
+        Tracker {
+            identity,
+            position,
+            skip_to: None,
+            replay_from: None,
+            keeping,
+            jump: None,
+            last: None,
+            clocked,
+        }
     }
 
     /// Continues from `saved` as `plan` says: by skipping the prefix the stream
@@ -329,16 +349,29 @@ impl Tracker {
         self.skip_to.is_some()
     }
 
-    /// Whether a periodic checkpoint is due.
-    pub fn due(&self, every: &Checkpoints) -> bool {
-        self.last.is_none_or(|(offset, at)| {
-            self.position.offset - offset >= every.bytes || at.elapsed() >= every.interval
-        })
+    /// Whether a periodic checkpoint is due (the clock is read only now and then: see
+    /// [`CLOCK_COMMANDS`]).
+    pub fn due(&mut self, every: &Checkpoints) -> bool {
+        let Some((offset, at)) = self.last else { return true };
+        if self.position.offset - offset >= every.bytes {
+            return true;
+        }
+        let (commands, clocked_offset) = self.clocked;
+        let (since_commands, since_bytes) = (
+            self.position.commands.saturating_sub(commands),
+            self.position.offset.saturating_sub(clocked_offset),
+        );
+        if since_commands < CLOCK_COMMANDS && since_bytes < CLOCK_BYTES {
+            return false;
+        }
+        self.clocked = (self.position.commands, self.position.offset);
+        at.elapsed() >= every.interval
     }
 
     /// Notes that a checkpoint was made at the current position.
     pub fn checkpointed(&mut self) {
         self.last = Some((self.position.offset, Instant::now()));
+        self.clocked = (self.position.commands, self.position.offset);
     }
 }
 
@@ -396,6 +429,41 @@ mod tests {
     }
 
     const BOOT: &str = "0f3c1a4e-9d2b-4c8e-a1b2-c3d4e5f60718";
+
+    /// A tracker whose last checkpoint was `ago` before now, at the start of the stream.
+    fn checkpointed(ago: Duration) -> Tracker {
+        let mut tracker = Tracker::new(state(Tail::Clean).identity, 17, true);
+        tracker.checkpointed();
+        tracker.last = Some((tracker.position.offset, Instant::now().checked_sub(ago).expect("uptime")));
+        tracker
+    }
+
+    #[test]
+    fn the_checkpoint_clock_is_read_every_64_commands() {
+        let every = Checkpoints::default();
+        let mut late = checkpointed(every.interval + Duration::from_secs(1));
+        for command in 1..CLOCK_COMMANDS {
+            late.step(&[0; 10]);
+            assert!(!late.due(&every), "clock read at command {command}");
+        }
+        late.step(&[0; 10]);
+        assert!(late.due(&every), "the 30 s interval passed {CLOCK_COMMANDS} commands ago");
+        let mut on_time = checkpointed(Duration::ZERO);
+        for _ in 0..CLOCK_COMMANDS * 3 {
+            on_time.step(&[0; 10]);
+            assert!(!on_time.due(&every));
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_clock_is_read_after_a_mebibyte_of_stream() {
+        let every = Checkpoints::default();
+        let mut late = checkpointed(every.interval + Duration::from_secs(1));
+        late.step(&vec![0; CLOCK_BYTES as usize - 1]);
+        assert!(!late.due(&every));
+        late.step(&[0]);
+        assert!(late.due(&every), "one command after a mebibyte");
+    }
 
     #[test]
     fn states_parse_back_exactly() {

@@ -19,6 +19,7 @@
 
 mod copy;
 mod fingerprint;
+mod known;
 mod locate;
 mod partial;
 mod received;
@@ -589,11 +590,16 @@ impl FsTarget {
 
     /// Sets the mode of the node at `path`, which must not be a symlink.
     fn set_mode(&mut self, path: StreamPath<'_>, mode: Mode) -> Result<()> {
+        let tree = self.tree()?;
         // A cached fd is a regular file or a directory, never a symlink.
-        if let Some(fd) = self.tree()?.cached(path) {
-            return rustix::fs::fchmod(fd, mode).map_err(|e| ErrorKind::io("chmod", e));
+        if let Some(fd) = tree.cached(path) {
+            rustix::fs::fchmod(fd, mode).map_err(|e| ErrorKind::io("chmod", e))?;
+            let known = tree.known(path).and_then(|known| known.after_chmod(mode.as_raw_mode()));
+            tree.set_known(path, known);
+            return Ok(());
         }
-        let node = self.tree()?.node(path)?;
+        tree.forget_known_file();
+        let node = tree.node(path)?;
         let stat = rustix::fs::fstat(&node).map_err(|e| ErrorKind::io("stat", e))?;
         if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
             return Err(ErrorKind::Invalid("chmod on a symlink"));
@@ -736,6 +742,37 @@ fn split_flags(current: IFlags, btrfs_flags: u64) -> (IFlags, IFlags) {
         later.set(flag, on);
     }
     (now, later)
+}
+
+/// The type of a node `kind` creates that is not held open afterwards (nor a directory).
+fn unheld_type(kind: &NodeKind<'_>) -> Option<FileType> {
+    match kind {
+        NodeKind::File | NodeKind::Dir => None,
+        NodeKind::Symlink(_) => Some(FileType::Symlink),
+        NodeKind::Fifo => Some(FileType::Fifo),
+        NodeKind::Socket => Some(FileType::Socket),
+        NodeKind::Device { .. } => Some(FileType::CharacterDevice),
+    }
+}
+
+/// Chowns the node at `path` to `owner` on its held fd, if it has one, unless that would
+/// change nothing (decided without a system call where the node is [`known::Known`]).
+fn chown_held(tree: &mut Tree, path: StreamPath<'_>, owner: (u32, u32)) -> Option<rustix::io::Result<()>> {
+    let known = tree.known(path);
+    let fd = tree.cached(path)?;
+    let unchanged = match known {
+        Some(known) => known.owner == owner,
+        None => chown_changes_nothing(fd, owner),
+    };
+    if unchanged {
+        return Some(Ok(()));
+    }
+    let (uid, gid) = (rustix::fs::Uid::from_raw(owner.0), rustix::fs::Gid::from_raw(owner.1));
+    let result = rustix::fs::fchown(fd, Some(uid), Some(gid));
+    if result.is_ok() {
+        tree.set_known(path, known.map(|known| known.after_chown(owner)));
+    }
+    Some(result)
 }
 
 /// Whether `chown(fd, owner)` would change nothing but the ctime, so that it can be
@@ -967,6 +1004,7 @@ impl Target for FsTarget {
 
     fn create(&mut self, path: StreamPath<'_>, kind: NodeKind<'_>) -> Result<()> {
         let (dir, name) = self.tree()?.parent(path)?;
+        let unheld = unheld_type(&kind);
         let private = Mode::from_raw_mode(0o600);
         let created = match kind {
             NodeKind::File => {
@@ -991,6 +1029,9 @@ impl Target for FsTarget {
                 .map_err(|e| ErrorKind::io("symlink", e)),
         };
         created?;
+        if let Some(kind) = unheld.filter(|_| !self.is_absent(path)) {
+            self.tree()?.keep_unheld(path, kind);
+        }
         self.forget_owner(path)
     }
 
@@ -1044,7 +1085,10 @@ impl Target for FsTarget {
             return Ok(());
         }
         self.refuse_record_xattr(path, name)?;
-        let (dir, node) = at(self.tree()?, path)?;
+        let tree = self.tree()?;
+        // A capability or an ACL may change what a chown of any held node does.
+        tree.forget_known();
+        let (dir, node) = at(tree, path)?;
         let result = rustix::fs::lsetxattr(
             proc_path(dir.as_fd(), Some(node)),
             name.as_bytes(),
@@ -1059,7 +1103,10 @@ impl Target for FsTarget {
             return Ok(());
         }
         self.refuse_record_xattr(path, name)?;
-        let (dir, node) = at(self.tree()?, path)?;
+        let tree = self.tree()?;
+        // A capability or an ACL may change what a chown of any held node does.
+        tree.forget_known();
+        let (dir, node) = at(tree, path)?;
         let result = rustix::fs::lremovexattr(proc_path(dir.as_fd(), Some(node)), name.as_bytes());
         let (refusals, what) = (skips::remove_xattr_refusals(name.as_bytes()), skips::xattr(name.as_bytes()));
         self.skips.check(result, refusals, what, "remove xattr")
@@ -1129,10 +1176,11 @@ impl Target for FsTarget {
         let wanted = (uid, gid);
         let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
         let tree = self.tree()?;
-        let result = match tree.cached(path) {
-            Some(fd) if chown_changes_nothing(fd, wanted) => Ok(()),
-            Some(fd) => rustix::fs::fchown(fd, uid, gid),
+        let result = match chown_held(tree, path, wanted) {
+            Some(result) => result,
+            None if tree.known(path).is_some_and(|known| known.owner == wanted) => Ok(()),
             None => {
+                tree.forget_known_file();
                 let (dir, name) = at(tree, path)?;
                 rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }

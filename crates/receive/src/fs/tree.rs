@@ -10,7 +10,9 @@
 //! FIFO or device node in the way is never opened for reading or writing.
 //!
 //! Directory fds are cached by path (invalidated on rename and rmdir), and
-//! the last data file stays open between writes.
+//! the last data file stays open between writes; a file created here stays open
+//! from its create, so its data needs no reopen. With each fd the tree keeps
+//! what is known of its node ([`Known`]: see `known`).
 //!
 //! The tree also remembers *absent* nodes: device nodes the dir target was
 //! not allowed to create. Later commands on them are no-ops, and renames and
@@ -25,6 +27,7 @@ use std::rc::Rc;
 use rawsend_stream::StreamPath;
 use rustix::fs::{Dir, FileType, Mode, OFlags, ResolveFlags};
 
+use super::known::{Creator, Known};
 use crate::error::{ErrorKind, Result};
 
 /// Most directory fds kept open at once.
@@ -32,10 +35,27 @@ const DIR_CACHE_LIMIT: usize = 512;
 
 /// The open subvolume root and caches of fds beneath it.
 pub struct Tree {
-    root: Rc<OwnedFd>,
-    dirs: BTreeMap<Vec<u8>, Rc<OwnedFd>>,
-    file: Option<(Vec<u8>, OwnedFd)>,
+    root: Held<Rc<OwnedFd>>,
+    dirs: BTreeMap<Vec<u8>, Held<Rc<OwnedFd>>>,
+    /// The data file kept open, by path.
+    file: Option<(Vec<u8>, Held<OwnedFd>)>,
     absent: BTreeMap<Vec<u8>, ()>,
+    creator: Creator,
+    /// The node created last if it is not held open (a symlink, FIFO, socket or device),
+    /// by path, and what is known of it.
+    unheld: Option<(Vec<u8>, Known)>,
+}
+
+/// An open fd and what is known of its node.
+struct Held<F> {
+    fd: F,
+    known: Option<Known>,
+}
+
+impl<F> Held<F> {
+    fn unknown(fd: F) -> Self {
+        Held { fd, known: None }
+    }
 }
 
 /// Resolution flags for every lookup beneath the root.
@@ -117,24 +137,26 @@ pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> OsString {
 impl Tree {
     /// Wraps the open root directory of a subvolume.
     pub fn new(root: OwnedFd) -> Self {
-        Tree { root: Rc::new(root), dirs: BTreeMap::new(), file: None, absent: BTreeMap::new() }
+        let creator = Creator::of(root.as_fd());
+        let root = Held::unknown(Rc::new(root));
+        Tree { root, dirs: BTreeMap::new(), file: None, absent: BTreeMap::new(), creator, unheld: None }
     }
 
     /// The root directory.
     pub fn root(&self) -> BorrowedFd<'_> {
-        self.root.as_fd()
+        self.root.fd.as_fd()
     }
 
     /// The directory at `path`.
     pub fn dir(&mut self, path: StreamPath<'_>) -> Result<Rc<OwnedFd>> {
         if path.is_root() {
-            return Ok(self.root.clone());
+            return Ok(self.root.fd.clone());
         }
-        if let Some(fd) = self.dirs.get(path.as_bytes()) {
-            return Ok(fd.clone());
+        if let Some(dir) = self.dirs.get(path.as_bytes()) {
+            return Ok(dir.fd.clone());
         }
-        let fd = Rc::new(open_dir_beneath(self.root.as_fd(), path.as_bytes())?);
-        self.cache_dir(path.as_bytes(), fd.clone());
+        let fd = Rc::new(open_dir_beneath(self.root(), path.as_bytes())?);
+        self.cache_dir(path.as_bytes(), Held::unknown(fd.clone()));
         Ok(fd)
     }
 
@@ -149,7 +171,7 @@ impl Tree {
     pub fn node(&mut self, path: StreamPath<'_>) -> Result<OwnedFd> {
         let (dir, name) = match path.split_last() {
             Some((parent, name)) => (self.dir(parent)?, name),
-            None => (self.root.clone(), &b"."[..]),
+            None => (self.root.fd.clone(), &b"."[..]),
         };
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty()).map_err(|e| ErrorKind::io("open", e))
@@ -159,9 +181,9 @@ impl Tree {
     pub fn file(&mut self, path: StreamPath<'_>) -> Result<BorrowedFd<'_>> {
         if self.file.as_ref().is_none_or(|(cached, _)| cached != path.as_bytes()) {
             let fd = self.open_regular(path, OFlags::RDWR)?;
-            self.file = Some((path.as_bytes().to_vec(), fd));
+            self.file = Some((path.as_bytes().to_vec(), Held::unknown(fd)));
         }
-        Ok(self.file.as_ref().expect("just set").1.as_fd())
+        Ok(self.file.as_ref().expect("just set").1.fd.as_fd())
     }
 
     /// Opens a regular file for reading, without changing its atime where permitted.
@@ -192,9 +214,10 @@ impl Tree {
         self.file = None;
     }
 
-    /// Remembers a freshly created file's fd for the writes that follow.
+    /// Remembers a file just created at `path` (opened for writing) for the writes that follow.
     pub fn keep_file(&mut self, path: StreamPath<'_>, fd: OwnedFd) {
-        self.file = Some((path.as_bytes().to_vec(), fd));
+        let known = self.created(path, FileType::RegularFile);
+        self.file = Some((path.as_bytes().to_vec(), Held { fd, known }));
     }
 
     /// Opens and caches the directory `path` just created as `name` in `parent` (a cached
@@ -202,16 +225,78 @@ impl Tree {
     pub fn keep_dir(&mut self, path: StreamPath<'_>, parent: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
         let fd = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())
             .map_err(|e| ErrorKind::io("open directory", e))?;
-        self.cache_dir(path.as_bytes(), Rc::new(fd));
+        let known = self.created(path, FileType::Directory);
+        self.cache_dir(path.as_bytes(), Held { fd: Rc::new(fd), known });
         Ok(())
     }
 
-    /// Caches directory fd `fd` of `path`, emptying the cache first when it is full.
-    fn cache_dir(&mut self, path: &[u8], fd: Rc<OwnedFd>) {
+    /// Remembers what is known of the node of type `kind` just created at `path`, which
+    /// is not held open.
+    pub fn keep_unheld(&mut self, path: StreamPath<'_>, kind: FileType) {
+        self.unheld = self.created(path, kind).map(|known| (path.as_bytes().to_vec(), known));
+    }
+
+    /// What is known of the node of type `kind` just created at `path`, from what is
+    /// known of its parent (asked of the kernel once, if nothing is known of it yet).
+    fn created(&mut self, path: StreamPath<'_>, kind: FileType) -> Option<Known> {
+        let (parent, _) = path.split_last()?;
+        let known = match self.known(parent) {
+            Some(known) => known,
+            None => {
+                let known = Known::of_dir(&rustix::fs::fstat(self.cached(parent)?).ok()?)?;
+                self.set_known(parent, Some(known));
+                known
+            }
+        };
+        self.creator.created(known, kind)
+    }
+
+    /// What is known of the node at `path`, if it is held open (see [`Tree::cached`]) or
+    /// the last one created.
+    pub fn known(&self, path: StreamPath<'_>) -> Option<Known> {
+        match (self.held(path), &self.unheld) {
+            (Some((_, known)), _) => known,
+            (None, Some((key, known))) if key == path.as_bytes() => Some(*known),
+            (None, _) => None,
+        }
+    }
+
+    /// Records what is now known of the node at `path`, if it is held open.
+    pub fn set_known(&mut self, path: StreamPath<'_>, known: Option<Known>) {
+        let key = path.as_bytes();
+        let held = match &mut self.file {
+            _ if path.is_root() => &mut self.root.known,
+            Some((cached, file)) if cached == key => &mut file.known,
+            _ => match self.dirs.get_mut(key) {
+                Some(dir) => &mut dir.known,
+                None => return,
+            },
+        };
+        *held = known;
+    }
+
+    /// Forgets what is known of every held node (after a change that may reach any of them).
+    pub fn forget_known(&mut self) {
+        self.root.known = None;
+        self.dirs.values_mut().for_each(|dir| dir.known = None);
+        self.forget_known_file();
+    }
+
+    /// Forgets what is known of the kept file and of the last node created (after a change
+    /// by path, which may be another hard link of either).
+    pub fn forget_known_file(&mut self) {
+        if let Some((_, file)) = &mut self.file {
+            file.known = None;
+        }
+        self.unheld = None;
+    }
+
+    /// Caches directory `dir` of `path`, emptying the cache first when it is full.
+    fn cache_dir(&mut self, path: &[u8], dir: Held<Rc<OwnedFd>>) {
         if self.dirs.len() >= DIR_CACHE_LIMIT {
             self.dirs.clear();
         }
-        self.dirs.insert(path.to_vec(), fd);
+        self.dirs.insert(path.to_vec(), dir);
     }
 
     /// Forgets cached fds and absent nodes at or beneath `path` (after it was removed or replaced).
@@ -220,6 +305,9 @@ impl Tree {
         take_under(&mut self.absent, path.as_bytes());
         if self.file.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
             self.file = None;
+        }
+        if self.unheld.as_ref().is_some_and(|(key, _)| is_under(key, path.as_bytes())) {
+            self.unheld = None;
         }
     }
 
@@ -235,6 +323,9 @@ impl Tree {
             self.absent.insert(rekey(&key), ());
         }
         if let Some((key, _)) = self.file.as_mut().filter(|(key, _)| is_under(key, from)) {
+            *key = rekey(key);
+        }
+        if let Some((key, _)) = self.unheld.as_mut().filter(|(key, _)| is_under(key, from)) {
             *key = rekey(key);
         }
     }
@@ -256,12 +347,17 @@ impl Tree {
 
     /// An open fd of `path` if one is cached (its file or its directory), for fd-based calls.
     pub fn cached(&self, path: StreamPath<'_>) -> Option<BorrowedFd<'_>> {
+        self.held(path).map(|(fd, _)| fd)
+    }
+
+    /// The open fd of `path` and what is known of its node, if one is cached.
+    fn held(&self, path: StreamPath<'_>) -> Option<(BorrowedFd<'_>, Option<Known>)> {
         if path.is_root() {
-            return Some(self.root.as_fd());
+            return Some((self.root.fd.as_fd(), self.root.known));
         }
         match &self.file {
-            Some((key, fd)) if key == path.as_bytes() => Some(fd.as_fd()),
-            _ => self.dirs.get(path.as_bytes()).map(|fd| fd.as_fd()),
+            Some((key, file)) if key == path.as_bytes() => Some((file.fd.as_fd(), file.known)),
+            _ => self.dirs.get(path.as_bytes()).map(|dir| (dir.fd.as_fd(), dir.known)),
         }
     }
 }
