@@ -23,8 +23,11 @@ use rawsend_stream::Location;
 
 use crate::error::{Error, ErrorKind};
 
-/// Extents queued for the worker at most; submitting more waits for it.
-const IN_FLIGHT: usize = 16;
+/// Extents queued for the workers at most (16 MiB); submitting more waits for them.
+/// Enough for the main thread not to wait on the workers between its own waits (for
+/// the disk, at the end for the `syncfs`), in which the workers catch up: 16 left the
+/// verifiers' CPU on big compressed files in series with the writes (`bench/README.md`).
+const IN_FLIGHT: usize = 128;
 
 /// One extent to check.
 struct Job {
