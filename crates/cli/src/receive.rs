@@ -18,8 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use rawsend_receive::fs::Kind;
 use rawsend_receive::resume::Checkpoints;
-use rawsend_receive::{FsTarget, ReadAhead, ReceiveOptions, Receiver};
-use rawsend_stream::ReaderOptions;
+use rawsend_receive::{FsTarget, ReceiveOptions, Receiver};
+use rawsend_stream::{CrcHints, ReaderOptions};
 use rawsend_transcode::{Codec, Compress, Options, TranscodeReader};
 
 use crate::dump::{self, Format};
@@ -172,7 +172,10 @@ fn receive(
     if let Some(progress) = meter.progress() {
         receiver = receiver.publish_progress(progress);
     }
-    let input = compressed(interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
+    let (input, hints) = compressed(interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
+    if let Some(hints) = hints {
+        receiver = receiver.crc_hints(hints);
+    }
     let received = receiver.receive_into(input);
     // The bar ends before the summary is printed below it.
     meter.finish();
@@ -204,19 +207,22 @@ fn receive(
     Ok(())
 }
 
-/// The stream to apply: `input`, or with `--compress` its WRITE data compressed on
-/// worker threads (`rawsend-transcode`) while the engine applies what is ready.
+/// The stream to apply: `input` read ahead with its CRCs checked on the reading
+/// thread (and the hints for the engine's reader), or with `--compress` its WRITE
+/// data compressed on worker threads (`rawsend-transcode`) while the engine
+/// applies what is ready.
 fn compressed(
     input: impl Read + Send + 'static,
     codec: Option<Codec>,
     verify: bool,
     reader: ReaderOptions,
-) -> Result<Box<dyn Read>> {
+) -> Result<(Box<dyn Read>, Option<CrcHints>)> {
     let Some(codec) = codec else {
-        return Ok(Box::new(ReadAhead::new(input).context("cannot start the thread reading the stream")?));
+        let (ahead, hints) = dump::read_ahead(input, reader)?;
+        return Ok((Box::new(ahead), Some(hints)));
     };
     let opts = Options { recompress: false, verify, ..Options::new(Compress::With(codec)) };
-    Ok(Box::new(TranscodeReader::new(input, opts, reader)?))
+    Ok((Box::new(TranscodeReader::new(input, opts, reader)?), None))
 }
 
 /// The destination kind `--target` asks for (`None`: automatic).

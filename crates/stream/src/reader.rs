@@ -8,6 +8,11 @@
 //! headers back to back) are read in sequence; with
 //! [`ReaderOptions::stop_at_end`] reading stops at the first END (`-e`).
 //!
+//! With [`StreamReader::with_crc_hints`] over a [`ReadAhead`](crate::ReadAhead),
+//! the CRCs that the read-ahead thread found right are not computed again
+//! (see [`crate::precheck`]); every other CRC is checked here, so the items
+//! and errors are the same with hints and without.
+//!
 //! Errors local to one frame (CRC mismatch, bad attributes, unknown command)
 //! consume that frame, so a caller that tolerates errors (`--max-errors 0`)
 //! can go on; framing errors end the stream.
@@ -31,6 +36,7 @@ use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, RawPath, StreamPath};
+use crate::precheck::CrcHints;
 use crate::progress::ReadProgress;
 use crate::resume::{self, CONTINUE_COMMAND, Position};
 
@@ -120,6 +126,10 @@ pub struct StreamReader<R> {
     state: State,
     /// Where to publish how far reading got, if anyone watches.
     progress: Option<Arc<ReadProgress>>,
+    /// CRCs checked ahead, if the input is a read-ahead that checks them.
+    hints: Option<CrcHints>,
+    /// Commands whose CRC a hint vouched for.
+    prechecked: u64,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -141,7 +151,22 @@ impl<R: Read> StreamReader<R> {
             index: 0,
             state: State::ExpectHeader { first: true },
             progress: None,
+            hints: None,
+            prechecked: 0,
         }
+    }
+
+    /// Skips computing the CRC of the commands that `hints` vouch for. The hints must
+    /// come with the [`ReadAhead`](crate::ReadAhead) this reader reads from its start
+    /// ([`ReadAhead::with_crc_hints`](crate::ReadAhead::with_crc_hints)).
+    pub fn with_crc_hints(mut self, hints: CrcHints) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
+    /// Commands whose CRC was not computed here because a hint vouched for it.
+    pub fn prechecked_crcs(&self) -> u64 {
+        self.prechecked
     }
 
     /// Publishes the bytes and commands read, the subvolume and a recent path into
@@ -220,17 +245,19 @@ impl<R: Read> StreamReader<R> {
                 return Err(Error { location, kind });
             }
         };
+        let prechecked = self.hints.as_mut().is_some_and(|hints| hints.vouches(offset, frame_len));
+        self.prechecked += u64::from(prechecked);
         let start = self.start;
         self.consume(frame_len);
         self.index += 1;
         let raw = &self.buf[start..start + frame_len];
         if location.command == Some(CONTINUE_COMMAND) {
-            let marker = check_crc(raw).and_then(|()| resume::parse_marker(raw));
+            let marker = check_crc(raw, prechecked).and_then(|()| resume::parse_marker(raw));
             return marker
                 .map(|position| Item::Continue { position, index, offset })
                 .map_err(|kind| Error { location, kind });
         }
-        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, &mut location);
+        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, prechecked, &mut location);
         if let Some(progress) = &self.progress {
             progress.set_commands(self.index, location.path.as_deref());
         }
@@ -314,21 +341,27 @@ impl<R: Read> StreamReader<R> {
     }
 }
 
-/// Checks the CRC and decodes one frame, filling in the path for error messages.
+/// Checks the CRC (unless `prechecked`) and decodes one frame, filling in the path
+/// for error messages.
 fn decode<'a, P: PathAttr<'a>>(
     raw: &'a [u8],
     version: u32,
+    prechecked: bool,
     location: &mut Location,
 ) -> Result<Command<'a, P>, ErrorKind> {
     let frame = Frame::parse(raw, version);
     if let Ok(frame) = &frame {
         location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
     }
-    check_crc(raw)?;
+    check_crc(raw, prechecked)?;
     Command::decode_as(&frame?)
 }
 
-fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {
+/// Checks the CRC of a frame, unless a hint vouched for it (`prechecked`).
+fn check_crc(raw: &[u8], prechecked: bool) -> Result<(), ErrorKind> {
+    if prechecked {
+        return Ok(());
+    }
     let stored = CommandHeader::parse(raw[..CMD_HEADER_LEN].try_into().expect("10 bytes")).crc;
     let computed = command_crc(raw);
     if stored != computed && !cfg!(fuzzing) {

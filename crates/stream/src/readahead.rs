@@ -6,8 +6,13 @@
 //! being filled), so memory stays bounded whatever the input. Each block holds
 //! what one `read` returned, passed on at once: data that arrived is never held
 //! back waiting for more. Bytes come out in the input's order and an input error
-//! after every byte read before it, so a [`StreamReader`](rawsend_stream::StreamReader)
+//! after every byte read before it, so a [`StreamReader`](crate::StreamReader)
 //! over it sees the same bytes, offsets and errors as over the input itself.
+//!
+//! [`ReadAhead::with_crc_hints`] also checks each command's CRC on that thread
+//! as the blocks pass, for the reader to skip (see [`crate::precheck`]): the
+//! decoding thread then does not read the bytes twice. `receive`, `dump` and
+//! `stats` read this way.
 //!
 //! Dropping the `ReadAhead` stops the thread before its next read; the thread
 //! is not joined, so a read that never returns (an idle pipe) cannot hang the
@@ -15,6 +20,9 @@
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+
+use crate::precheck::{CrcHints, Precheck, precheck};
+use crate::reader::ReaderOptions;
 
 /// Bytes asked of the input per read.
 pub const BLOCK: usize = 1024 * 1024;
@@ -47,11 +55,26 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Starts reading `input` on a thread named `rawsend-read`.
     pub fn new<R: Read + Send + 'static>(input: R) -> io::Result<ReadAhead> {
+        Self::start(input, None)
+    }
+
+    /// Like [`new`](Self::new), the thread also checking the CRC of each command of
+    /// the stream as a reader with `opts` reads it; the reader of this `ReadAhead`
+    /// takes the hints with [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
+    pub fn with_crc_hints<R: Read + Send + 'static>(
+        input: R,
+        opts: ReaderOptions,
+    ) -> io::Result<(ReadAhead, CrcHints)> {
+        let (checker, hints) = precheck(opts);
+        Ok((Self::start(input, Some(checker))?, hints))
+    }
+
+    fn start<R: Read + Send + 'static>(input: R, checker: Option<Precheck>) -> io::Result<ReadAhead> {
         let (filled_tx, filled) = sync_channel(BLOCKS);
         let (empty, empty_rx) = sync_channel(BLOCKS);
         std::thread::Builder::new()
             .name("rawsend-read".into())
-            .spawn(move || fill(input, &filled_tx, &empty_rx))?;
+            .spawn(move || fill(input, &filled_tx, &empty_rx, checker))?;
         let current = Block { bytes: Vec::new(), len: 0 };
         Ok(ReadAhead { filled, empty, current, at: 0, finished: false })
     }
@@ -98,8 +121,15 @@ impl Read for ReadAhead {
     }
 }
 
-/// The thread: fills blocks from `input` until it ends or fails, or the reader is gone.
-fn fill(mut input: impl Read, filled: &SyncSender<Filled>, empty: &Receiver<Vec<u8>>) {
+/// The thread: fills blocks from `input` until it ends or fails, or the reader is gone;
+/// `checker`, if any, sees each block before the reader does, so that the hints for
+/// the commands a block completes are sent before the block.
+fn fill(
+    mut input: impl Read,
+    filled: &SyncSender<Filled>,
+    empty: &Receiver<Vec<u8>>,
+    mut checker: Option<Precheck>,
+) {
     let mut allocated = 0;
     loop {
         let mut bytes = match empty.try_recv() {
@@ -122,7 +152,12 @@ fn fill(mut input: impl Read, filled: &SyncSender<Filled>, empty: &Receiver<Vec<
         };
         let (item, last) = match outcome {
             Ok(0) => return,
-            Ok(len) => (Ok(Block { bytes, len }), false),
+            Ok(len) => {
+                if checker.as_mut().is_some_and(|checker| !checker.pass(&bytes[..len])) {
+                    checker = None;
+                }
+                (Ok(Block { bytes, len }), false)
+            }
             Err(err) => (Err(err), true),
         };
         if filled.send(item).is_err() || last {
