@@ -23,13 +23,13 @@
 //! received, so its messages come at the same moment relative to the work
 //! as btrfs-progs' do.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, ExtentFields};
 use rawsend_stream::{
-    Command, CrcHints, Item, Location, ReadProgress, ReaderOptions, Record, StreamPath, StreamReader, Uuid,
+    Command, CrcHints, Item, Location, ReadProgress, ReaderOptions, Record, Source, StreamPath, StreamReader,
+    Uuid,
 };
 use rustix::io::Errno;
 
@@ -277,19 +277,19 @@ impl<T: Target> Receiver<T> {
     }
 
     /// Reads every stream in `input` and applies it.
-    pub fn receive(self, input: impl Read) -> std::result::Result<Summary, Failure> {
+    pub fn receive(self, input: impl Source) -> std::result::Result<Summary, Failure> {
         self.receive_into(input).map(|(summary, _)| summary)
     }
 
     /// Like [`Receiver::receive`], also handing back the target (to receive more streams into it).
-    pub fn receive_into(self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
+    pub fn receive_into(self, input: impl Source) -> std::result::Result<(Summary, T), Failure> {
         let (outcome, target) = self.receive_keeping(input);
         outcome.map(|summary| (summary, target))
     }
 
     /// Like [`Receiver::receive`], handing back the target whatever happened (to look at
     /// what a failed or interrupted receive left, or to continue it).
-    pub fn receive_keeping(mut self, input: impl Read) -> (std::result::Result<Summary, Failure>, T) {
+    pub fn receive_keeping(mut self, input: impl Source) -> (std::result::Result<Summary, Failure>, T) {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         if let Some(progress) = self.progress.take() {
             reader = reader.with_progress(progress);

@@ -30,11 +30,13 @@ use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::CommandKind;
 use crate::reader::ReaderOptions;
 
-/// Shortest command recorded: shorter ones cost the reader less to check than
-/// a hint costs to pass on, and the limit bounds the hints per block.
-pub const HINTED_MIN: usize = 512;
-/// Most batches of hints waiting for the reader.
-const BATCHES: usize = 32;
+/// Shortest command recorded: shorter ones cost the reader about as little to
+/// check as a hint costs to pass on, and the limit bounds the hints per block
+/// (at most 8,193 of 24 bytes for a 1 MiB block).
+pub const HINTED_MIN: usize = 128;
+/// Most batches of hints waiting for the reader (one per block that completed a
+/// command; twice the blocks that can be in flight).
+const BATCHES: usize = 16;
 
 /// What the checker found for one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,11 +3,14 @@
 //!
 //! A [`ReadAhead`] hands its input to a thread that reads it into blocks of
 //! [`BLOCK`] bytes, at most [`BLOCKS`] of them in flight (filled and waiting, or
-//! being filled), so memory stays bounded whatever the input. Each block holds
-//! what one `read` returned, passed on at once: data that arrived is never held
-//! back waiting for more. Bytes come out in the input's order and an input error
-//! after every byte read before it, so a [`StreamReader`](crate::StreamReader)
-//! over it sees the same bytes, offsets and errors as over the input itself.
+//! being filled, or the reader's buffer), so memory stays bounded whatever the
+//! input. Each block holds what one `read` returned, passed on at once: data
+//! that arrived is never held back waiting for more. Bytes come out in the
+//! input's order and an input error after every byte read before it, so a
+//! [`StreamReader`](crate::StreamReader) over it sees the same bytes, offsets
+//! and errors as over the input itself. The reader takes each block as its
+//! buffer rather than copying it ([`Source`]): each block keeps [`ROOM`] bytes
+//! free before its data for the unread end of the previous one.
 //!
 //! [`ReadAhead::with_crc_hints`] also checks each command's CRC on that thread
 //! as the blocks pass, for the reader to skip (see [`crate::precheck`]): the
@@ -23,15 +26,20 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use crate::precheck::{CrcHints, Precheck, precheck};
 use crate::reader::ReaderOptions;
+use crate::source::{ReadBuffer, Source};
 
 /// Bytes asked of the input per read.
 pub const BLOCK: usize = 1024 * 1024;
 /// Most blocks allocated at once.
 pub const BLOCKS: usize = 8;
+/// Bytes kept free before each block's data, for the unread end of the block
+/// before it (part of one command: the kernel's are at most 144 KiB); a longer
+/// end is completed by copying instead.
+pub const ROOM: usize = 256 * 1024;
 
-/// A buffer of [`BLOCK`] bytes, of which the first `len` were read. Buffers keep
-/// their full length while they go round, so each is zeroed once, when allocated,
-/// not before every read (a pipe gives 64 KiB per read).
+/// A buffer of [`ROOM`] + [`BLOCK`] bytes, of which the `len` after [`ROOM`] were
+/// read. Buffers keep their full length while they go round, so each is zeroed
+/// once, when allocated, not before every read (a pipe gives 64 KiB per read).
 struct Block {
     bytes: Vec<u8>,
     len: usize,
@@ -45,9 +53,6 @@ pub struct ReadAhead {
     filled: Receiver<Filled>,
     /// Blocks handed back for the thread to fill again.
     empty: SyncSender<Vec<u8>>,
-    /// The block being read from, and how far.
-    current: Block,
-    at: usize,
     /// The input ended or failed: nothing more comes.
     finished: bool,
 }
@@ -75,49 +80,42 @@ impl ReadAhead {
         std::thread::Builder::new()
             .name("rawsend-read".into())
             .spawn(move || fill(input, &filled_tx, &empty_rx, checker))?;
-        let current = Block { bytes: Vec::new(), len: 0 };
-        Ok(ReadAhead { filled, empty, current, at: 0, finished: false })
+        Ok(ReadAhead { filled, empty, finished: false })
     }
 
-    /// Makes the next block current; false at the end of the input.
-    fn next_block(&mut self) -> io::Result<bool> {
+    /// The next block; `None` at the end of the input.
+    fn next_block(&mut self) -> io::Result<Option<Block>> {
         if self.finished {
-            return Ok(false);
+            return Ok(None);
         }
         match self.filled.recv() {
-            Ok(Ok(block)) => {
-                let used = std::mem::replace(&mut self.current, block);
-                self.at = 0;
-                if used.bytes.capacity() != 0 {
-                    // The thread may have stopped; the block is then simply freed.
-                    let _ = self.empty.try_send(used.bytes);
-                }
-                Ok(true)
-            }
+            Ok(Ok(block)) => Ok(Some(block)),
             Ok(Err(err)) => {
                 self.finished = true;
                 Err(err)
             }
             Err(_) => {
                 self.finished = true;
-                Ok(false)
+                Ok(None)
             }
         }
     }
 }
 
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
+impl Source for ReadAhead {
+    fn fill(&mut self, buffer: &mut ReadBuffer, want: usize) -> io::Result<usize> {
+        while buffer.available() < want && !buffer.eof {
+            let Some(block) = self.next_block().inspect_err(|_| buffer.eof = true)? else {
+                buffer.eof = true;
+                break;
+            };
+            let unused = buffer.take_block(block.bytes, ROOM, block.len);
+            if unused.capacity() != 0 {
+                // The thread may have stopped; the buffer is then simply freed.
+                let _ = self.empty.try_send(unused);
+            }
         }
-        if self.at == self.current.len && !self.next_block()? {
-            return Ok(0);
-        }
-        let n = buf.len().min(self.current.len - self.at);
-        buf[..n].copy_from_slice(&self.current.bytes[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        Ok(buffer.available())
     }
 }
 
@@ -136,7 +134,7 @@ fn fill(
             Ok(bytes) => bytes,
             Err(TryRecvError::Empty) if allocated < BLOCKS => {
                 allocated += 1;
-                vec![0; BLOCK]
+                vec![0; ROOM + BLOCK]
             }
             Err(TryRecvError::Empty) => match empty.recv() {
                 Ok(block) => block,
@@ -144,8 +142,11 @@ fn fill(
             },
             Err(TryRecvError::Disconnected) => return,
         };
+        // The reader hands back its buffer of the moment, which may be of another size.
+        bytes.resize(ROOM + BLOCK, 0);
+        bytes.shrink_to(ROOM + BLOCK);
         let outcome = loop {
-            match input.read(&mut bytes) {
+            match input.read(&mut bytes[ROOM..]) {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
@@ -153,7 +154,7 @@ fn fill(
         let (item, last) = match outcome {
             Ok(0) => return,
             Ok(len) => {
-                if checker.as_mut().is_some_and(|checker| !checker.pass(&bytes[..len])) {
+                if checker.as_mut().is_some_and(|checker| !checker.pass(&bytes[ROOM..ROOM + len])) {
                     checker = None;
                 }
                 (Ok(Block { bytes, len }), false)
@@ -192,13 +193,45 @@ mod tests {
         (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
     }
 
+    /// Takes everything from `ahead` as a reader does, consuming all it is given;
+    /// returns the bytes and the error that ended them, if any.
+    fn drain(ahead: &mut ReadAhead) -> (Vec<u8>, Option<io::Error>) {
+        let mut buffer = ReadBuffer::default();
+        let mut out = Vec::new();
+        loop {
+            let want = buffer.available() + 1;
+            let filled = ahead.fill(&mut buffer, want);
+            out.extend_from_slice(buffer.unread());
+            buffer.start = buffer.end;
+            match filled {
+                Ok(n) if n < want => return (out, None),
+                Ok(_) => {}
+                Err(err) => return (out, Some(err)),
+            }
+        }
+    }
+
     #[test]
     fn passes_every_byte_in_order_through_more_blocks_than_are_queued() {
         let data = pseudo_random(BLOCK * (BLOCKS + 3) + 12_345);
-        let mut out = Vec::new();
-        ReadAhead::new(io::Cursor::new(data.clone())).unwrap().read_to_end(&mut out).unwrap();
+        let (out, err) = drain(&mut ReadAhead::new(io::Cursor::new(data.clone())).unwrap());
+        assert!(err.is_none());
         assert_eq!(out.len(), data.len());
         assert!(out == data);
+    }
+
+    #[test]
+    fn unread_bytes_longer_than_the_room_are_completed_by_copying() {
+        let data = pseudo_random(BLOCK * 3 + 7);
+        let mut ahead = ReadAhead::new(io::Cursor::new(data.clone())).unwrap();
+        let mut buffer = ReadBuffer::default();
+        // One "command" of two blocks and a half, then the rest.
+        let long = BLOCK * 2 + BLOCK / 2;
+        assert_eq!(ahead.fill(&mut buffer, long).unwrap(), BLOCK * 3);
+        assert!(buffer.unread()[..long] == data[..long]);
+        buffer.start += long;
+        assert_eq!(ahead.fill(&mut buffer, BLOCK).unwrap(), BLOCK / 2 + 7);
+        assert!(buffer.unread() == &data[long..]);
     }
 
     #[test]
@@ -206,11 +239,10 @@ mod tests {
         let chunks = vec![b"abc".to_vec(), b"defg".to_vec()];
         let input = Chunks { chunks: chunks.into_iter(), error: Some(io::Error::other("disk on fire")) };
         let mut ahead = ReadAhead::new(input).unwrap();
-        let mut out = Vec::new();
-        let err = ahead.read_to_end(&mut out).unwrap_err();
+        let (out, err) = drain(&mut ahead);
         assert_eq!(out, b"abcdefg");
-        assert_eq!(err.to_string(), "disk on fire");
-        assert_eq!(ahead.read(&mut [0; 4]).unwrap(), 0, "nothing after the error");
+        assert_eq!(err.unwrap().to_string(), "disk on fire");
+        assert!(ahead.next_block().unwrap().is_none(), "nothing after the error");
     }
 
     #[test]
@@ -218,12 +250,13 @@ mod tests {
         let (reader, mut writer) = io::pipe().unwrap();
         let mut ahead = ReadAhead::new(reader).unwrap();
         io::Write::write_all(&mut writer, b"first").unwrap();
-        let mut buf = [0; 64];
+        let mut buffer = ReadBuffer::default();
         // The pipe stays open: a reader waiting for a full block would block here.
-        assert_eq!(ahead.read(&mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"first");
+        assert_eq!(ahead.fill(&mut buffer, 1).unwrap(), 5);
+        assert_eq!(buffer.unread(), b"first");
         drop(writer);
-        assert_eq!(ahead.read(&mut buf).unwrap(), 0);
+        assert_eq!(ahead.fill(&mut buffer, 6).unwrap(), 5);
+        assert!(buffer.eof);
     }
 
     #[test]

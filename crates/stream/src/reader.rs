@@ -1,7 +1,8 @@
-//! A streaming reader over any [`Read`]: large block reads, one reusable buffer, bounded frames.
+//! A streaming reader over any [`Read`](std::io::Read): large block reads, one reusable buffer, bounded frames.
 //!
 //! The reader asks the input for as much as its buffer holds (not two small
-//! reads per command as btrfs-progs does), verifies each command's CRC32C,
+//! reads per command as btrfs-progs does; over a [`ReadAhead`](crate::ReadAhead)
+//! it takes the thread's blocks as they are, see [`Source`]), verifies each command's CRC32C,
 //! and hands out [`Record`]s that borrow the buffer until the next call. A
 //! command longer than the frame cap is refused before any allocation, so
 //! memory stays bounded whatever the input claims. Joined streams (several
@@ -26,7 +27,7 @@
 //! type of what a receive gets, `Command<'_, StreamPath>`, still guarantees
 //! validated paths.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use crate::command::Command;
@@ -39,15 +40,12 @@ use crate::path::{PathAttr, RawPath, StreamPath};
 use crate::precheck::CrcHints;
 use crate::progress::ReadProgress;
 use crate::resume::{self, CONTINUE_COMMAND, Position};
+use crate::source::{ReadBuffer, Source};
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
 pub const V1_FRAME_CAP: usize = 64 * 1024;
 /// Default largest v2/v3 command: the kernel's is 144 KiB; leave room for other senders.
 pub const DEFAULT_FRAME_CAP: usize = 4 * 1024 * 1024;
-/// Bytes asked of the input per read, once the input has shown it is large.
-const READ_BLOCK: usize = 1024 * 1024;
-/// The buffer's first size; it doubles up to [`READ_BLOCK`] as the input goes on.
-const FIRST_BLOCK: usize = 64 * 1024;
 
 /// How a [`StreamReader`] behaves.
 #[derive(Clone, Copy, Debug)]
@@ -116,10 +114,7 @@ enum State {
 pub struct StreamReader<R> {
     input: R,
     opts: ReaderOptions,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    buffer: ReadBuffer,
     /// Input offset of `buf[start]`.
     offset: u64,
     index: u64,
@@ -132,7 +127,7 @@ pub struct StreamReader<R> {
     prechecked: u64,
 }
 
-impl<R: Read> StreamReader<R> {
+impl<R: Source> StreamReader<R> {
     /// A reader with default options.
     pub fn new(input: R) -> Self {
         Self::with_options(input, ReaderOptions::default())
@@ -143,10 +138,7 @@ impl<R: Read> StreamReader<R> {
         StreamReader {
             input,
             opts,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            eof: false,
+            buffer: ReadBuffer::default(),
             offset: 0,
             index: 0,
             state: State::ExpectHeader { first: true },
@@ -223,7 +215,7 @@ impl<R: Read> StreamReader<R> {
         if available < STREAM_HEADER_LEN {
             return fail(&mut self.state, ErrorKind::TruncatedHeader);
         }
-        let bytes = self.buf[self.start..self.start + STREAM_HEADER_LEN].try_into().expect("17 bytes");
+        let bytes = self.buffer.unread()[..STREAM_HEADER_LEN].try_into().expect("17 bytes");
         let header = match StreamHeader::parse(bytes) {
             Ok(header) => header,
             Err(kind) => return fail(&mut self.state, kind),
@@ -247,10 +239,10 @@ impl<R: Read> StreamReader<R> {
         };
         let prechecked = self.hints.as_mut().is_some_and(|hints| hints.vouches(offset, frame_len));
         self.prechecked += u64::from(prechecked);
-        let start = self.start;
+        let start = self.buffer.start;
         self.consume(frame_len);
         self.index += 1;
-        let raw = &self.buf[start..start + frame_len];
+        let raw = &self.buffer.bytes[start..start + frame_len];
         if location.command == Some(CONTINUE_COMMAND) {
             let marker = check_crc(raw, prechecked).and_then(|()| resume::parse_marker(raw));
             return marker
@@ -289,7 +281,7 @@ impl<R: Read> StreamReader<R> {
         if available < CMD_HEADER_LEN {
             return Err(ErrorKind::TruncatedCommand);
         }
-        let header_bytes = self.buf[self.start..self.start + CMD_HEADER_LEN].try_into().expect("10 bytes");
+        let header_bytes = self.buffer.unread()[..CMD_HEADER_LEN].try_into().expect("10 bytes");
         let header = CommandHeader::parse(header_bytes);
         location.command = Some(header.cmd);
         let cap = if version == 1 { self.opts.v1_frame_cap } else { self.opts.frame_cap };
@@ -306,34 +298,11 @@ impl<R: Read> StreamReader<R> {
 
     /// Ensures `want` bytes are buffered if the input has them; returns how many are.
     fn fill(&mut self, want: usize) -> io::Result<usize> {
-        if self.end - self.start >= want || self.eof {
-            return Ok(self.end - self.start);
-        }
-        if self.buf.len() - self.start < want {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            let grown = (self.buf.len() * 2).clamp(FIRST_BLOCK, READ_BLOCK).max(want);
-            if self.buf.len() < grown {
-                self.buf.resize(grown, 0);
-            }
-        }
-        while self.end - self.start < want {
-            match self.input.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.end += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(self.end - self.start)
+        self.input.fill(&mut self.buffer, want)
     }
 
     fn consume(&mut self, n: usize) {
-        self.start += n;
+        self.buffer.start += n;
         self.offset += n as u64;
         if let Some(progress) = &self.progress {
             progress.set_bytes(self.offset);

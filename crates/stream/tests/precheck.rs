@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Read};
 
 use proptest::prelude::*;
-use rawsend_stream::{Item, ReadAhead, ReaderOptions, StreamReader, V1_FRAME_CAP};
+use rawsend_stream::{Item, ReadAhead, ReaderOptions, Source, StreamReader, V1_FRAME_CAP};
 use rawsend_testutil::fixtures::stream_fixtures;
 
 /// An input that returns its bytes in reads of the given sizes, in turn, so that
@@ -30,7 +30,7 @@ impl Read for Trickle {
 }
 
 /// What one call of `next` (or `next_lenient`) gave, as text: the item or the error.
-fn next_text<R: Read>(reader: &mut StreamReader<R>, lenient: bool) -> Option<String> {
+fn next_text<R: Source>(reader: &mut StreamReader<R>, lenient: bool) -> Option<String> {
     let item = if lenient {
         reader.next_lenient().map(|item| item.map(|item| format!("{item:?}")))
     } else {
