@@ -17,8 +17,8 @@
 //! Bounds: the checker stops (records nothing more) at anything it does not
 //! follow as the reader would (a bad stream header, a command over the frame
 //! cap, bytes after the END that [`ReaderOptions::stop_at_end`] stops at).
-//! Only commands of [`HINTED_MIN`] bytes or more are recorded, so one block
-//! yields a bounded batch; batches travel over a bounded channel that the
+//! One block yields a batch of at most [`BATCH_MAX`] hints (the commands after
+//! those go unrecorded); batches travel over a bounded channel that the
 //! checker never waits on (a full channel drops the batch: those commands are
 //! then checked by the reader). Nothing here blocks the reader.
 
@@ -30,10 +30,10 @@ use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::CommandKind;
 use crate::reader::ReaderOptions;
 
-/// Shortest command recorded: shorter ones cost the reader about as little to
-/// check as a hint costs to pass on, and the limit bounds the hints per block
-/// (at most 8,193 of 24 bytes for a 1 MiB block).
-pub const HINTED_MIN: usize = 128;
+/// Most hints recorded per block: 16 bytes each, 256 KiB a batch. A 1 MiB block
+/// of the kernel's commands completes fewer (its smallest, CHOWN, is 44 bytes):
+/// only a stream of near-empty commands runs past it.
+pub const BATCH_MAX: usize = 16 * 1024;
 /// Most batches of hints waiting for the reader (one per block that completed a
 /// command; twice the blocks that can be in flight).
 const BATCHES: usize = 16;
@@ -44,7 +44,7 @@ pub(crate) struct Hint {
     /// Byte offset of the command in the input.
     pub(crate) offset: u64,
     /// Length of the command, header included.
-    pub(crate) len: usize,
+    pub(crate) len: u32,
     /// Its stored CRC matched the computed one.
     pub(crate) ok: bool,
 }
@@ -184,8 +184,7 @@ impl Precheck {
         else {
             return;
         };
-        let len = header.frame_len();
-        if len >= HINTED_MIN {
+        if let (Ok(len), true) = (u32::try_from(header.frame_len()), self.batch.len() < BATCH_MAX) {
             self.batch.push(Hint { offset, len, ok: crc.finish() == header.crc });
         }
         self.track = match header.cmd == CommandKind::End.raw() {
@@ -200,9 +199,6 @@ impl CrcHints {
     /// Whether the command of `len` bytes at `offset` had its CRC checked and
     /// found right. Never waits: a hint not yet sent counts as none.
     pub(crate) fn vouches(&mut self, offset: u64, len: usize) -> bool {
-        if len < HINTED_MIN {
-            return false;
-        }
         loop {
             if self.next == self.batch.len() {
                 match self.batches.try_recv() {
@@ -217,7 +213,7 @@ impl CrcHints {
             }
             self.next += 1;
             if hint.offset == offset {
-                return hint.len == len && hint.ok;
+                return hint.len as usize == len && hint.ok;
             }
         }
     }
@@ -234,10 +230,10 @@ impl CrcHints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, ErrorKind, Item, StreamPath, StreamReader, Uuid, command_crc};
+    use crate::{Command, ErrorKind, Item, StreamHeader, StreamPath, StreamReader, Uuid, command_crc};
 
     /// A v2 stream: SUBVOL, a WRITE of `data_len` bytes, END; and the WRITE's offset and length.
-    fn stream_with_write(data_len: usize) -> (Vec<u8>, u64, usize) {
+    fn stream_with_write(data_len: usize) -> (Vec<u8>, u64, u32) {
         let data = vec![0x5a; data_len];
         let subvol = Command::Subvol { path: StreamPath::new(b"vol").unwrap(), uuid: Uuid::NIL, ctransid: 1 };
         let write = Command::Write { path: StreamPath::new(b"f").unwrap(), offset: 0, data: &data };
@@ -247,7 +243,7 @@ mod tests {
         write.encode(2, &mut bytes).unwrap();
         let len = bytes.len() - before;
         Command::<StreamPath<'_>>::End.encode(2, &mut bytes).unwrap();
-        (bytes, before as u64, len)
+        (bytes, before as u64, len as u32)
     }
 
     /// The first error reading `bytes` with `hints`, if any.
@@ -268,7 +264,7 @@ mod tests {
     #[test]
     fn only_a_hint_of_the_same_offset_and_length_saying_ok_skips_the_crc() {
         let (mut bytes, offset, len) = stream_with_write(4096);
-        bytes[offset as usize + len - 1] ^= 1;
+        bytes[offset as usize + len as usize - 1] ^= 1;
         let hint = |offset, len, ok| Some(CrcHints::from_hints(vec![Hint { offset, len, ok }]));
         assert!(matches!(first_error(&bytes, None), Some(ErrorKind::CrcMismatch { .. })));
         // The mechanism: a (forged) hint for exactly this command is trusted.
@@ -283,17 +279,16 @@ mod tests {
         ));
     }
 
-    /// Every command of at least [`HINTED_MIN`] bytes: (offset, length, CRC right?).
+    /// Every command: (offset, length, CRC right?).
     fn truth(bytes: &[u8]) -> Vec<Hint> {
         let mut reader = StreamReader::new(bytes);
         let mut hints = Vec::new();
         while let Ok(Some(item)) = reader.next() {
             if let Item::Command(record) = item {
                 let stored = u32::from_le_bytes(record.raw[6..10].try_into().unwrap());
-                let (offset, len, ok) = (record.offset, record.raw.len(), command_crc(record.raw) == stored);
-                if len >= HINTED_MIN {
-                    hints.push(Hint { offset, len, ok });
-                }
+                let (offset, len, ok) =
+                    (record.offset, record.raw.len() as u32, command_crc(record.raw) == stored);
+                hints.push(Hint { offset, len, ok });
             }
         }
         hints
@@ -319,36 +314,49 @@ mod tests {
         let (two, ..) = stream_with_write(3000);
         let joined = [&one[..], &two[..]].concat();
         let want = truth(&joined);
-        assert_eq!(want.len(), 2);
+        assert_eq!(want.len(), 6);
         for piece in 1..=joined.len() {
             assert_eq!(checked(&joined, piece, ReaderOptions::default()), (want.clone(), true), "{piece}");
         }
         // A wrong CRC is recorded as wrong.
         let mut bad = joined.clone();
-        let (offset, len) = (want[1].offset as usize, want[1].len);
+        let (offset, len) = (want[4].offset as usize, want[4].len as usize);
         bad[offset + len - 1] ^= 1;
         let (hints, _) = checked(&bad, 100, ReaderOptions::default());
-        assert_eq!(hints[1], Hint { ok: false, ..want[1] });
+        assert_eq!(hints[4], Hint { ok: false, ..want[4] });
     }
 
     #[test]
     fn it_stops_at_what_it_does_not_follow() {
-        let (stream, offset, len) = stream_with_write(1000);
+        let (stream, _, len) = stream_with_write(1000);
         let stopped = |bytes: &[u8], opts| checked(bytes, 64, opts);
         let mut bad_magic = stream.clone();
         bad_magic[0] = b'B';
         assert_eq!(stopped(&bad_magic, ReaderOptions::default()), (vec![], false));
-        let small_cap = ReaderOptions { frame_cap: len - 1, ..ReaderOptions::default() };
-        assert_eq!(stopped(&stream, small_cap), (vec![], false));
+        // The SUBVOL fits the cap, the WRITE does not.
+        let small_cap = ReaderOptions { frame_cap: len as usize - 1, ..ReaderOptions::default() };
+        assert_eq!(stopped(&stream, small_cap), (truth(&stream)[..1].to_vec(), false));
         // After the first END: garbage, or a second stream that `stop_at_end` does not read.
-        let first = Hint { offset, len, ok: true };
+        let one = truth(&stream);
         let garbage = [&stream[..], &[0xff; 100]].concat();
-        assert_eq!(stopped(&garbage, ReaderOptions::default()), (vec![first], false));
+        assert_eq!(stopped(&garbage, ReaderOptions::default()), (one.clone(), false));
         let twice = [&stream[..], &stream[..]].concat();
         let at_end = ReaderOptions { stop_at_end: true, ..ReaderOptions::default() };
-        assert_eq!(stopped(&twice, at_end), (vec![first], false));
-        let second = Hint { offset: offset + stream.len() as u64, ..first };
-        assert_eq!(stopped(&twice, ReaderOptions::default()), (vec![first, second], true));
+        assert_eq!(stopped(&twice, at_end), (one, false));
+        assert_eq!(stopped(&twice, ReaderOptions::default()), (truth(&twice), true));
+    }
+
+    #[test]
+    fn a_block_records_at_most_batch_max_hints() {
+        let mut stream = StreamHeader { version: 2 }.to_bytes().to_vec();
+        for _ in 0..BATCH_MAX + 10 {
+            Command::Chmod { path: StreamPath::new(b"f").unwrap(), mode: 0o644 }
+                .encode(2, &mut stream)
+                .unwrap();
+        }
+        let (hints, going) = checked(&stream, stream.len(), ReaderOptions::default());
+        assert!(going);
+        assert_eq!(hints, truth(&stream)[..BATCH_MAX]);
     }
 
     #[test]

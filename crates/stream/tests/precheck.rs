@@ -132,14 +132,13 @@ fn every_fixture_and_corrupted_copies_read_the_same_with_hints() {
 }
 
 #[test]
-fn a_fixture_with_data_has_its_large_commands_checked_ahead() {
+fn every_command_of_a_fixture_is_checked_ahead() {
     let path = stream_fixtures().into_iter().find(|path| path.ends_with("basic-full.v1.stream")).unwrap();
     let bytes = fs::read(path).unwrap();
-    let large =
-        commands(&bytes).iter().filter(|&&(_, len)| len >= rawsend_stream::precheck::HINTED_MIN).count();
-    assert!(large > 10);
     let opts = ReaderOptions::default();
-    assert_eq!(same_with_and_without_hints(&bytes, &[1 << 20], opts, opts, false), large as u64);
+    let count = commands(&bytes).len() as u64;
+    assert_eq!(same_with_and_without_hints(&bytes, &[1 << 20], opts, opts, false), count);
+    assert_eq!(same_with_and_without_hints(&bytes, &[1, 9, 4093, 65_536, 17], opts, opts, true), count);
 }
 
 /// One change to a stream.
