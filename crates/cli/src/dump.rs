@@ -33,7 +33,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rawsend_stream::{CrcHints, Item, RawPath, ReadAhead, ReadProgress, ReaderOptions, Record, StreamReader};
+use rawsend_stream::{
+    CheckAhead, CrcHints, Item, RawPath, ReadAhead, ReadProgress, ReaderOptions, Record, StreamReader,
+};
 
 use crate::meter::{InputProgress, Meter};
 use crate::remote;
@@ -87,9 +89,11 @@ pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
 }
 
 /// Starts reading `input` on a thread of its own that also checks the CRCs of the
-/// stream a reader with `opts` reads; returns the reader's input and its hints.
+/// stream a reader with `opts` reads while that reader is behind; returns the
+/// reader's input and its hints.
 pub fn read_ahead(input: impl Read + Send + 'static, opts: ReaderOptions) -> Result<(ReadAhead, CrcHints)> {
-    ReadAhead::with_crc_hints(input, opts).context("cannot start the thread reading the stream")
+    ReadAhead::with_crc_hints(input, opts, CheckAhead::WhenBehind)
+        .context("cannot start the thread reading the stream")
 }
 
 /// Dumps `input` to standard output, publishing how far it got into `progress`.

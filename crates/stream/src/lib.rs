@@ -73,7 +73,7 @@ pub use kind::{ATTR_MAX, Attr, CommandKind};
 pub use path::{NAME_MAX, PATH_MAX, PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
 pub use precheck::CrcHints;
 pub use progress::{ProgressSnapshot, ReadProgress};
-pub use readahead::ReadAhead;
+pub use readahead::{CheckAhead, ReadAhead};
 pub use reader::{DEFAULT_FRAME_CAP, Item, ReaderOptions, Record, StreamReader, V1_FRAME_CAP};
 pub use source::{ReadBuffer, Source};
 pub use uuid::{ParseUuidError, Uuid};

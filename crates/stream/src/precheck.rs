@@ -56,7 +56,8 @@ enum Track {
     /// Collecting a command header's bytes, in a stream of this version.
     CommandHeader { version: u32 },
     /// Passing a command's payload through its CRC.
-    Payload { version: u32, offset: u64, header: CommandHeader, remaining: usize, crc: CommandCrc },
+    /// `crc` is `None` once part of the payload passed unchecked.
+    Payload { version: u32, offset: u64, header: CommandHeader, remaining: usize, crc: Option<CommandCrc> },
     /// Lost: records nothing more.
     Stopped,
 }
@@ -72,6 +73,8 @@ pub(crate) struct Precheck {
     staged_len: usize,
     batch: Vec<Hint>,
     hints: SyncSender<Vec<Hint>>,
+    /// Whether the bytes being passed are checked, or only followed.
+    checking: bool,
 }
 
 /// The reading half, for [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
@@ -94,14 +97,18 @@ pub(crate) fn precheck(opts: ReaderOptions) -> (Precheck, CrcHints) {
         staged_len: 0,
         batch: Vec::new(),
         hints,
+        checking: true,
     };
     (precheck, CrcHints { batches, batch: Vec::new(), next: 0 })
 }
 
 impl Precheck {
-    /// Follows the next bytes of the input and sends the hints they completed.
-    /// False once there is nothing more to do (lost, or nobody reads the hints).
-    pub(crate) fn pass(&mut self, mut bytes: &[u8]) -> bool {
+    /// Follows the next bytes of the input and sends the hints they completed;
+    /// unless `check`, only follows them (a command of which some bytes pass
+    /// unchecked gets no hint). False once there is nothing more to do (lost,
+    /// or nobody reads the hints).
+    pub(crate) fn pass(&mut self, mut bytes: &[u8], check: bool) -> bool {
+        self.checking = check;
         while !bytes.is_empty() && !matches!(self.track, Track::Stopped) {
             let used = self.step(bytes);
             bytes = &bytes[used..];
@@ -141,7 +148,10 @@ impl Precheck {
             }
             Track::Payload { remaining, crc, .. } => {
                 let used = bytes.len().min(*remaining);
-                crc.update(&bytes[..used]);
+                match crc {
+                    Some(crc) if self.checking => crc.update(&bytes[..used]),
+                    _ => *crc = None,
+                }
                 *remaining -= used;
                 if *remaining == 0 {
                     self.finish_command();
@@ -169,7 +179,7 @@ impl Precheck {
             self.track = Track::Stopped;
             return;
         }
-        let crc = CommandCrc::new(header_bytes);
+        let crc = self.checking.then(|| CommandCrc::new(header_bytes));
         let remaining = header.len as usize;
         self.track = Track::Payload { version, offset, header, remaining, crc };
         if remaining == 0 {
@@ -184,7 +194,9 @@ impl Precheck {
         else {
             return;
         };
-        if let (Ok(len), true) = (u32::try_from(header.frame_len()), self.batch.len() < BATCH_MAX) {
+        if let (Ok(len), Some(crc), true) =
+            (u32::try_from(header.frame_len()), crc, self.batch.len() < BATCH_MAX)
+        {
             self.batch.push(Hint { offset, len, ok: crc.finish() == header.crc });
         }
         self.track = match header.cmd == CommandKind::End.raw() {
@@ -299,7 +311,7 @@ mod tests {
         let (mut checker, hints) = precheck(opts);
         let mut going = true;
         for chunk in bytes.chunks(piece) {
-            going = checker.pass(chunk);
+            going = checker.pass(chunk, true);
             if !going {
                 break;
             }
@@ -364,10 +376,29 @@ mod tests {
         let (stream, ..) = stream_with_write(1000);
         let (mut checker, hints) = precheck(ReaderOptions::default());
         for _ in 0..BATCHES * 3 {
-            assert!(checker.pass(&stream));
+            assert!(checker.pass(&stream, true));
         }
         assert_eq!(hints.batches.try_iter().count(), BATCHES);
         drop(hints);
-        assert!(!checker.pass(&stream), "nobody reads the hints: stop checking");
+        assert!(!checker.pass(&stream, true), "nobody reads the hints: stop checking");
+    }
+
+    #[test]
+    fn a_command_partly_passed_unchecked_gets_no_hint() {
+        let (stream, offset, _) = stream_with_write(1000);
+        let all = truth(&stream);
+        let (mut checker, hints) = precheck(ReaderOptions::default());
+        let middle = offset as usize + 500;
+        assert!(checker.pass(&stream[..middle], true));
+        assert!(checker.pass(&stream[middle..middle + 1], false));
+        assert!(checker.pass(&stream[middle + 1..], true));
+        // Only followed: the next stream's SUBVOL is not checked, what comes after it is.
+        assert!(checker.pass(&stream[..40], false));
+        assert!(checker.pass(&stream[40..], true));
+        drop(checker);
+        let got: Vec<Hint> = hints.batches.iter().flatten().collect();
+        let second: Vec<Hint> =
+            all.iter().map(|hint| Hint { offset: hint.offset + stream.len() as u64, ..*hint }).collect();
+        assert_eq!(got, [all[0], all[2], second[1], second[2]]);
     }
 }

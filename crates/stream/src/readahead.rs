@@ -22,6 +22,8 @@
 //! caller.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 
 use crate::precheck::{CrcHints, Precheck, precheck};
@@ -36,6 +38,22 @@ pub const BLOCKS: usize = 8;
 /// before it (part of one command: the kernel's are at most 144 KiB); a longer
 /// end is completed by copying instead.
 pub const ROOM: usize = 256 * 1024;
+
+/// Blocks waiting for the reader from which the reader counts as behind
+/// ([`CheckAhead::WhenBehind`]).
+const BEHIND: usize = 2;
+
+/// When the read-ahead thread checks CRCs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckAhead {
+    /// Every block.
+    Always,
+    /// The blocks read while the reader is behind (at least two blocks wait for it):
+    /// the thread then has time to spare. When the reader keeps up, as on streams of
+    /// large writes where it has little else to do, checking would only delay the
+    /// block it waits for, and the reader checks those CRCs itself.
+    WhenBehind,
+}
 
 /// A buffer of [`ROOM`] + [`BLOCK`] bytes, of which the `len` after [`ROOM`] were
 /// read. Buffers keep their full length while they go round, so each is zeroed
@@ -55,32 +73,40 @@ pub struct ReadAhead {
     empty: SyncSender<Vec<u8>>,
     /// The input ended or failed: nothing more comes.
     finished: bool,
+    /// Blocks sent and not yet taken.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl ReadAhead {
     /// Starts reading `input` on a thread named `rawsend-read`.
     pub fn new<R: Read + Send + 'static>(input: R) -> io::Result<ReadAhead> {
-        Self::start(input, None)
+        Self::start(input, None, CheckAhead::Always)
     }
 
-    /// Like [`new`](Self::new), the thread also checking the CRC of each command of
-    /// the stream as a reader with `opts` reads it; the reader of this `ReadAhead`
-    /// takes the hints with [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
+    /// Like [`new`](Self::new), the thread also checking (`when` says when) the CRC
+    /// of each command of the stream as a reader with `opts` reads it; the reader of
+    /// this `ReadAhead` takes the hints with
+    /// [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
     pub fn with_crc_hints<R: Read + Send + 'static>(
         input: R,
         opts: ReaderOptions,
+        when: CheckAhead,
     ) -> io::Result<(ReadAhead, CrcHints)> {
         let (checker, hints) = precheck(opts);
-        Ok((Self::start(input, Some(checker))?, hints))
+        Ok((Self::start(input, Some(checker), when)?, hints))
     }
 
-    fn start<R: Read + Send + 'static>(input: R, checker: Option<Precheck>) -> io::Result<ReadAhead> {
+    fn start<R: Read + Send + 'static>(
+        input: R,
+        checker: Option<Precheck>,
+        when: CheckAhead,
+    ) -> io::Result<ReadAhead> {
         let (filled_tx, filled) = sync_channel(BLOCKS);
         let (empty, empty_rx) = sync_channel(BLOCKS);
-        std::thread::Builder::new()
-            .name("rawsend-read".into())
-            .spawn(move || fill(input, &filled_tx, &empty_rx, checker))?;
-        Ok(ReadAhead { filled, empty, finished: false })
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let thread = Thread { filled: filled_tx, empty: empty_rx, backlog: Arc::clone(&backlog), when };
+        std::thread::Builder::new().name("rawsend-read".into()).spawn(move || thread.fill(input, checker))?;
+        Ok(ReadAhead { filled, empty, finished: false, backlog })
     }
 
     /// The next block; `None` at the end of the input.
@@ -89,7 +115,10 @@ impl ReadAhead {
             return Ok(None);
         }
         match self.filled.recv() {
-            Ok(Ok(block)) => Ok(Some(block)),
+            Ok(Ok(block)) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
+                Ok(Some(block))
+            }
             Ok(Err(err)) => {
                 self.finished = true;
                 Err(err)
@@ -119,51 +148,64 @@ impl Source for ReadAhead {
     }
 }
 
-/// The thread: fills blocks from `input` until it ends or fails, or the reader is gone;
-/// `checker`, if any, sees each block before the reader does, so that the hints for
-/// the commands a block completes are sent before the block.
-fn fill(
-    mut input: impl Read,
-    filled: &SyncSender<Filled>,
-    empty: &Receiver<Vec<u8>>,
-    mut checker: Option<Precheck>,
-) {
-    let mut allocated = 0;
-    loop {
-        let mut bytes = match empty.try_recv() {
+/// The thread's ends of the channels, and when it checks CRCs.
+struct Thread {
+    filled: SyncSender<Filled>,
+    empty: Receiver<Vec<u8>>,
+    backlog: Arc<AtomicUsize>,
+    when: CheckAhead,
+}
+
+impl Thread {
+    /// Fills blocks from `input` until it ends or fails, or the reader is gone;
+    /// `checker`, if any, sees each block before the reader does, so that the hints
+    /// for the commands a block completes are sent before the block.
+    fn fill(self, mut input: impl Read, mut checker: Option<Precheck>) {
+        let mut allocated = 0;
+        while let Some(mut bytes) = self.next_buffer(&mut allocated) {
+            let outcome = loop {
+                match input.read(&mut bytes[ROOM..]) {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            let (item, last) = match outcome {
+                Ok(0) => return,
+                Ok(len) => {
+                    let check =
+                        self.when == CheckAhead::Always || self.backlog.load(Ordering::Relaxed) >= BEHIND;
+                    if checker.as_mut().is_some_and(|checker| !checker.pass(&bytes[ROOM..ROOM + len], check))
+                    {
+                        checker = None;
+                    }
+                    (Ok(Block { bytes, len }), false)
+                }
+                Err(err) => (Err(err), true),
+            };
+            // Counted before it is sent, so that the reader never counts it first.
+            self.backlog.fetch_add(1, Ordering::Relaxed);
+            if self.filled.send(item).is_err() || last {
+                return;
+            }
+        }
+    }
+
+    /// A buffer of [`ROOM`] + [`BLOCK`] bytes to fill: one handed back, or a new one
+    /// while fewer than [`BLOCKS`] are `allocated`; `None` once the reader is gone.
+    fn next_buffer(&self, allocated: &mut usize) -> Option<Vec<u8>> {
+        let mut bytes = match self.empty.try_recv() {
             Ok(bytes) => bytes,
-            Err(TryRecvError::Empty) if allocated < BLOCKS => {
-                allocated += 1;
+            Err(TryRecvError::Empty) if *allocated < BLOCKS => {
+                *allocated += 1;
                 vec![0; ROOM + BLOCK]
             }
-            Err(TryRecvError::Empty) => match empty.recv() {
-                Ok(block) => block,
-                Err(_) => return,
-            },
-            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => self.empty.recv().ok()?,
+            Err(TryRecvError::Disconnected) => return None,
         };
         // The reader hands back its buffer of the moment, which may be of another size.
         bytes.resize(ROOM + BLOCK, 0);
         bytes.shrink_to(ROOM + BLOCK);
-        let outcome = loop {
-            match input.read(&mut bytes[ROOM..]) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
-        let (item, last) = match outcome {
-            Ok(0) => return,
-            Ok(len) => {
-                if checker.as_mut().is_some_and(|checker| !checker.pass(&bytes[ROOM..ROOM + len])) {
-                    checker = None;
-                }
-                (Ok(Block { bytes, len }), false)
-            }
-            Err(err) => (Err(err), true),
-        };
-        if filled.send(item).is_err() || last {
-            return;
-        }
+        Some(bytes)
     }
 }
 

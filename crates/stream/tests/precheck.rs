@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Read};
 
 use proptest::prelude::*;
-use rawsend_stream::{Item, ReadAhead, ReaderOptions, Source, StreamReader, V1_FRAME_CAP};
+use rawsend_stream::{CheckAhead, Item, ReadAhead, ReaderOptions, Source, StreamReader, V1_FRAME_CAP};
 use rawsend_testutil::fixtures::stream_fixtures;
 
 /// An input that returns its bytes in reads of the given sizes, in turn, so that
@@ -48,12 +48,13 @@ fn same_with_and_without_hints(
     bytes: &[u8],
     sizes: &[usize],
     checker: ReaderOptions,
+    when: CheckAhead,
     opts: ReaderOptions,
     lenient: bool,
 ) -> u64 {
     let mut plain = StreamReader::with_options(bytes, opts);
     let input = Trickle { bytes: bytes.to_vec(), at: 0, sizes: sizes.to_vec(), turn: 0 };
-    let (ahead, hints) = ReadAhead::with_crc_hints(input, checker).unwrap();
+    let (ahead, hints) = ReadAhead::with_crc_hints(input, checker, when).unwrap();
     let mut hinted = StreamReader::with_options(ahead, opts).with_crc_hints(hints);
     for step in 0.. {
         assert!(step < 10_000_000, "the reader does not make progress");
@@ -68,12 +69,16 @@ fn same_with_and_without_hints(
     hinted.prechecked_crcs()
 }
 
-/// Both ways with default options, both reading methods, in small and large reads.
+/// Both ways with default options, both reading methods, in large reads checked
+/// always and small reads checked when the reader is behind.
 fn same_both_ways(bytes: &[u8]) -> u64 {
     let opts = ReaderOptions::default();
     let mut skipped = 0;
-    for (sizes, lenient) in [(&[1 << 20][..], false), (&[1, 9, 4093, 65_536, 17][..], true)] {
-        skipped += same_with_and_without_hints(bytes, sizes, opts, opts, lenient);
+    let small = &[1, 9, 4093, 65_536, 17][..];
+    for (sizes, when, lenient) in
+        [(&[1 << 20][..], CheckAhead::Always, false), (small, CheckAhead::WhenBehind, true)]
+    {
+        skipped += same_with_and_without_hints(bytes, sizes, opts, when, opts, lenient);
     }
     skipped
 }
@@ -137,8 +142,12 @@ fn every_command_of_a_fixture_is_checked_ahead() {
     let bytes = fs::read(path).unwrap();
     let opts = ReaderOptions::default();
     let count = commands(&bytes).len() as u64;
-    assert_eq!(same_with_and_without_hints(&bytes, &[1 << 20], opts, opts, false), count);
-    assert_eq!(same_with_and_without_hints(&bytes, &[1, 9, 4093, 65_536, 17], opts, opts, true), count);
+    let always = CheckAhead::Always;
+    assert_eq!(same_with_and_without_hints(&bytes, &[1 << 20], opts, always, opts, false), count);
+    assert_eq!(
+        same_with_and_without_hints(&bytes, &[1, 9, 4093, 65_536, 17], opts, always, opts, true),
+        count
+    );
 }
 
 /// One change to a stream.
@@ -202,6 +211,7 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..6),
         sizes in prop::collection::vec(1..200_000usize, 1..5),
         checker in options(),
+        always in any::<bool>(),
         opts in options(),
         lenient in any::<bool>(),
     ) {
@@ -210,6 +220,7 @@ proptest! {
         for mutation in &mutations {
             mutation.apply(&mut bytes);
         }
-        same_with_and_without_hints(&bytes, &sizes, checker, opts, lenient);
+        let when = if always { CheckAhead::Always } else { CheckAhead::WhenBehind };
+        same_with_and_without_hints(&bytes, &sizes, checker, when, opts, lenient);
     }
 }
