@@ -18,9 +18,9 @@
 //!
 //! That reading loop, [`for_each_item`], is also `rawsend stats`'s, so both
 //! report the same errors at the same places. It reads the input on a thread
-//! of its own ([`ReadAhead`]), which also checks the commands' CRCs, so the
-//! copying out of the page cache or pipe and the CRC pass overlap with the
-//! decoding and printing.
+//! of its own ([`ReadAhead`]), which also checks the commands' CRCs while the
+//! printing is behind, so the copying out of the page cache or pipe and the
+//! CRC pass overlap with the decoding and printing.
 
 pub mod json;
 pub mod text;
