@@ -17,7 +17,10 @@
 //! position the continuation starts after.
 //!
 //! That reading loop, [`for_each_item`], is also `rawsend stats`'s, so both
-//! report the same errors at the same places.
+//! report the same errors at the same places. It reads the input on a thread
+//! of its own ([`ReadAhead`]), which also checks the commands' CRCs while the
+//! printing is behind, so the copying out of the page cache or pipe and the
+//! CRC pass overlap with the decoding and printing.
 
 pub mod json;
 pub mod text;
@@ -30,7 +33,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rawsend_stream::{Item, RawPath, ReadProgress, ReaderOptions, Record, StreamReader};
+use rawsend_stream::{
+    CheckAhead, CrcHints, Item, RawPath, ReadAhead, ReadProgress, ReaderOptions, Record, StreamReader,
+};
 
 use crate::meter::{InputProgress, Meter};
 use crate::remote;
@@ -83,10 +88,18 @@ pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
     Ok(Box::new(File::open(&path).with_context(|| format!("cannot open {}", path.display()))?))
 }
 
+/// Starts reading `input` on a thread of its own that also checks the CRCs of the
+/// stream a reader with `opts` reads while that reader is behind; returns the
+/// reader's input and its hints.
+pub fn read_ahead(input: impl Read + Send + 'static, opts: ReaderOptions) -> Result<(ReadAhead, CrcHints)> {
+    ReadAhead::with_crc_hints(input, opts, CheckAhead::WhenBehind)
+        .context("cannot start the thread reading the stream")
+}
+
 /// Dumps `input` to standard output, publishing how far it got into `progress`.
 /// `max_errors` 0 means no limit.
 pub fn dump(
-    input: impl Read,
+    input: impl Read + Send + 'static,
     format: Format,
     opts: ReaderOptions,
     max_errors: u64,
@@ -126,14 +139,15 @@ pub fn dump(
 /// `max_errors` of them (0: no limit) are printed on stderr as they come and
 /// the reading goes on; the last one is returned, with `context`.
 pub fn for_each_item(
-    input: impl Read,
+    input: impl Read + Send + 'static,
     opts: ReaderOptions,
     progress: Option<Arc<ReadProgress>>,
     max_errors: u64,
     context: &'static str,
     mut visit: impl FnMut(&Item<'_, RawPath<'_>>) -> Result<()>,
 ) -> Result<()> {
-    let mut reader = StreamReader::with_options(input, opts);
+    let (input, hints) = read_ahead(input, opts)?;
+    let mut reader = StreamReader::with_options(input, opts).with_crc_hints(hints);
     if let Some(progress) = progress {
         reader = reader.with_progress(progress);
     }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use rawsend_receive::fs::Kind;
 use rawsend_receive::resume::Checkpoints;
-use rawsend_receive::{FsTarget, ReadAhead, ReceiveOptions, Receiver};
+use rawsend_receive::{Failure, FsTarget, ReceiveOptions, Receiver, Summary};
 use rawsend_stream::ReaderOptions;
 use rawsend_transcode::{Codec, Compress, Options, TranscodeReader};
 
@@ -172,8 +172,7 @@ fn receive(
     if let Some(progress) = meter.progress() {
         receiver = receiver.publish_progress(progress);
     }
-    let input = compressed(interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
-    let received = receiver.receive_into(input);
+    let received = apply(receiver, interrupt.guard(input), args.compress, !args.no_verify_encoded, reader)?;
     // The bar ends before the summary is printed below it.
     meter.finish();
     let (summary, target) = received.map_err(|failure| match interrupt.signal() {
@@ -204,19 +203,22 @@ fn receive(
     Ok(())
 }
 
-/// The stream to apply: `input`, or with `--compress` its WRITE data compressed on
-/// worker threads (`rawsend-transcode`) while the engine applies what is ready.
-fn compressed(
+/// Applies with `receiver` the stream of `input` read ahead, its CRCs checked on
+/// the reading thread, or with `--compress` its WRITE data compressed on worker
+/// threads (`rawsend-transcode`) while the engine applies what is ready.
+fn apply(
+    receiver: Receiver<FsTarget>,
     input: impl Read + Send + 'static,
     codec: Option<Codec>,
     verify: bool,
     reader: ReaderOptions,
-) -> Result<Box<dyn Read>> {
+) -> Result<std::result::Result<(Summary, FsTarget), Failure>> {
     let Some(codec) = codec else {
-        return Ok(Box::new(ReadAhead::new(input).context("cannot start the thread reading the stream")?));
+        let (ahead, hints) = dump::read_ahead(input, reader)?;
+        return Ok(receiver.crc_hints(hints).receive_into(ahead));
     };
     let opts = Options { recompress: false, verify, ..Options::new(Compress::With(codec)) };
-    Ok(Box::new(TranscodeReader::new(input, opts, reader)?))
+    Ok(receiver.receive_into(TranscodeReader::new(input, opts, reader)?))
 }
 
 /// The destination kind `--target` asks for (`None`: automatic).

@@ -23,13 +23,13 @@
 //! received, so its messages come at the same moment relative to the work
 //! as btrfs-progs' do.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, ExtentFields};
 use rawsend_stream::{
-    Command, Item, Location, ReadProgress, ReaderOptions, Record, StreamPath, StreamReader, Uuid,
+    Command, CrcHints, Item, Location, ReadProgress, ReaderOptions, Record, Source, StreamPath, StreamReader,
+    Uuid,
 };
 use rustix::io::Errno;
 
@@ -189,6 +189,8 @@ pub struct Receiver<T> {
     observer: Option<Observer>,
     /// Where the reader publishes how far it read (see [`Receiver::publish_progress`]).
     progress: Option<Arc<ReadProgress>>,
+    /// CRCs checked by the input's read-ahead thread (see [`Receiver::crc_hints`]).
+    hints: Option<CrcHints>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
@@ -223,6 +225,7 @@ impl<T: Target> Receiver<T> {
             current_id: (Uuid::default(), 0),
             observer: None,
             progress: None,
+            hints: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
@@ -259,6 +262,14 @@ impl<T: Target> Receiver<T> {
         self
     }
 
+    /// Has the stream reader skip the CRCs that `hints` vouch for: the input must be
+    /// the [`ReadAhead`](rawsend_stream::ReadAhead) they came with, unread
+    /// (see [`StreamReader::with_crc_hints`]).
+    pub fn crc_hints(mut self, hints: CrcHints) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
     fn notify(&mut self, event: Event<'_>) {
         if let Some(observer) = self.observer.as_mut() {
             observer(event);
@@ -266,22 +277,25 @@ impl<T: Target> Receiver<T> {
     }
 
     /// Reads every stream in `input` and applies it.
-    pub fn receive(self, input: impl Read) -> std::result::Result<Summary, Failure> {
+    pub fn receive(self, input: impl Source) -> std::result::Result<Summary, Failure> {
         self.receive_into(input).map(|(summary, _)| summary)
     }
 
     /// Like [`Receiver::receive`], also handing back the target (to receive more streams into it).
-    pub fn receive_into(self, input: impl Read) -> std::result::Result<(Summary, T), Failure> {
+    pub fn receive_into(self, input: impl Source) -> std::result::Result<(Summary, T), Failure> {
         let (outcome, target) = self.receive_keeping(input);
         outcome.map(|summary| (summary, target))
     }
 
     /// Like [`Receiver::receive`], handing back the target whatever happened (to look at
     /// what a failed or interrupted receive left, or to continue it).
-    pub fn receive_keeping(mut self, input: impl Read) -> (std::result::Result<Summary, Failure>, T) {
+    pub fn receive_keeping(mut self, input: impl Source) -> (std::result::Result<Summary, Failure>, T) {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         if let Some(progress) = self.progress.take() {
             reader = reader.with_progress(progress);
+        }
+        if let Some(hints) = self.hints.take() {
+            reader = reader.with_crc_hints(hints);
         }
         loop {
             if self.interrupted() {

@@ -24,7 +24,6 @@ mod error;
 pub mod fs;
 mod lookahead;
 pub mod model;
-mod readahead;
 pub mod resume;
 mod target;
 mod verify;
@@ -33,7 +32,6 @@ pub use engine::{Event, Failure, ReceiveOptions, Receiver, Summary};
 pub use error::{Error, ErrorKind, Refusal, Result, Taken};
 pub use fs::FsTarget;
 pub use model::ModelTarget;
-pub use readahead::ReadAhead;
 pub use target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
     Verity,

@@ -3,8 +3,8 @@
 //! A send stream is a 17-byte header (`btrfs-stream\0`, `le32 version`)
 //! followed by commands: a 10-byte header (`le32 len`, `le16 cmd`,
 //! `le32 crc32c`) and TLV attributes. This crate is format only: no file
-//! descriptors, no Linux calls, no `unsafe`. It is meant to be safe on
-//! hostile input: every byte sequence decodes to commands or to an [`Error`]
+//! descriptors, no Linux calls, no `unsafe` (one std thread, in
+//! [`ReadAhead`]). It is meant to be safe on hostile input: every byte sequence decodes to commands or to an [`Error`]
 //! that names the command index, byte offset, command and path; frames are
 //! bounded before anything is allocated; paths are validated so they can
 //! never name anything outside the subvolume being received.
@@ -19,6 +19,8 @@
 //!   ([`Command::invalid_paths`]).
 //! - [`StreamReader`] / [`StreamWriter`]: whole streams over `Read`/`Write`;
 //!   a reader can publish how far it got into a shared [`ReadProgress`].
+//! - [`ReadAhead`]: reads the input on a thread of its own, and can check the
+//!   commands' CRCs there for the reader to skip ([`precheck`]).
 //! - [`Estimate`]: the size of a stream from its metadata-only (`NO_FILE_DATA`) form.
 //! - [`stats::Stats`]: what a stream holds, counted item by item.
 //!
@@ -50,9 +52,12 @@ mod frame;
 mod header;
 mod kind;
 mod path;
+pub mod precheck;
 mod progress;
+mod readahead;
 mod reader;
 pub mod resume;
+mod source;
 pub mod stats;
 mod uuid;
 mod value;
@@ -66,8 +71,11 @@ pub use frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 pub use header::{MAGIC, MAX_VERSION, STREAM_HEADER_LEN, StreamHeader};
 pub use kind::{ATTR_MAX, Attr, CommandKind};
 pub use path::{NAME_MAX, PATH_MAX, PathAttr, PathError, RawPath, StreamPath, SymlinkTarget, XattrName};
+pub use precheck::CrcHints;
 pub use progress::{ProgressSnapshot, ReadProgress};
+pub use readahead::{CheckAhead, ReadAhead};
 pub use reader::{DEFAULT_FRAME_CAP, Item, ReaderOptions, Record, StreamReader, V1_FRAME_CAP};
+pub use source::{ReadBuffer, Source};
 pub use uuid::{ParseUuidError, Uuid};
 pub use value::{Rdev, Timespec};
 pub use writer::{StreamWriter, WriteError};

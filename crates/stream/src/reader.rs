@@ -1,12 +1,18 @@
-//! A streaming reader over any [`Read`]: large block reads, one reusable buffer, bounded frames.
+//! A streaming reader over any [`Read`](std::io::Read): large block reads, one reusable buffer, bounded frames.
 //!
 //! The reader asks the input for as much as its buffer holds (not two small
-//! reads per command as btrfs-progs does), verifies each command's CRC32C,
+//! reads per command as btrfs-progs does; over a [`ReadAhead`](crate::ReadAhead)
+//! it takes the thread's blocks as they are, see [`Source`]), verifies each command's CRC32C,
 //! and hands out [`Record`]s that borrow the buffer until the next call. A
 //! command longer than the frame cap is refused before any allocation, so
 //! memory stays bounded whatever the input claims. Joined streams (several
 //! headers back to back) are read in sequence; with
 //! [`ReaderOptions::stop_at_end`] reading stops at the first END (`-e`).
+//!
+//! With [`StreamReader::with_crc_hints`] over a [`ReadAhead`](crate::ReadAhead),
+//! the CRCs that the read-ahead thread found right are not computed again
+//! (see [`crate::precheck`]); every other CRC is checked here, so the items
+//! and errors are the same with hints and without.
 //!
 //! Errors local to one frame (CRC mismatch, bad attributes, unknown command)
 //! consume that frame, so a caller that tolerates errors (`--max-errors 0`)
@@ -21,7 +27,7 @@
 //! type of what a receive gets, `Command<'_, StreamPath>`, still guarantees
 //! validated paths.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use crate::command::Command;
@@ -31,17 +37,15 @@ use crate::frame::{CMD_HEADER_LEN, CommandHeader, Frame};
 use crate::header::{STREAM_HEADER_LEN, StreamHeader};
 use crate::kind::{Attr, CommandKind};
 use crate::path::{PathAttr, RawPath, StreamPath};
+use crate::precheck::CrcHints;
 use crate::progress::ReadProgress;
 use crate::resume::{self, CONTINUE_COMMAND, Position};
+use crate::source::{ReadBuffer, Source};
 
 /// Largest v1 command, header included (the kernel's 64 KiB send buffer).
 pub const V1_FRAME_CAP: usize = 64 * 1024;
 /// Default largest v2/v3 command: the kernel's is 144 KiB; leave room for other senders.
 pub const DEFAULT_FRAME_CAP: usize = 4 * 1024 * 1024;
-/// Bytes asked of the input per read, once the input has shown it is large.
-const READ_BLOCK: usize = 1024 * 1024;
-/// The buffer's first size; it doubles up to [`READ_BLOCK`] as the input goes on.
-const FIRST_BLOCK: usize = 64 * 1024;
 
 /// How a [`StreamReader`] behaves.
 #[derive(Clone, Copy, Debug)]
@@ -110,19 +114,20 @@ enum State {
 pub struct StreamReader<R> {
     input: R,
     opts: ReaderOptions,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    buffer: ReadBuffer,
     /// Input offset of `buf[start]`.
     offset: u64,
     index: u64,
     state: State,
     /// Where to publish how far reading got, if anyone watches.
     progress: Option<Arc<ReadProgress>>,
+    /// CRCs checked ahead, if the input is a read-ahead that checks them.
+    hints: Option<CrcHints>,
+    /// Commands whose CRC a hint vouched for.
+    prechecked: u64,
 }
 
-impl<R: Read> StreamReader<R> {
+impl<R: Source> StreamReader<R> {
     /// A reader with default options.
     pub fn new(input: R) -> Self {
         Self::with_options(input, ReaderOptions::default())
@@ -133,15 +138,27 @@ impl<R: Read> StreamReader<R> {
         StreamReader {
             input,
             opts,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            eof: false,
+            buffer: ReadBuffer::default(),
             offset: 0,
             index: 0,
             state: State::ExpectHeader { first: true },
             progress: None,
+            hints: None,
+            prechecked: 0,
         }
+    }
+
+    /// Skips computing the CRC of the commands that `hints` vouch for. The hints must
+    /// come with the [`ReadAhead`](crate::ReadAhead) this reader reads from its start
+    /// ([`ReadAhead::with_crc_hints`](crate::ReadAhead::with_crc_hints)).
+    pub fn with_crc_hints(mut self, hints: CrcHints) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
+    /// Commands whose CRC was not computed here because a hint vouched for it.
+    pub fn prechecked_crcs(&self) -> u64 {
+        self.prechecked
     }
 
     /// Publishes the bytes and commands read, the subvolume and a recent path into
@@ -198,7 +215,7 @@ impl<R: Read> StreamReader<R> {
         if available < STREAM_HEADER_LEN {
             return fail(&mut self.state, ErrorKind::TruncatedHeader);
         }
-        let bytes = self.buf[self.start..self.start + STREAM_HEADER_LEN].try_into().expect("17 bytes");
+        let bytes = self.buffer.unread()[..STREAM_HEADER_LEN].try_into().expect("17 bytes");
         let header = match StreamHeader::parse(bytes) {
             Ok(header) => header,
             Err(kind) => return fail(&mut self.state, kind),
@@ -220,17 +237,19 @@ impl<R: Read> StreamReader<R> {
                 return Err(Error { location, kind });
             }
         };
-        let start = self.start;
+        let prechecked = self.hints.as_mut().is_some_and(|hints| hints.vouches(offset, frame_len));
+        self.prechecked += u64::from(prechecked);
+        let start = self.buffer.start;
         self.consume(frame_len);
         self.index += 1;
-        let raw = &self.buf[start..start + frame_len];
+        let raw = &self.buffer.bytes[start..start + frame_len];
         if location.command == Some(CONTINUE_COMMAND) {
-            let marker = check_crc(raw).and_then(|()| resume::parse_marker(raw));
+            let marker = check_crc(raw, prechecked).and_then(|()| resume::parse_marker(raw));
             return marker
                 .map(|position| Item::Continue { position, index, offset })
                 .map_err(|kind| Error { location, kind });
         }
-        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, &mut location);
+        let decoded: Result<Command<'s, P>, ErrorKind> = decode(raw, version, prechecked, &mut location);
         if let Some(progress) = &self.progress {
             progress.set_commands(self.index, location.path.as_deref());
         }
@@ -262,7 +281,7 @@ impl<R: Read> StreamReader<R> {
         if available < CMD_HEADER_LEN {
             return Err(ErrorKind::TruncatedCommand);
         }
-        let header_bytes = self.buf[self.start..self.start + CMD_HEADER_LEN].try_into().expect("10 bytes");
+        let header_bytes = self.buffer.unread()[..CMD_HEADER_LEN].try_into().expect("10 bytes");
         let header = CommandHeader::parse(header_bytes);
         location.command = Some(header.cmd);
         let cap = if version == 1 { self.opts.v1_frame_cap } else { self.opts.frame_cap };
@@ -279,34 +298,11 @@ impl<R: Read> StreamReader<R> {
 
     /// Ensures `want` bytes are buffered if the input has them; returns how many are.
     fn fill(&mut self, want: usize) -> io::Result<usize> {
-        if self.end - self.start >= want || self.eof {
-            return Ok(self.end - self.start);
-        }
-        if self.buf.len() - self.start < want {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            let grown = (self.buf.len() * 2).clamp(FIRST_BLOCK, READ_BLOCK).max(want);
-            if self.buf.len() < grown {
-                self.buf.resize(grown, 0);
-            }
-        }
-        while self.end - self.start < want {
-            match self.input.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.end += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(self.end - self.start)
+        self.input.fill(&mut self.buffer, want)
     }
 
     fn consume(&mut self, n: usize) {
-        self.start += n;
+        self.buffer.start += n;
         self.offset += n as u64;
         if let Some(progress) = &self.progress {
             progress.set_bytes(self.offset);
@@ -314,21 +310,27 @@ impl<R: Read> StreamReader<R> {
     }
 }
 
-/// Checks the CRC and decodes one frame, filling in the path for error messages.
+/// Checks the CRC (unless `prechecked`) and decodes one frame, filling in the path
+/// for error messages.
 fn decode<'a, P: PathAttr<'a>>(
     raw: &'a [u8],
     version: u32,
+    prechecked: bool,
     location: &mut Location,
 ) -> Result<Command<'a, P>, ErrorKind> {
     let frame = Frame::parse(raw, version);
     if let Ok(frame) = &frame {
         location.path = frame.get(Attr::Path).map(<[u8]>::to_vec);
     }
-    check_crc(raw)?;
+    check_crc(raw, prechecked)?;
     Command::decode_as(&frame?)
 }
 
-fn check_crc(raw: &[u8]) -> Result<(), ErrorKind> {
+/// Checks the CRC of a frame, unless a hint vouched for it (`prechecked`).
+fn check_crc(raw: &[u8], prechecked: bool) -> Result<(), ErrorKind> {
+    if prechecked {
+        return Ok(());
+    }
     let stored = CommandHeader::parse(raw[..CMD_HEADER_LEN].try_into().expect("10 bytes")).crc;
     let computed = command_crc(raw);
     if stored != computed && !cfg!(fuzzing) {
