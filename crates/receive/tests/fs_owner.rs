@@ -148,9 +148,7 @@ fn new_nodes_in_a_set_group_id_directory_take_its_group() {
     rawsend_testutil::require_root();
     let dest = tempfile::tempdir().unwrap();
     let mut target = target(dest.path());
-    let (uid, gid) = own_ids(dest.path());
-    target.create(path(b"d"), NodeKind::Dir).unwrap();
-    target.chown(path(b"d"), uid, 4343).unwrap();
+    let (uid, gid) = dir_of_group_4343(&mut target, dest.path());
     target.chmod(path(b"d"), 0o2775).unwrap();
     for (name, kind) in [(&b"d/file"[..], NodeKind::File), (b"d/dir", NodeKind::Dir)] {
         target.create(path(name), kind).unwrap();
@@ -166,9 +164,7 @@ fn new_files_in_a_directory_of_another_group_take_the_creators_group() {
     rawsend_testutil::require_root();
     let dest = tempfile::tempdir().unwrap();
     let mut target = target(dest.path());
-    let (uid, gid) = own_ids(dest.path());
-    target.create(path(b"d"), NodeKind::Dir).unwrap();
-    target.chown(path(b"d"), uid, 4343).unwrap();
+    let (uid, gid) = dir_of_group_4343(&mut target, dest.path());
     target.create(path(b"d/f"), NodeKind::File).unwrap();
     assert_eq!(owner_and_mode(dest.path(), "d/f").1, gid, "a mount without grpid gives the creator's group");
     target.chown(path(b"d/f"), uid, 4343).unwrap();
@@ -180,13 +176,19 @@ fn new_files_on_a_grpid_mount_take_the_directorys_group() {
     rawsend_testutil::require_root();
     let fs = LoopFs::builder(FsType::Ext4, 64 << 20).mount_options("grpid").build();
     let mut target = target(fs.path());
-    let (uid, gid) = own_ids(fs.path());
-    target.create(path(b"d"), NodeKind::Dir).unwrap();
-    target.chown(path(b"d"), uid, 4343).unwrap();
+    let (uid, gid) = dir_of_group_4343(&mut target, fs.path());
     target.create(path(b"d/f"), NodeKind::File).unwrap();
     assert_eq!(owner_and_mode(fs.path(), "d/f").1, 4343, "grpid gives the directory's group");
     target.chown(path(b"d/f"), uid, gid).unwrap();
     assert_eq!(owner_and_mode(fs.path(), "d/f").1, gid, "the chown was skipped");
+}
+
+/// Creates directory `d` owned by the receiver and group 4343; returns the receiver's ids.
+fn dir_of_group_4343(target: &mut FsTarget, dest: &Path) -> (u32, u32) {
+    let (uid, gid) = own_ids(dest);
+    target.create(path(b"d"), NodeKind::Dir).unwrap();
+    target.chown(path(b"d"), uid, 4343).unwrap();
+    (uid, gid)
 }
 
 fn has_capability_xattr(file: &Path) -> bool {
