@@ -33,7 +33,6 @@ pub enum Op {
     /// `BTRFS_IOC_SNAP_DESTROY`.
     SnapDestroy,
     /// `mmap(2)` of a file, shared.
-    Mmap,
     /// `BTRFS_IOC_SNAP_CREATE_V2`.
     SnapCreate,
     /// `BTRFS_IOC_SUBVOL_GETFLAGS`.
@@ -77,7 +76,6 @@ impl Op {
             Op::Send => "BTRFS_IOC_SEND",
             Op::SubvolCreate => "BTRFS_IOC_SUBVOL_CREATE",
             Op::SnapDestroy => "BTRFS_IOC_SNAP_DESTROY",
-            Op::Mmap => "mmap",
             Op::SnapCreate => "BTRFS_IOC_SNAP_CREATE_V2",
             Op::SubvolGetFlags => "BTRFS_IOC_SUBVOL_GETFLAGS",
             Op::SubvolSetFlags => "BTRFS_IOC_SUBVOL_SETFLAGS",

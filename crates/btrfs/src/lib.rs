@@ -27,7 +27,6 @@ mod ioctl;
 mod raw;
 mod search;
 mod send;
-mod shared;
 mod signal;
 mod subvol;
 mod verity;
@@ -46,7 +45,6 @@ pub use search::{
     subvolume_ids_by_received_uuid, subvolume_path,
 };
 pub use send::{SendFlags, SendOptions, max_send_stream_version, send, send_to_reader};
-pub use shared::SharedMap;
 pub use signal::default_sigpipe;
 pub use subvol::{
     SubvolumeInfo, create_subvolume, delete_subvolume, is_btrfs, is_read_only, is_subvolume_root, root_id,

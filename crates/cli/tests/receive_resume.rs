@@ -21,6 +21,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -554,39 +555,54 @@ fn abort_removes_a_partial_directory_without_following_symlinks() {
 
 #[test]
 fn enospc_then_space_freed_resumes_on_ext4() {
+    enospc_then_space_freed_resumes(FsType::Ext4);
+}
+
+/// On btrfs every rewrite of a page already written back needs new space: a progress
+/// record stored through a shared mapping then killed the receive with SIGBUS.
+#[test]
+fn enospc_then_space_freed_resumes_on_btrfs() {
+    enospc_then_space_freed_resumes(FsType::Btrfs);
+}
+
+/// A receive that runs out of space says so and keeps its resume state; after space is
+/// freed, the same receive completes it.
+fn enospc_then_space_freed_resumes(fs_type: FsType) {
     require_root();
     let source = make_source();
-    let fs_guard = LoopFs::builder(FsType::Ext4, 256 * MIB).mount_options("noatime").build();
+    let mount = |size| LoopFs::builder(fs_type, size).mount_options("noatime").build();
     let since = now_ns();
-    let reference = fs_guard.path().join("reference");
-    fs::create_dir(&reference).unwrap();
-    assert_success(&receive_file(&source.full, &reference), "uninterrupted receive");
-    let want = TreeSnapshot::capture(reference.join("s1"));
-    let used = du(&reference);
-    fs::remove_dir_all(&reference).unwrap();
+    let reference = mount(256 * MIB);
+    let before = available(reference.path());
+    assert_success(&receive_file(&source.full, reference.path()), "uninterrupted receive");
+    run(&mut Command::new("sync"));
+    let used = before - available(reference.path());
+    let want = TreeSnapshot::capture(reference.path().join("s1"));
     // Leave room for about half of what the receive writes.
+    let fs_guard = mount(256 * MIB);
     let filler = fs_guard.path().join("filler");
-    let free = rustix::fs::statvfs(fs_guard.path()).unwrap();
-    let available = free.f_bavail * free.f_frsize;
     fs::File::create(&filler).unwrap().set_len(0).unwrap();
-    run(Command::new("fallocate").arg("-l").arg((available - used / 2).to_string()).arg(&filler));
+    run(Command::new("fallocate")
+        .arg("-l")
+        .arg((available(fs_guard.path()) - used / 2).to_string())
+        .arg(&filler));
     let dest = fs_guard.path().join("dest");
     fs::create_dir(&dest).unwrap();
     let full = receive_file(&source.full, &dest);
     let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.signal(), None, "killed by a signal: {stderr}");
     assert!(!full.status.success() && stderr.contains("No space left on device"), "{stderr}");
     assert!(stderr.contains("run the same receive again"), "{stderr}");
-    assert_partial(&dest.join("s1"), FsType::Ext4, "after ENOSPC");
+    assert_partial(&dest.join("s1"), fs_type, "after ENOSPC");
     fs::remove_file(&filler).unwrap();
     assert_success(&receive_file(&source.full, &dest), "resuming after space was freed");
-    assert_received_like(&dest.join("s1"), &want, FsType::Ext4, since, "ENOSPC then space freed");
+    assert_received_like(&dest.join("s1"), &want, fs_type, since, "ENOSPC then space freed");
 }
 
-/// Bytes used by the files under `dir` (`du -sb`).
-fn du(dir: &Path) -> u64 {
-    let output = run(Command::new("du").arg("-sb").arg(dir));
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split_whitespace().next().unwrap().parse().unwrap()
+/// Bytes of the filesystem holding `dir` available to an unprivileged user.
+fn available(dir: &Path) -> u64 {
+    let stat = rustix::fs::statvfs(dir).unwrap();
+    stat.f_bavail * stat.f_frsize
 }
 
 #[test]

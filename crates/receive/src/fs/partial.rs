@@ -10,7 +10,7 @@
 //! same inode number, a second line names the subvolume's own UUID. A file
 //! left by a deleted partial receive never vouches for a new one of that name.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rawsend_btrfs as btrfs;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -82,12 +82,14 @@ pub fn forget(dest: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The progress file of the partial subvolume being received, mapped for rewriting: a
-/// record costs a memory copy, not a system call (see `rawsend_btrfs::SharedMap`).
+/// The progress file of the partial subvolume being received, rewritten in place with
+/// `pwrite`. Not through a shared mapping: on a full filesystem (always on btrfs, where
+/// every rewrite of a page written back needs new space) the store into a page the kernel
+/// cannot reserve space for kills the process with SIGBUS, where `pwrite` returns ENOSPC.
 pub struct ProgressFile {
-    map: btrfs::SharedMap,
+    file: OwnedFd,
     /// Where the first slot starts, after the lines binding the file to its subvolume.
-    at: usize,
+    at: u64,
     /// The slot the next record goes to.
     next: usize,
 }
@@ -106,23 +108,25 @@ impl ProgressFile {
         let about = received::store(dest, Store::Progress, name, root, &content)?;
         let dir = received::open_store(dest, Store::Progress)?
             .ok_or(ErrorKind::Invalid("the progress directory vanished"))?;
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let file = rustix::fs::openat(&dir, name, flags, Mode::empty())
             .map_err(|e| ErrorKind::io("open the progress record", e))?;
         let stat = rustix::fs::fstat(&file).map_err(|e| ErrorKind::io("stat", e))?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             return Err(ErrorKind::Invalid("the progress record is not a regular file"));
         }
-        let at = about + binding.len();
-        let map = btrfs::SharedMap::new(&file, at + PROGRESS_LEN * PROGRESS_SLOTS)?;
-        Ok(ProgressFile { map, at, next: 0 })
+        Ok(ProgressFile { file, at: (about + binding.len()) as u64, next: 0 })
     }
 
     /// Writes `record` into the next slot (into the page cache: not synced, by design).
     pub fn write(&mut self, record: &[u8; PROGRESS_LEN]) -> Result<()> {
-        let written = self.map.write(self.at + self.next * PROGRESS_LEN, record);
+        let offset = self.at + (self.next * PROGRESS_LEN) as u64;
         self.next = (self.next + 1) % PROGRESS_SLOTS;
-        if written { Ok(()) } else { Err(ErrorKind::Invalid("progress record outside its file")) }
+        match rustix::io::pwrite(&self.file, record, offset) {
+            Ok(PROGRESS_LEN) => Ok(()),
+            Ok(_) => Err(ErrorKind::Invalid("progress record written in part")),
+            Err(e) => Err(ErrorKind::io("write the progress record", e)),
+        }
     }
 
     /// Blanks every slot: no record to resume from.
