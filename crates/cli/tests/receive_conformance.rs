@@ -23,7 +23,7 @@ use std::process::{Command, Output};
 
 use rawsend_testutil::tree::{CompareOptions, FileKind, TreeSnapshot, diff_with};
 use rawsend_testutil::{
-    FsType, LoopFs, MIB, ReceivedState, fixtures, output_text, received_state, require_root, run,
+    FsType, LoopFs, MIB, MemFs, ReceivedState, fixtures, output_text, received_state, require_root, run,
 };
 
 const FS_SIZE: u64 = 1024 * MIB;
@@ -274,38 +274,6 @@ fn summary_counts(stderr: &str) -> Option<(u64, u64)> {
     let passthrough = numbers.next()?.parse().ok()?;
     let decompressed = numbers.next()?.parse().ok()?;
     rest.contains("decompressed").then_some((passthrough, decompressed))
-}
-
-/// A memory filesystem (tmpfs, ramfs) mounted on a temporary directory, unmounted on
-/// drop (also while unwinding).
-struct MemFs {
-    dir: tempfile::TempDir,
-    mounted: bool,
-}
-
-impl MemFs {
-    fn new(fstype: &str, options: &str) -> MemFs {
-        let dir = tempfile::Builder::new().prefix("rawsend-memfs-").tempdir().expect("tempdir");
-        let mut fs = MemFs { dir, mounted: false };
-        run(Command::new("mount").args(["-t", fstype, "-o", options, "rawsend-test"]).arg(fs.dir.path()));
-        fs.mounted = true;
-        fs
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for MemFs {
-    fn drop(&mut self) {
-        if self.mounted {
-            let plain = Command::new("umount").arg(self.dir.path()).output();
-            if !plain.is_ok_and(|output| output.status.success()) {
-                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
-            }
-        }
-    }
 }
 
 /// The dir target's received-state marker xattr (`rawsend_receive::fs::RECEIVED_XATTR`).

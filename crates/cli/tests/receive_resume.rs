@@ -27,7 +27,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, received_state, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, MemFs, received_state, require_root, run};
 
 /// Small files in the full stream.
 const FILES: usize = 2000;
@@ -597,6 +597,31 @@ fn enospc_then_space_freed_resumes(fs_type: FsType) {
     fs::remove_file(&filler).unwrap();
     assert_success(&receive_file(&source.full, &dest), "resuming after space was freed");
     assert_received_like(&dest.join("s1"), &want, fs_type, since, "ENOSPC then space freed");
+}
+
+/// A receive onto a filesystem with no room even for its resume state fails without
+/// claiming a state it could not save: the report says to remove the partial, as the
+/// re-run does.
+#[test]
+fn a_full_filesystem_gets_no_claim_of_a_saved_state() {
+    require_root();
+    let source = make_source();
+    let full = MemFs::new("tmpfs", "size=1m");
+    let filler = full.path().join("filler");
+    let written = fs::write(&filler, vec![0u8; 2 * MIB as usize]);
+    assert!(written.is_err(), "the filler did not fill the filesystem");
+    let output = rawsend()
+        .args(["receive", "--target", "dir", "-f"])
+        .arg(&source.full)
+        .arg(full.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("resume state is saved"), "{stderr}");
+    assert!(stderr.contains("to start over, remove it"), "{stderr}");
+    let token = rawsend().args(["receive", "--resume-token"]).arg(full.path().join("s1")).output().unwrap();
+    assert!(!token.status.success(), "a resume token for a partial with no state");
 }
 
 /// Bytes of the filesystem holding `dir` available to an unprivileged user.

@@ -616,11 +616,17 @@ impl<T: Target> Receiver<T> {
             return self.stop_keeping();
         }
         // Progress first: a kill between the two leaves progress at or past the state.
-        self.note_progress()?;
-        self.target.checkpoint(&state)?;
+        let saved = self.note_progress().and_then(|()| self.target.checkpoint(&state));
         if let Some(tracker) = self.tracker.as_mut() {
-            tracker.checkpointed();
+            match saved {
+                Ok(()) => tracker.checkpointed(),
+                // With no state on disk (the first checkpoint failed: a full disk), the
+                // subvolume cannot be resumed, and the report must not say it can.
+                Err(_) if !tracker.saved => tracker.keeping = false,
+                Err(_) => {}
+            }
         }
+        saved?;
         self.notify(Event::Checkpoint { position: state.position, tail });
         Ok(())
     }

@@ -310,6 +310,9 @@ pub(crate) struct Tracker {
     jump: Option<Position>,
     /// Stream offset and time of the last checkpoint; `None` before the first.
     last: Option<(u64, Instant)>,
+    /// Whether a resume state of the subvolume is on disk: one this receive saved, or
+    /// the one it continues.
+    pub saved: bool,
     /// Command count and stream offset when the clock was last read (see [`CLOCK_COMMANDS`]).
     clocked: (u64, u64),
 }
@@ -327,6 +330,7 @@ impl Tracker {
             keeping,
             jump: None,
             last: None,
+            saved: false,
             clocked,
         }
     }
@@ -337,6 +341,7 @@ impl Tracker {
         self.replay_from = plan.replay.then_some(plan.position.commands);
         self.jump = continuation.then_some(plan.position);
         self.skip_to = Some((plan.position, saved));
+        self.saved = true;
     }
 
     /// Moves past command `raw` (to the continuation's start after its first command).
@@ -370,6 +375,7 @@ impl Tracker {
 
     /// Notes that a checkpoint was made at the current position.
     pub fn checkpointed(&mut self) {
+        self.saved = true;
         self.last = Some((self.position.offset, Instant::now()));
         self.clocked = (self.position.commands, self.position.offset);
     }

@@ -183,6 +183,40 @@ impl LoopFsBuilder {
     }
 }
 
+/// A memory filesystem (tmpfs, ramfs) mounted on a temporary directory, unmounted on
+/// drop (also while unwinding).
+pub struct MemFs {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl MemFs {
+    /// Mounts a new `fstype` (tmpfs, ramfs) with `options`.
+    pub fn new(fstype: &str, options: &str) -> MemFs {
+        let dir = tempfile::Builder::new().prefix("rawsend-memfs-").tempdir().expect("tempdir");
+        let mut fs = MemFs { dir, mounted: false };
+        run(Command::new("mount").args(["-t", fstype, "-o", options, "rawsend-test"]).arg(fs.dir.path()));
+        fs.mounted = true;
+        fs
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MemFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let plain = Command::new("umount").arg(self.dir.path()).output();
+            if !plain.is_ok_and(|output| output.status.success()) {
+                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
+            }
+        }
+    }
+}
+
 /// A loop-mounted filesystem that is unmounted and detached on drop.
 ///
 /// Dropping cleans up whatever part of the set-up succeeded, so a panic in
