@@ -267,6 +267,19 @@ fn send_appends_at_the_file_position_and_writes_pipes_directly() {
     .expect("pipe");
     sent.expect("send to a reader");
     assert_eq!(read.expect("read the pipe"), single);
+}
+
+#[test]
+fn send_to_a_reader_that_stops_fails_with_epipe() {
+    let fs = btrfs();
+    let subvol = subvolume_with_file(&fs, "vol");
+    // Far more than any pipe buffer holds, so the kernel is still writing
+    // when the reader is gone, however the threads are scheduled.
+    fs::write(fs.path().join("vol/big"), vec![7u8; 8 * MIB as usize]).expect("write big file");
+    rawsend_btrfs::snapshot(&subvol, open(fs.path()), OsStr::new("snap"), true).expect("snapshot");
+    let snap = open(&fs.path().join("snap"));
+    let options =
+        SendOptions { parent_root: None, clone_sources: &[], flags: SendFlags::NONE, version: None };
     let (_, sent) = rawsend_btrfs::send_to_reader(&snap, &options, drop).expect("pipe");
     assert_eq!(sent.expect_err("reader gone").errno(), Some(Errno::PIPE));
 }
