@@ -74,7 +74,7 @@ cargo test --workspace --locked --no-run
 before=$(tmp_state)
 test_tmp=$(mktemp -d /tmp/rawsend-test.XXXXXX)
 chmod 0755 "$test_tmp" # the unprivileged tests run rawsend as nobody in there
-TMPDIR=$test_tmp cargo test --workspace --locked
+TMPDIR=$test_tmp cargo test --workspace --locked --no-fail-fast
 echo "==> nothing left behind (loop devices, mounts, files)"
 rmdir "$test_tmp" 2>/dev/null || true # kept, and reported below, if a test left files in it
 leftovers=$(comm -13 <(sort <<<"$before") <(tmp_state | sort))
