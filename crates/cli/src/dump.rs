@@ -34,7 +34,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use rawsend_stream::{
-    CheckAhead, CrcHints, Item, RawPath, ReadAhead, ReadProgress, ReaderOptions, Record, StreamReader,
+    CheckAhead, Item, RawPath, ReadAhead, ReadProgress, ReaderOptions, Record, StreamReader,
 };
 
 use crate::meter::{InputProgress, Meter};
@@ -90,9 +90,9 @@ pub fn open_input(file: Option<&PathBuf>) -> Result<Box<dyn Input + Send>> {
 
 /// Starts reading `input` on a thread of its own that also checks the CRCs of the
 /// stream a reader with `opts` reads while that reader is behind; returns the
-/// reader's input and its hints.
-pub fn read_ahead(input: impl Read + Send + 'static, opts: ReaderOptions) -> Result<(ReadAhead, CrcHints)> {
-    ReadAhead::with_crc_hints(input, opts, CheckAhead::WhenBehind)
+/// reader's input.
+pub fn read_ahead(input: impl Read + Send + 'static, opts: ReaderOptions) -> Result<ReadAhead> {
+    ReadAhead::checking_crcs(input, opts, CheckAhead::WhenBehind)
         .context("cannot start the thread reading the stream")
 }
 
@@ -146,8 +146,7 @@ pub fn for_each_item(
     context: &'static str,
     mut visit: impl FnMut(&Item<'_, RawPath<'_>>) -> Result<()>,
 ) -> Result<()> {
-    let (input, hints) = read_ahead(input, opts)?;
-    let mut reader = StreamReader::with_options(input, opts).with_crc_hints(hints);
+    let mut reader = StreamReader::with_options(read_ahead(input, opts)?, opts);
     if let Some(progress) = progress {
         reader = reader.with_progress(progress);
     }

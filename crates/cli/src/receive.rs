@@ -214,8 +214,7 @@ fn apply(
     reader: ReaderOptions,
 ) -> Result<std::result::Result<(Summary, FsTarget), Failure>> {
     let Some(codec) = codec else {
-        let (ahead, hints) = dump::read_ahead(input, reader)?;
-        return Ok(receiver.crc_hints(hints).receive_into(ahead));
+        return Ok(receiver.receive_into(dump::read_ahead(input, reader)?));
     };
     let opts = Options { recompress: false, verify, ..Options::new(Compress::With(codec)) };
     Ok(receiver.receive_into(TranscodeReader::new(input, opts, reader)?))

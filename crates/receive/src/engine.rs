@@ -28,8 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rawsend_codec::{Compression, Decoder, ExtentFields};
 use rawsend_stream::{
-    Command, CrcHints, Item, Location, ReadProgress, ReaderOptions, Record, Source, StreamPath, StreamReader,
-    Uuid,
+    Command, Item, Location, ReadProgress, ReaderOptions, Record, Source, StreamPath, StreamReader, Uuid,
 };
 use rustix::io::Errno;
 
@@ -189,8 +188,6 @@ pub struct Receiver<T> {
     observer: Option<Observer>,
     /// Where the reader publishes how far it read (see [`Receiver::publish_progress`]).
     progress: Option<Arc<ReadProgress>>,
-    /// CRCs checked by the input's read-ahead thread (see [`Receiver::crc_hints`]).
-    hints: Option<CrcHints>,
     summary: Summary,
     errors: Vec<Error>,
     unfinished: Vec<String>,
@@ -225,7 +222,6 @@ impl<T: Target> Receiver<T> {
             current_id: (Uuid::default(), 0),
             observer: None,
             progress: None,
-            hints: None,
             summary: Summary::default(),
             errors: Vec::new(),
             unfinished: Vec::new(),
@@ -262,14 +258,6 @@ impl<T: Target> Receiver<T> {
         self
     }
 
-    /// Has the stream reader skip the CRCs that `hints` vouch for: the input must be
-    /// the [`ReadAhead`](rawsend_stream::ReadAhead) they came with, unread
-    /// (see [`StreamReader::with_crc_hints`]).
-    pub fn crc_hints(mut self, hints: CrcHints) -> Self {
-        self.hints = Some(hints);
-        self
-    }
-
     fn notify(&mut self, event: Event<'_>) {
         if let Some(observer) = self.observer.as_mut() {
             observer(event);
@@ -293,9 +281,6 @@ impl<T: Target> Receiver<T> {
         let mut reader = StreamReader::with_options(input, self.opts.reader);
         if let Some(progress) = self.progress.take() {
             reader = reader.with_progress(progress);
-        }
-        if let Some(hints) = self.hints.take() {
-            reader = reader.with_crc_hints(hints);
         }
         loop {
             if self.interrupted() {

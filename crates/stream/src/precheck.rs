@@ -80,9 +80,10 @@ pub(crate) struct Precheck {
     checking: bool,
 }
 
-/// The reading half, for [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
-/// Its hints are keyed by offsets in the [`ReadAhead`](crate::ReadAhead) it
-/// came with, so the reader must read that `ReadAhead` from its first byte.
+/// The reading half, which a [`StreamReader`](crate::StreamReader) takes from the
+/// [`ReadAhead`](crate::ReadAhead) it reads ([`Source::take_crc_hints`](crate::Source::take_crc_hints)).
+/// Its hints are keyed by offsets in that `ReadAhead`, so the reader must read
+/// it from its first byte, which `take_crc_hints` ensures.
 pub struct CrcHints {
     batches: Receiver<Vec<Hint>>,
     batch: Vec<Hint>,

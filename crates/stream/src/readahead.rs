@@ -12,8 +12,9 @@
 //! buffer rather than copying it ([`Source`]): each block keeps [`ROOM`] bytes
 //! free before its data for the unread end of the previous one.
 //!
-//! [`ReadAhead::with_crc_hints`] also checks each command's CRC on that thread
-//! as the blocks pass, for the reader to skip (see [`crate::precheck`]): the
+//! [`ReadAhead::checking_crcs`] also checks each command's CRC on that thread
+//! as the blocks pass, for the reader made over it to skip (see
+//! [`crate::precheck`]; [`Source::take_crc_hints`] hands the hints over): the
 //! decoding thread then does not read the bytes twice. `receive`, `dump` and
 //! `stats` read this way.
 //!
@@ -75,6 +76,10 @@ pub struct ReadAhead {
     finished: bool,
     /// Blocks sent and not yet taken.
     backlog: Arc<AtomicUsize>,
+    /// The CRCs the thread checks, until a reader takes them.
+    hints: Option<CrcHints>,
+    /// A block was taken: hints, keyed from the first byte, no longer fit a new reader.
+    started: bool,
 }
 
 impl ReadAhead {
@@ -84,16 +89,18 @@ impl ReadAhead {
     }
 
     /// Like [`new`](Self::new), the thread also checking (`when` says when) the CRC
-    /// of each command of the stream as a reader with `opts` reads it; the reader of
-    /// this `ReadAhead` takes the hints with
-    /// [`StreamReader::with_crc_hints`](crate::StreamReader::with_crc_hints).
-    pub fn with_crc_hints<R: Read + Send + 'static>(
+    /// of each command of the stream as a reader with `opts` reads it. The
+    /// [`StreamReader`](crate::StreamReader) made over this `ReadAhead` skips the
+    /// CRCs found right (see [`Source::take_crc_hints`]).
+    pub fn checking_crcs<R: Read + Send + 'static>(
         input: R,
         opts: ReaderOptions,
         when: CheckAhead,
-    ) -> io::Result<(ReadAhead, CrcHints)> {
+    ) -> io::Result<ReadAhead> {
         let (checker, hints) = precheck(opts);
-        Ok((Self::start(input, Some(checker), when)?, hints))
+        let mut ahead = Self::start(input, Some(checker), when)?;
+        ahead.hints = Some(hints);
+        Ok(ahead)
     }
 
     fn start<R: Read + Send + 'static>(
@@ -106,7 +113,7 @@ impl ReadAhead {
         let backlog = Arc::new(AtomicUsize::new(0));
         let thread = Thread { filled: filled_tx, empty: empty_rx, backlog: Arc::clone(&backlog), when };
         std::thread::Builder::new().name("rawsend-read".into()).spawn(move || thread.fill(input, checker))?;
-        Ok(ReadAhead { filled, empty, finished: false, backlog })
+        Ok(ReadAhead { filled, empty, finished: false, backlog, hints: None, started: false })
     }
 
     /// The next block; `None` at the end of the input.
@@ -117,6 +124,7 @@ impl ReadAhead {
         match self.filled.recv() {
             Ok(Ok(block)) => {
                 self.backlog.fetch_sub(1, Ordering::Relaxed);
+                self.started = true;
                 Ok(Some(block))
             }
             Ok(Err(err)) => {
@@ -145,6 +153,10 @@ impl Source for ReadAhead {
             }
         }
         Ok(buffer.available())
+    }
+
+    fn take_crc_hints(&mut self) -> Option<CrcHints> {
+        self.hints.take().filter(|_| !self.started)
     }
 }
 
@@ -260,6 +272,21 @@ mod tests {
         assert!(err.is_none());
         assert_eq!(out.len(), data.len());
         assert!(out == data);
+    }
+
+    #[test]
+    fn crc_hints_go_once_and_only_to_a_reader_starting_at_the_first_byte() {
+        let checking = || {
+            let input = io::Cursor::new(pseudo_random(100));
+            ReadAhead::checking_crcs(input, ReaderOptions::default(), CheckAhead::Always).unwrap()
+        };
+        let mut fresh = checking();
+        assert!(fresh.take_crc_hints().is_some());
+        assert!(fresh.take_crc_hints().is_none(), "taken once");
+        let mut started = checking();
+        started.fill(&mut ReadBuffer::default(), 1).unwrap();
+        assert!(started.take_crc_hints().is_none(), "keyed from a byte already read");
+        assert!(ReadAhead::new(io::Cursor::new(vec![1])).unwrap().take_crc_hints().is_none());
     }
 
     #[test]

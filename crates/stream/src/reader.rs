@@ -9,8 +9,9 @@
 //! headers back to back) are read in sequence; with
 //! [`ReaderOptions::stop_at_end`] reading stops at the first END (`-e`).
 //!
-//! With [`StreamReader::with_crc_hints`] over a [`ReadAhead`](crate::ReadAhead),
-//! the CRCs that the read-ahead thread found right are not computed again
+//! Over a [`ReadAhead`](crate::ReadAhead) that checks CRCs
+//! ([`ReadAhead::checking_crcs`](crate::ReadAhead::checking_crcs)), the CRCs
+//! that the read-ahead thread found right are not computed again
 //! (see [`crate::precheck`]); every other CRC is checked here, so the items
 //! and errors are the same with hints and without.
 //!
@@ -133,8 +134,10 @@ impl<R: Source> StreamReader<R> {
         Self::with_options(input, ReaderOptions::default())
     }
 
-    /// A reader with the given options.
-    pub fn with_options(input: R, opts: ReaderOptions) -> Self {
+    /// A reader with the given options. Over a [`ReadAhead`](crate::ReadAhead) that
+    /// checks CRCs, it skips those found right (see [`Source::take_crc_hints`]).
+    pub fn with_options(mut input: R, opts: ReaderOptions) -> Self {
+        let hints = input.take_crc_hints();
         StreamReader {
             input,
             opts,
@@ -143,15 +146,14 @@ impl<R: Source> StreamReader<R> {
             index: 0,
             state: State::ExpectHeader { first: true },
             progress: None,
-            hints: None,
+            hints,
             prechecked: 0,
         }
     }
 
-    /// Skips computing the CRC of the commands that `hints` vouch for. The hints must
-    /// come with the [`ReadAhead`](crate::ReadAhead) this reader reads from its start
-    /// ([`ReadAhead::with_crc_hints`](crate::ReadAhead::with_crc_hints)).
-    pub fn with_crc_hints(mut self, hints: CrcHints) -> Self {
+    /// Skips computing the CRC of the commands that `hints` vouch for (forged ones, in tests).
+    #[cfg(test)]
+    pub(crate) fn with_crc_hints(mut self, hints: CrcHints) -> Self {
         self.hints = Some(hints);
         self
     }

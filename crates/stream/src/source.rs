@@ -9,6 +9,8 @@
 
 use std::io::{self, Read};
 
+use crate::precheck::CrcHints;
+
 /// Bytes asked of a [`Read`] input per read, once the input has shown it is large.
 const READ_BLOCK: usize = 1024 * 1024;
 /// The buffer's first size when reading a [`Read`]; it doubles up to [`READ_BLOCK`].
@@ -31,6 +33,14 @@ pub trait Source {
     /// Ensures `want` bytes are buffered in `buffer` if the input has them;
     /// returns how many are.
     fn fill(&mut self, buffer: &mut ReadBuffer, want: usize) -> io::Result<usize>;
+
+    /// The CRCs checked ahead for a reader that starts reading here, if this
+    /// source checks them and nothing has been read from it yet: hints are
+    /// keyed by offsets from the source's first byte. A reader takes them once,
+    /// when it is made.
+    fn take_crc_hints(&mut self) -> Option<CrcHints> {
+        None
+    }
 }
 
 impl<R: Read> Source for R {

@@ -54,8 +54,8 @@ fn same_with_and_without_hints(
 ) -> u64 {
     let mut plain = StreamReader::with_options(bytes, opts);
     let input = Trickle { bytes: bytes.to_vec(), at: 0, sizes: sizes.to_vec(), turn: 0 };
-    let (ahead, hints) = ReadAhead::with_crc_hints(input, checker, when).unwrap();
-    let mut hinted = StreamReader::with_options(ahead, opts).with_crc_hints(hints);
+    let ahead = ReadAhead::checking_crcs(input, checker, when).unwrap();
+    let mut hinted = StreamReader::with_options(ahead, opts);
     for step in 0.. {
         assert!(step < 10_000_000, "the reader does not make progress");
         let want = next_text(&mut plain, lenient);

@@ -45,16 +45,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rawsend_btrfs as btrfs;
-use rustix::fs::{
-    AtFlags, FileType, Gid, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, Uid, XattrFlags,
-};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use super::fingerprint::{Drift, Fingerprint};
 use super::setid::{self, Id, Unowned};
 use super::skips::{self, Skips};
 use super::tree::{list, open_dir_beneath, open_dir_noatime, open_noatime, proc_path};
-use super::{RECEIVED_XATTR, pwrite_all};
+use super::{RECEIVED_XATTR, chown_ids, pwrite_all};
 use crate::error::{ErrorKind, Result};
 
 /// Directory levels whose fds stay open while a deeper directory is copied.
@@ -206,7 +204,7 @@ impl Node<'_> {
     }
 
     fn chown(self, stat: &Stat) -> rustix::io::Result<()> {
-        let (uid, gid) = (Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)));
+        let (uid, gid) = chown_ids((stat.st_uid, stat.st_gid));
         match self {
             Node::Open(fd) => rustix::fs::fchown(fd, uid, gid),
             Node::At(dir, name) => rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
@@ -713,7 +711,7 @@ mod tests {
         chmod(&root.join("secret"), 0o000);
         xattr(&root.join("b/big"), "trusted.rawsend", b"trusted");
         let owner = |path: &str| {
-            let (uid, gid) = (Some(Uid::from_raw(1234)), Some(Gid::from_raw(5678)));
+            let (uid, gid) = chown_ids((1234, 5678));
             rustix::fs::chownat(CWD, root.join(path), uid, gid, AtFlags::SYMLINK_NOFOLLOW).expect("chown");
         };
         for path in ["a/f", "b", "b/passwd", "null", "fifo", "."] {

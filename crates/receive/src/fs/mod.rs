@@ -139,6 +139,12 @@ impl Current {
     /// waits for it.
     fn in_background(&mut self, work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
         self.checkpointed()?;
+        self.spawn(work)
+    }
+
+    /// Runs `work` on a thread of its own; nothing may be running in the background.
+    fn spawn(&mut self, work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+        debug_assert!(self.background.is_none(), "one background job at a time");
         let thread = std::thread::Builder::new()
             .name("rawsend-checkpoint".into())
             .spawn(work)
@@ -497,7 +503,7 @@ impl FsTarget {
         rdev: Rdev,
     ) -> Result<()> {
         let name = path.split_last().map_or(&b"."[..], |(_, name)| name);
-        let file_type = FileType::from_raw_mode(mode as u32);
+        let file_type = device_type(mode);
         let dev = rustix::fs::makedev(rdev.major(), rdev.minor());
         let result = rustix::fs::mknodat(dir, name, file_type, Mode::empty(), dev);
         if !self.skips.done(result, &[Errno::PERM], skips::DEVICES, "mknod")? {
@@ -751,8 +757,18 @@ fn unheld_type(kind: &NodeKind<'_>) -> Option<FileType> {
         NodeKind::Symlink(_) => Some(FileType::Symlink),
         NodeKind::Fifo => Some(FileType::Fifo),
         NodeKind::Socket => Some(FileType::Socket),
-        NodeKind::Device { .. } => Some(FileType::CharacterDevice),
+        NodeKind::Device { mode, .. } => Some(device_type(*mode)),
     }
+}
+
+/// The type of node a MKNOD of `mode` makes (its `S_IFMT` bits).
+fn device_type(mode: u64) -> FileType {
+    FileType::from_raw_mode(mode as u32)
+}
+
+/// `owner` as the arguments of the chown calls.
+pub(super) fn chown_ids(owner: (u32, u32)) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    (Some(rustix::fs::Uid::from_raw(owner.0)), Some(rustix::fs::Gid::from_raw(owner.1)))
 }
 
 /// Chowns the node at `path` to `owner` on its held fd, if it has one, unless that would
@@ -767,8 +783,8 @@ fn chown_held(tree: &mut Tree, path: StreamPath<'_>, owner: (u32, u32)) -> Optio
     if unchanged {
         return Some(Ok(()));
     }
-    let (uid, gid) = (rustix::fs::Uid::from_raw(owner.0), rustix::fs::Gid::from_raw(owner.1));
-    let result = rustix::fs::fchown(fd, Some(uid), Some(gid));
+    let (uid, gid) = chown_ids(owner);
+    let result = rustix::fs::fchown(fd, uid, gid);
     if result.is_ok() {
         tree.set_known(path, known.map(|known| known.after_chown(owner)));
     }
@@ -890,7 +906,7 @@ impl Target for FsTarget {
             return;
         };
         let Ok(root) = current.tree.root().try_clone_to_owned() else { return };
-        let _ = current.in_background(move || sync_filesystem(root.as_fd()));
+        let _ = current.spawn(move || sync_filesystem(root.as_fd()));
     }
 
     fn abandon_subvol(&mut self) -> Option<Unfinished> {
@@ -1174,7 +1190,6 @@ impl Target for FsTarget {
             return Ok(());
         }
         let wanted = (uid, gid);
-        let (uid, gid) = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
         let tree = self.tree()?;
         let result = match chown_held(tree, path, wanted) {
             Some(result) => result,
@@ -1182,6 +1197,7 @@ impl Target for FsTarget {
             None => {
                 tree.forget_known_file();
                 let (dir, name) = at(tree, path)?;
+                let (uid, gid) = chown_ids(wanted);
                 rustix::fs::chownat(dir.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
             }
         };

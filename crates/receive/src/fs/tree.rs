@@ -263,16 +263,14 @@ impl Tree {
 
     /// Records what is now known of the node at `path`, if it is held open.
     pub fn set_known(&mut self, path: StreamPath<'_>, known: Option<Known>) {
-        let key = path.as_bytes();
-        let held = match &mut self.file {
-            _ if path.is_root() => &mut self.root.known,
-            Some((cached, file)) if cached == key => &mut file.known,
-            _ => match self.dirs.get_mut(key) {
-                Some(dir) => &mut dir.known,
-                None => return,
-            },
+        let held = match self.holder(path) {
+            Holder::Root => Some(&mut self.root.known),
+            Holder::File => self.file.as_mut().map(|(_, file)| &mut file.known),
+            Holder::Dirs => self.dirs.get_mut(path.as_bytes()).map(|dir| &mut dir.known),
         };
-        *held = known;
+        if let Some(held) = held {
+            *held = known;
+        }
     }
 
     /// Forgets what is known of every held node (after a change that may reach any of them).
@@ -352,14 +350,31 @@ impl Tree {
 
     /// The open fd of `path` and what is known of its node, if one is cached.
     fn held(&self, path: StreamPath<'_>) -> Option<(BorrowedFd<'_>, Option<Known>)> {
-        if path.is_root() {
-            return Some((self.root.fd.as_fd(), self.root.known));
-        }
-        match &self.file {
-            Some((key, file)) if key == path.as_bytes() => Some((file.fd.as_fd(), file.known)),
-            _ => self.dirs.get(path.as_bytes()).map(|dir| (dir.fd.as_fd(), dir.known)),
+        match self.holder(path) {
+            Holder::Root => Some((self.root.fd.as_fd(), self.root.known)),
+            Holder::File => self.file.as_ref().map(|(_, file)| (file.fd.as_fd(), file.known)),
+            Holder::Dirs => self.dirs.get(path.as_bytes()).map(|dir| (dir.fd.as_fd(), dir.known)),
         }
     }
+
+    /// Where `path`'s held fd would be: the one place that says in what order they are
+    /// looked up, for [`Tree::held`] and [`Tree::set_known`].
+    fn holder(&self, path: StreamPath<'_>) -> Holder {
+        match &self.file {
+            _ if path.is_root() => Holder::Root,
+            Some((key, _)) if key == path.as_bytes() => Holder::File,
+            _ => Holder::Dirs,
+        }
+    }
+}
+
+/// Where a held fd is kept (see [`Tree::holder`]).
+enum Holder {
+    Root,
+    /// The data file kept open.
+    File,
+    /// The directory cache, if it has `path`.
+    Dirs,
 }
 
 /// Removes and returns the entries of `map` at or beneath path `prefix`.
