@@ -11,8 +11,15 @@
 //! complete ([`Verifier::finish`]): a corrupt extent fails its subvolume, with
 //! the location of the command that carried it.
 //!
-//! Memory is bounded: at most [`IN_FLIGHT`] extents (each at most 128 KiB)
-//! are queued, and their buffers are recycled.
+//! Extents go to the workers in batches ([`BATCH_BYTES`], [`BATCH_JOBS`]):
+//! one queue operation and at most one wake-up per batch rather than per
+//! extent, which on a stream of many small files were a hundred thousand
+//! futex calls.
+//!
+//! Memory is bounded: at most [`IN_FLIGHT`] batches are queued, one more is
+//! being filled and one per worker is being decoded, each under
+//! [`BATCH_BYTES`] plus one extent (at most 128 KiB); their buffers are
+//! recycled.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,11 +30,16 @@ use rawsend_stream::Location;
 
 use crate::error::{Error, ErrorKind};
 
-/// Extents queued for the workers at most (16 MiB); submitting more waits for them.
+/// Batches queued for the workers at most (8 MiB); submitting more waits for them.
 /// Enough for the main thread not to wait on the workers between its own waits (for
-/// the disk, at the end for the `syncfs`), in which the workers catch up: 16 left the
-/// verifiers' CPU on big compressed files in series with the writes (`bench/README.md`).
-const IN_FLIGHT: usize = 128;
+/// the disk, at the end for the `syncfs`), in which the workers catch up: a shorter
+/// queue left the verifiers' CPU on big compressed files in series with the writes
+/// (`bench/README.md`).
+const IN_FLIGHT: usize = 16;
+/// A batch is sent once its buffers hold this many bytes...
+const BATCH_BYTES: usize = 512 * 1024;
+/// ...or this many extents.
+const BATCH_JOBS: usize = 32;
 
 /// One extent to check.
 struct Job {
@@ -37,27 +49,31 @@ struct Job {
     data: Vec<u8>,
 }
 
-/// What the worker sends back: the buffer for reuse, and an error if the extent is corrupt.
+/// What a worker sends back for a batch: the buffers for reuse, and the errors of
+/// the corrupt extents.
 struct Verdict {
-    buffer: Vec<u8>,
-    error: Option<Error>,
+    buffers: Vec<Vec<u8>>,
+    errors: Vec<Error>,
 }
 
 /// Checks encoded extents in the background. See the module docs.
 pub(crate) struct Verifier {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
     verdicts: Receiver<Verdict>,
     workers: Vec<JoinHandle<()>>,
-    /// Submitted extents whose verdict has not been collected.
+    /// The batch being filled, and its bytes.
+    batch: Vec<Job>,
+    batch_bytes: usize,
+    /// Sent batches whose verdict has not been collected.
     pending: usize,
-    /// Buffers back from the worker.
+    /// Buffers back from the workers.
     spare: Vec<Vec<u8>>,
 }
 
 impl Verifier {
     /// Starts the worker threads, one per core.
     pub(crate) fn start() -> std::io::Result<Verifier> {
-        let (jobs, inbox) = mpsc::sync_channel::<Job>(IN_FLIGHT);
+        let (jobs, inbox) = mpsc::sync_channel::<Vec<Job>>(IN_FLIGHT);
         let (outbox, verdicts) = mpsc::channel();
         let inbox = Arc::new(Mutex::new(inbox));
         let count = std::thread::available_parallelism().map_or(1, usize::from);
@@ -69,7 +85,8 @@ impl Verifier {
                 .spawn(move || check_all(&inbox, &outbox))?;
             workers.push(worker);
         }
-        Ok(Verifier { jobs: Some(jobs), verdicts, workers, pending: 0, spare: Vec::new() })
+        let (batch, batch_bytes, pending, spare) = (Vec::new(), 0, 0, Vec::new());
+        Ok(Verifier { jobs: Some(jobs), verdicts, workers, batch, batch_bytes, pending, spare })
     }
 
     /// Queues an extent for checking; returns the errors of extents checked meanwhile.
@@ -80,22 +97,41 @@ impl Verifier {
         unencoded_len: usize,
         data: &[u8],
     ) -> Vec<Error> {
-        let mut errors = self.poll();
         let mut buffer = self.spare.pop().unwrap_or_default();
         buffer.clear();
         buffer.extend_from_slice(data);
-        let job = Job { location, compression, unencoded_len, data: buffer };
-        match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
-            Some(Ok(())) => self.pending += 1,
-            // The worker is gone (it panicked): nothing can be vouched for.
-            _ => errors.push(worker_lost()),
+        // Counted by capacity: a recycled buffer keeps its size, so a stream of large
+        // extents then small ones cannot make many buffers each hold a large one.
+        self.batch_bytes += buffer.capacity();
+        self.batch.push(Job { location, compression, unencoded_len, data: buffer });
+        if self.batch_bytes < BATCH_BYTES && self.batch.len() < BATCH_JOBS {
+            return Vec::new();
         }
+        let mut errors = self.poll();
+        errors.extend(self.send_batch());
         errors
     }
 
-    /// Whether extents are still being checked.
+    /// Sends the batch being filled, if any, to the workers.
+    fn send_batch(&mut self) -> Option<Error> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        match self.jobs.as_ref().map(|jobs| jobs.send(batch)) {
+            Some(Ok(())) => {
+                self.pending += 1;
+                None
+            }
+            // The worker is gone (it panicked): nothing can be vouched for.
+            _ => Some(worker_lost()),
+        }
+    }
+
+    /// Whether extents are still waiting or being checked.
     pub(crate) fn busy(&self) -> bool {
-        self.pending > 0
+        self.pending > 0 || !self.batch.is_empty()
     }
 
     /// The errors of extents checked so far, without waiting.
@@ -105,7 +141,10 @@ impl Verifier {
 
     /// Waits for every submitted extent's verdict; returns the errors found.
     pub(crate) fn finish(&mut self) -> Vec<Error> {
-        self.collect(true)
+        let lost = self.send_batch();
+        let mut errors = self.collect(true);
+        errors.extend(lost);
+        errors
     }
 
     /// Collects verdicts: all pending ones if `wait`, else those already there.
@@ -127,8 +166,8 @@ impl Verifier {
                 break;
             };
             self.pending -= 1;
-            self.spare.push(verdict.buffer);
-            errors.extend(verdict.error);
+            self.spare.extend(verdict.buffers);
+            errors.extend(verdict.errors);
         }
         errors
     }
@@ -144,18 +183,22 @@ impl Drop for Verifier {
     }
 }
 
-/// A worker: takes jobs from the shared queue until it closes, decodes each, reports back.
-fn check_all(inbox: &Mutex<Receiver<Job>>, outbox: &mpsc::Sender<Verdict>) {
+/// A worker: takes batches from the shared queue until it closes, decodes each
+/// extent, reports back once per batch.
+fn check_all(inbox: &Mutex<Receiver<Vec<Job>>>, outbox: &mpsc::Sender<Verdict>) {
     let mut decoder = Decoder::new();
     let mut scratch = Vec::new();
     let next = || inbox.lock().unwrap_or_else(PoisonError::into_inner).recv().ok();
-    while let Some(job) = next() {
-        scratch.resize(job.unencoded_len, 0);
-        let error = decoder
-            .decode(job.compression, &job.data, &mut scratch)
-            .err()
-            .map(|err| Error { location: job.location, kind: ErrorKind::Codec(err) });
-        if outbox.send(Verdict { buffer: job.data, error }).is_err() {
+    while let Some(batch) = next() {
+        let mut verdict = Verdict { buffers: Vec::with_capacity(batch.len()), errors: Vec::new() };
+        for job in batch {
+            scratch.resize(job.unencoded_len, 0);
+            if let Err(err) = decoder.decode(job.compression, &job.data, &mut scratch) {
+                verdict.errors.push(Error { location: job.location, kind: ErrorKind::Codec(err) });
+            }
+            verdict.buffers.push(job.data);
+        }
+        if outbox.send(verdict).is_err() {
             return;
         }
     }
@@ -191,5 +234,32 @@ mod tests {
         assert_eq!(errors[0].location.index, Some(42));
         assert!(matches!(errors[0].kind, ErrorKind::Codec(_)));
         assert!(verifier.finish().is_empty(), "verdicts are collected once");
+    }
+
+    #[test]
+    fn a_corrupt_extent_in_a_batch_not_yet_full_is_found_by_finish() {
+        let mut verifier = Verifier::start().expect("start");
+        assert!(!verifier.busy());
+        let errors = verifier.submit(location(7), Compression::Zstd, 4096, b"not zstd at all");
+        assert!(errors.is_empty() && verifier.busy(), "one extent waits for its batch to fill");
+        let errors = verifier.finish();
+        assert_eq!(errors.iter().map(|err| err.location.index).collect::<Vec<_>>(), [Some(7)]);
+        assert!(!verifier.busy());
+    }
+
+    #[test]
+    fn batches_close_on_their_buffers_capacity() {
+        let mut verifier = Verifier::start().expect("start");
+        let large = vec![0u8; BATCH_BYTES / 2];
+        for index in 0..2 {
+            verifier.submit(location(index), Compression::Zstd, 1, &large);
+        }
+        assert!(verifier.batch.is_empty(), "two halves fill a batch");
+        verifier.finish();
+        // The recycled buffers keep their capacity: two tiny extents in them fill a batch too.
+        for index in 0..2 {
+            verifier.submit(location(index), Compression::Zstd, 1, b"x");
+        }
+        assert!(verifier.batch.is_empty(), "counted by capacity, not by length");
     }
 }
