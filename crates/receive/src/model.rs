@@ -236,6 +236,10 @@ pub struct ModelTarget {
     pub states: BTreeMap<Vec<u8>, ResumeState>,
     /// Progress records of partial subvolumes, by name.
     pub progress: BTreeMap<Vec<u8>, Progress>,
+    /// Stores encoded extents as they come, unchecked, as btrfs does: as zeros over
+    /// their range, for tests of what the engine checks itself. Off: the engine
+    /// decodes every extent and writes the plain bytes.
+    pub stores_encoded: bool,
     current: Option<Vec<u8>>,
 }
 
@@ -265,7 +269,7 @@ impl ModelTarget {
 
 impl Target for ModelTarget {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities { encoded_write: self.stores_encoded, ..Capabilities::default() }
     }
 
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()> {
@@ -430,8 +434,12 @@ impl Target for ModelTarget {
         })
     }
 
-    fn encoded_write(&mut self, _: StreamPath<'_>, _: &EncodedExtent<'_>) -> Result<Outcome> {
-        Ok(Outcome::Fallback)
+    fn encoded_write(&mut self, path: StreamPath<'_>, extent: &EncodedExtent<'_>) -> Result<Outcome> {
+        if !self.stores_encoded {
+            return Ok(Outcome::Fallback);
+        }
+        let zeros = vec![0; extent.len as usize];
+        self.write(path, extent.offset, &zeros).map(|()| Outcome::Done)
     }
 
     fn clone_range(&mut self, _: StreamPath<'_>, _: u64, _: u64, _: &CloneSource<'_>) -> Result<Outcome> {

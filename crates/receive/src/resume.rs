@@ -39,6 +39,10 @@
 //! computing the digest of the commands it skips from the stream itself
 //! and finding it equal to the saved one. A forged state can at most make
 //! it skip commands of this very stream, never apply another stream on top.
+//! A checkpoint waits for the verdicts on every encoded extent before it, but
+//! a progress record may be past extents whose verdict a kill cut off: the
+//! encoded extents skipped after the saved state are test-decoded again. A
+//! corrupt extent makes its subvolume unresumable.
 //! The digest is a 64-bit FNV-1a over each command's header (length, type
 //! and CRC32C, which the reader has checked against the command's bytes).
 //!

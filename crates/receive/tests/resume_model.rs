@@ -404,3 +404,80 @@ fn a_rerun_of_several_subvolumes_passes_over_those_already_received() {
     let (outcome, _) = receive(other, &joined);
     assert!(outcome.is_err(), "a subvolume received from another ctransid is not this one");
 }
+
+/// A v2 stream: subvolume `vol`, file `f` with one encoded extent of `data` (zstd), then
+/// files `g` and `h` (namespace commands after the extent); and where each command ends.
+fn stream_with_extent(data: &[u8]) -> (Vec<u8>, Vec<Cut>) {
+    use rawsend_stream::{EncodedWrite, StreamHeader, StreamPath, Uuid};
+    let path = |name: &'static [u8]| StreamPath::new(name).unwrap();
+    let write = EncodedWrite {
+        path: path(b"f"),
+        offset: 0,
+        unencoded_file_len: 4096,
+        unencoded_len: 4096,
+        unencoded_offset: 0,
+        compression: Some(2),
+        encryption: None,
+        data,
+    };
+    let sent = [
+        Command::Subvol { path: path(b"vol"), uuid: Uuid::NIL, ctransid: 7 },
+        Command::Mkfile { path: path(b"f"), ino: 257 },
+        Command::EncodedWrite(write),
+        Command::Mkfile { path: path(b"g"), ino: 258 },
+        Command::Mkfile { path: path(b"h"), ino: 259 },
+        Command::End,
+    ];
+    let mut bytes = StreamHeader { version: 2 }.to_bytes().to_vec();
+    for command in &sent {
+        command.encode(2, &mut bytes).unwrap();
+    }
+    let cuts = commands(&bytes).expect("one subvolume");
+    (bytes, cuts)
+}
+
+/// A model that stores encoded extents unchecked, as btrfs does.
+fn storing_encoded() -> ModelTarget {
+    let mut model = ModelTarget::new();
+    model.stores_encoded = true;
+    model
+}
+
+/// A corrupt extent (the kernel would store it; only the engine's test-decode sees it)
+/// makes its subvolume unresumable: running the same stream again must not skip the
+/// extent and mark the subvolume received.
+#[test]
+fn a_corrupt_extent_is_never_resumed_past() {
+    let (stream, _) = stream_with_extent(b"not zstd at all");
+    let target = storing_encoded();
+    let (outcome, model) = receive(target, &stream);
+    let failure = outcome.expect_err("a corrupt extent fails the receive");
+    assert!(failure.to_string().contains("encoded data"), "{failure}");
+    assert!(!model.progress.contains_key(&b"vol"[..]), "no progress past the extent is left");
+    let (outcome, model) = receive(model, &stream);
+    assert!(outcome.is_err(), "the same stream again is refused or fails");
+    assert!(model.subvols[&b"vol"[..]].received.is_none(), "never marked received");
+}
+
+/// After a kill, progress may have been noted past an extent whose verdict never came:
+/// a re-run that skips to that progress test-decodes the extents it skips after the
+/// saved state, and fails on a corrupt one rather than completing the subvolume.
+#[test]
+fn extents_skipped_past_the_saved_state_are_test_decoded() {
+    let plain = [7u8; 4096];
+    let good = rawsend_codec::encode(rawsend_codec::Compression::Zstd, None, &plain).unwrap().unwrap();
+    let mut corrupt = good.clone();
+    corrupt.truncate(good.len() / 2);
+    for (data, completes) in [(&good, true), (&corrupt, false)] {
+        let (stream, cuts) = stream_with_extent(data);
+        // As a kill would leave it: everything but END applied, its last progress
+        // record at MKFILE h, the saved state the start.
+        let cut = cuts.len() - 1;
+        let target = storing_encoded();
+        let (_, model) = receive(target, &stream[..cuts[cut - 1].end]);
+        let model = as_after_a_kill(model, b"vol", position(&cuts, cut - 1));
+        let (outcome, model) = receive(model, &stream);
+        assert_eq!(outcome.is_ok(), completes, "{outcome:?}");
+        assert_eq!(model.subvols[&b"vol"[..]].received.is_some(), completes);
+    }
+}
