@@ -10,7 +10,7 @@
 //!
 //! The default, `auto`, draws only when stderr is a terminal and `-q` is not
 //! given, so redirected output stays byte for byte what btrfs-progs prints.
-//! Messages printed while a bar is drawn go through [`Meter::suspend`], so
+//! Messages printed while a bar is drawn go through [`Suspender::run`], so
 //! they do not land in the middle of the bar.
 
 use std::io::{IsTerminal, Write};

@@ -389,7 +389,7 @@ impl Write for ObjectWriter {
 }
 
 impl Drop for ObjectWriter {
-    /// A writer dropped unfinished is stopped as by a failure (see [`ObjectWriter::fail`]).
+    /// A writer dropped unfinished is stopped as by a failure (see `ObjectWriter::fail`).
     fn drop(&mut self) {
         let stopped = aborted(&self.store, &self.key);
         self.fail(stopped);

@@ -2,9 +2,9 @@
 //!
 //! Checking each command's CRC32C costs the thread that decodes the stream a
 //! pass over every byte. The read-ahead thread ([`crate::ReadAhead`]) touches
-//! every byte anyway, so a [`Precheck`] there follows the frames as the bytes
+//! every byte anyway, so a `Precheck` there follows the frames as the bytes
 //! pass (stream header, then each command's header and payload, across block
-//! boundaries), computes each command's CRC and records a [`Hint`]: the
+//! boundaries), computes each command's CRC and records a `Hint`: the
 //! command's offset, its length, and whether its CRC matched. The read-ahead
 //! thread says which blocks to check ([`crate::CheckAhead`]); the others are
 //! only followed, and a command with bytes among them gets no hint.

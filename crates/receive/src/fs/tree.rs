@@ -12,7 +12,7 @@
 //! Directory fds are cached by path (invalidated on rename and rmdir), and
 //! the last data file stays open between writes; a file created here stays open
 //! from its create, so its data needs no reopen. With each fd the tree keeps
-//! what is known of its node ([`Known`]: see `known`).
+//! what is known of its node (`Known`: see `known`).
 //!
 //! The tree also remembers *absent* nodes: device nodes the dir target was
 //! not allowed to create. Later commands on them are no-ops, and renames and
