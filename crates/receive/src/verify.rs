@@ -3,7 +3,8 @@
 //! The kernel stores an encoded extent without looking inside it: a stream
 //! with a valid CRC but corrupt compressed bytes would be stored, marked
 //! received, and fail later reads with EIO. So every extent written as it is
-//! gets decoded once, to check it, but on worker threads (one per core) so
+//! gets decoded once, to check it, but on worker threads (one per core, at
+//! most [`WORKERS_MAX`]) so
 //! that the main thread's writes do not wait for it: writing an extent as it
 //! is costs far less than decoding it, so one worker alone would hold the
 //! writes back. The engine submits each extent after
@@ -18,8 +19,9 @@
 //!
 //! Memory is bounded: at most [`IN_FLIGHT`] batches are queued, one more is
 //! being filled and one per worker is being decoded, each under
-//! [`BATCH_BYTES`] plus one extent (at most 128 KiB); their buffers are
-//! recycled.
+//! [`BATCH_BYTES`] plus one buffer (an extent is at most 128 KiB; a recycled
+//! buffer that grew for it, at most twice that); their buffers are recycled.
+//! About 16 MiB in all, whatever the stream and the number of cores.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +42,9 @@ const IN_FLIGHT: usize = 16;
 const BATCH_BYTES: usize = 512 * 1024;
 /// ...or this many extents.
 const BATCH_JOBS: usize = 32;
+/// Most worker threads: enough to keep up with the writes (libzstd decodes
+/// 0.5–1.5 GB/s per core), and memory does not grow with the cores.
+const WORKERS_MAX: usize = 4;
 
 /// One extent to check.
 struct Job {
@@ -76,7 +81,7 @@ impl Verifier {
         let (jobs, inbox) = mpsc::sync_channel::<Vec<Job>>(IN_FLIGHT);
         let (outbox, verdicts) = mpsc::channel();
         let inbox = Arc::new(Mutex::new(inbox));
-        let count = std::thread::available_parallelism().map_or(1, usize::from);
+        let count = std::thread::available_parallelism().map_or(1, usize::from).min(WORKERS_MAX);
         let mut workers = Vec::with_capacity(count);
         for _ in 0..count {
             let (inbox, outbox) = (Arc::clone(&inbox), outbox.clone());
@@ -184,24 +189,39 @@ impl Drop for Verifier {
 }
 
 /// A worker: takes batches from the shared queue until it closes, decodes each
-/// extent, reports back once per batch.
+/// extent, reports back once per batch. A decoder that panics vouches for
+/// nothing: its batch gets an error, and the worker stops (the others go on,
+/// so the verdict must come from here, or [`Verifier::finish`] would wait for
+/// it forever).
 fn check_all(inbox: &Mutex<Receiver<Vec<Job>>>, outbox: &mpsc::Sender<Verdict>) {
     let mut decoder = Decoder::new();
     let mut scratch = Vec::new();
     let next = || inbox.lock().unwrap_or_else(PoisonError::into_inner).recv().ok();
     while let Some(batch) = next() {
-        let mut verdict = Verdict { buffers: Vec::with_capacity(batch.len()), errors: Vec::new() };
-        for job in batch {
-            scratch.resize(job.unencoded_len, 0);
-            if let Err(err) = decoder.decode(job.compression, &job.data, &mut scratch) {
-                verdict.errors.push(Error { location: job.location, kind: ErrorKind::Codec(err) });
-            }
-            verdict.buffers.push(job.data);
-        }
-        if outbox.send(verdict).is_err() {
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_batch(&mut decoder, &mut scratch, batch)
+        }));
+        let (verdict, panicked) = match checked {
+            Ok(verdict) => (verdict, false),
+            Err(_) => (Verdict { buffers: Vec::new(), errors: vec![worker_lost()] }, true),
+        };
+        if outbox.send(verdict).is_err() || panicked {
             return;
         }
     }
+}
+
+/// Decodes every extent of `batch`; the verdict hands the buffers back.
+fn check_batch(decoder: &mut Decoder, scratch: &mut Vec<u8>, batch: Vec<Job>) -> Verdict {
+    let mut verdict = Verdict { buffers: Vec::with_capacity(batch.len()), errors: Vec::new() };
+    for job in batch {
+        scratch.resize(job.unencoded_len, 0);
+        if let Err(err) = decoder.decode(job.compression, &job.data, scratch) {
+            verdict.errors.push(Error { location: job.location, kind: ErrorKind::Codec(err) });
+        }
+        verdict.buffers.push(job.data);
+    }
+    verdict
 }
 
 fn worker_lost() -> Error {
