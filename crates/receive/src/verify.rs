@@ -76,7 +76,7 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    /// Starts the worker threads, one per core.
+    /// Starts the worker threads, one per core up to [`WORKERS_MAX`].
     pub(crate) fn start() -> std::io::Result<Verifier> {
         let (jobs, inbox) = mpsc::sync_channel::<Vec<Job>>(IN_FLIGHT);
         let (outbox, verdicts) = mpsc::channel();
@@ -140,7 +140,7 @@ impl Verifier {
     }
 
     /// The errors of extents checked so far, without waiting.
-    pub(crate) fn poll(&mut self) -> Vec<Error> {
+    fn poll(&mut self) -> Vec<Error> {
         self.collect(false)
     }
 

@@ -178,8 +178,7 @@ impl Precheck {
     fn start_command(&mut self, version: u32, offset: u64) {
         let header_bytes = self.staged[..CMD_HEADER_LEN].try_into().expect("10 bytes");
         let header = CommandHeader::parse(header_bytes);
-        let cap = if version == 1 { self.opts.v1_frame_cap } else { self.opts.frame_cap };
-        if header.frame_len() > cap {
+        if header.frame_len() > self.opts.cap_for(version) {
             self.track = Track::Stopped;
             return;
         }

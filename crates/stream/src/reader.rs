@@ -65,6 +65,13 @@ impl Default for ReaderOptions {
     }
 }
 
+impl ReaderOptions {
+    /// The largest command accepted in a stream of protocol `version`.
+    pub(crate) fn cap_for(&self, version: u32) -> usize {
+        if version == 1 { self.v1_frame_cap } else { self.frame_cap }
+    }
+}
+
 /// One item of the input; `P` is what path attributes decode to (see [`Command`]).
 #[derive(Debug)]
 pub enum Item<'a, P = StreamPath<'a>> {
@@ -286,7 +293,7 @@ impl<R: Source> StreamReader<R> {
         let header_bytes = self.buffer.unread()[..CMD_HEADER_LEN].try_into().expect("10 bytes");
         let header = CommandHeader::parse(header_bytes);
         location.command = Some(header.cmd);
-        let cap = if version == 1 { self.opts.v1_frame_cap } else { self.opts.frame_cap };
+        let cap = self.opts.cap_for(version);
         let frame_len = CMD_HEADER_LEN as u64 + u64::from(header.len);
         if frame_len > cap as u64 {
             return Err(ErrorKind::CommandTooLarge { len: u64::from(header.len), cap: cap as u64 });

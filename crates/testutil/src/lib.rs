@@ -209,10 +209,18 @@ impl MemFs {
 impl Drop for MemFs {
     fn drop(&mut self) {
         if self.mounted {
-            let plain = Command::new("umount").arg(self.dir.path()).output();
-            if !plain.is_ok_and(|output| output.status.success()) {
-                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
-            }
+            unmount(self.dir.path());
+        }
+    }
+}
+
+/// Unmounts `mountpoint`, lazily if a plain unmount fails (e.g. a leaked open fd).
+fn unmount(mountpoint: &Path) {
+    let plain = Command::new("umount").arg(mountpoint).output();
+    if !plain.is_ok_and(|output| output.status.success()) {
+        let lazy = Command::new("umount").arg("-l").arg(mountpoint).output();
+        if !lazy.is_ok_and(|output| output.status.success()) {
+            eprintln!("rawsend-testutil: cannot unmount {}", mountpoint.display());
         }
     }
 }
@@ -310,15 +318,8 @@ impl LoopFs {
         self.mounted = true;
     }
 
-    /// Unmounts, lazily if a plain unmount fails (e.g. a leaked open fd).
     fn unmount(&mut self) {
-        let plain = Command::new("umount").arg(&self.mountpoint).output();
-        if !plain.is_ok_and(|output| output.status.success()) {
-            let lazy = Command::new("umount").arg("-l").arg(&self.mountpoint).output();
-            if !lazy.is_ok_and(|output| output.status.success()) {
-                eprintln!("rawsend-testutil: cannot unmount {}", self.mountpoint.display());
-            }
-        }
+        unmount(&self.mountpoint);
         self.mounted = false;
     }
 
