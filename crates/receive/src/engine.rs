@@ -565,10 +565,15 @@ impl<T: Target> Receiver<T> {
         self.note_progress()
     }
 
-    /// Notes the open subvolume's position as progress, if this boot has an id.
+    /// Notes the open subvolume's position as progress, if this boot has an id, with
+    /// where the extents whose verdict is still out begin.
     fn note_progress(&mut self) -> Result<()> {
-        let (Some(tracker), Some(boot)) = (&self.tracker, &self.boot) else { return Ok(()) };
-        let progress = Progress { boot: boot.clone(), position: tracker.position };
+        let errors = self.verifier.as_mut().map(Verifier::poll).unwrap_or_default();
+        self.record_corrupt(errors);
+        let tracker = self.tracker.as_ref().filter(|tracker| tracker.keeping);
+        let (Some(tracker), Some(boot)) = (tracker, &self.boot) else { return Ok(()) };
+        let checked = self.verifier.as_ref().and_then(Verifier::unchecked_from).unwrap_or(tracker.position);
+        let progress = Progress { boot: boot.clone(), position: tracker.position, checked: Some(checked) };
         self.target.note_progress(Some(&progress))
     }
 
@@ -725,7 +730,8 @@ impl<T: Target> Receiver<T> {
         let began = match saved {
             Some(saved) => {
                 let plan = saved.plan(&identity, self.boot.as_deref()).and_then(|plan| match continuing {
-                    Some(from) if from != plan.position => Err(format!(
+                    // One that starts earlier brings commands to skip (verified) up to there.
+                    Some(from) if from.commands > plan.position.commands => Err(format!(
                         "this continuation starts after {from}, but the partial receive continues after \
                          {}: get a new token with `rawsend receive --resume-token {}`",
                         plan.position, saved.place
@@ -736,7 +742,7 @@ impl<T: Target> Receiver<T> {
                     let (place, abort) = (saved.place.clone(), saved.abort.clone());
                     ErrorKind::ResumeRefused(Box::new(Refusal { place, reason, abort }))
                 })?;
-                tracker.resume(saved, plan, continuing.is_some());
+                tracker.resume(saved, plan, continuing);
                 self.target.resume_subvol(&start)
             }
             None if continuing.is_some() => {
@@ -884,7 +890,8 @@ impl<T: Target> Receiver<T> {
             }
         };
         let unencoded_len = extent.unencoded_len as usize;
-        let errors = verifier.submit(location(record), compression, unencoded_len, extent.data);
+        let mark = self.tracker.as_ref().map_or(Position::start(0), |tracker| tracker.position);
+        let errors = verifier.submit(mark, location(record), compression, unencoded_len, extent.data);
         self.record_corrupt(errors);
         Ok(())
     }

@@ -42,17 +42,22 @@
 //! A checkpoint waits for the verdicts on every encoded extent before it, but
 //! a progress record may be past extents whose verdict a kill cut off: the
 //! encoded extents skipped after the saved state are test-decoded again. A
-//! corrupt extent makes its subvolume unresumable.
+//! corrupt extent makes its subvolume unresumable. A progress record also
+//! says where the extents whose verdict was still out begin ([`Progress::checked`]),
+//! and a continuation starts there (see below).
 //! The digest is a 64-bit FNV-1a over each command's header (length, type
 //! and CRC32C, which the reader has checked against the command's bytes).
 //!
 //! A *continuation* ([`rawsend_stream::resume`], written by `rawsend send
-//! --resume TOKEN`) carries no prefix to verify: it starts with a marker
-//! naming the position the sender skipped to, after checking the skipped
-//! commands' digest against the token's. The engine continues from it only if
-//! it is exactly where this partial subvolume's saved state says to continue,
-//! and refuses it on anything else (no partial subvolume, `--no-resume`, a
-//! stale token).
+//! --resume TOKEN`) starts with a marker naming the position the sender
+//! skipped to, after checking the skipped commands' digest against the
+//! token's. The token ([`Saved::token`]) names where the receive continues,
+//! or, after a kill, the first extent whose verdict was still out: the
+//! continuation then repeats the commands from there, which the engine skips
+//! as it skips a repeated prefix (their digest checked, their extents
+//! test-decoded). It refuses a continuation that starts after where this
+//! partial subvolume continues, or with nothing to continue (no partial
+//! subvolume, `--no-resume`).
 
 use std::time::{Duration, Instant};
 
@@ -62,9 +67,12 @@ use rawsend_stream::{Command, Uuid};
 /// First line of a saved state.
 const STATE_MAGIC: &str = "rawsend-resume 1";
 /// First word of a progress record.
-const PROGRESS_MAGIC: &str = "rawsend-progress-1";
+const PROGRESS_MAGIC: &str = "rawsend-progress-2";
 /// Length of a progress record: fixed, so that rewriting it in place leaves no stale tail.
-pub const PROGRESS_LEN: usize = 128;
+pub const PROGRESS_LEN: usize = 256;
+/// First word and length of the records of the first format, which has no checked
+/// position; a partial receive left by an older rawsend still continues from them.
+const PROGRESS_V1: (&str, usize) = ("rawsend-progress-1", 128);
 /// Progress records kept, written in turn: a kill may tear the one being written, never
 /// the other (see [`latest_progress`]).
 pub const PROGRESS_SLOTS: usize = 2;
@@ -189,13 +197,19 @@ pub struct Progress {
     pub boot: String,
     /// Where.
     pub position: Position,
+    /// Where the encoded extents not known to decode begin (at most `position`):
+    /// those whose verdict was still out (see [`crate::verify`]). `None` in a record
+    /// of the first format.
+    pub checked: Option<Position>,
 }
 
 impl Progress {
     /// The fixed-length record written, ending with a check of the rest.
     pub fn to_record(&self) -> [u8; PROGRESS_LEN] {
-        let Position { commands, offset, digest } = self.position;
-        let text = format!("{PROGRESS_MAGIC} {} {commands} {offset} {:016x}", self.boot, digest.0);
+        let mut text = format!("{PROGRESS_MAGIC} {} {}", self.boot, position_words(&self.position));
+        if let Some(checked) = &self.checked {
+            text = format!("{text} {}", position_words(checked));
+        }
         let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
         let mut record = [b' '; PROGRESS_LEN];
         let len = text.len().min(PROGRESS_LEN - 1);
@@ -204,38 +218,54 @@ impl Progress {
         record
     }
 
-    /// Parses a record; anything else (including a record cut short) is `None`.
+    /// Parses a record, of this format or the first; anything else (including a
+    /// record cut short) is `None`.
     pub fn parse(record: &[u8]) -> Option<Progress> {
-        if record.len() != PROGRESS_LEN || record[PROGRESS_LEN - 1] != b'\n' {
-            return None;
-        }
-        let text = std::str::from_utf8(&record[..PROGRESS_LEN - 1]).ok()?.trim_end_matches(' ');
+        let (magic, positions) = match record.len() {
+            PROGRESS_LEN => (PROGRESS_MAGIC, 2),
+            len if len == PROGRESS_V1.1 => (PROGRESS_V1.0, 1),
+            _ => return None,
+        };
+        let text = std::str::from_utf8(record.strip_suffix(b"\n")?).ok()?.trim_end_matches(' ');
         let (text, check) = text.rsplit_once(' ')?;
         if check != format!("{:016x}", Digest::EMPTY.hash(text.as_bytes()).0) {
             return None;
         }
         let mut words = text.split(' ');
-        if words.next()? != PROGRESS_MAGIC {
+        if words.next()? != magic {
             return None;
         }
         let boot = words.next().filter(|boot| is_boot_id(boot))?.to_owned();
-        let commands = parse_u64(words.next()?)?;
-        let offset = parse_u64(words.next()?)?;
-        let digest = words.next().filter(|d| d.len() == 16)?;
-        let digest = Digest(u64::from_str_radix(digest, 16).ok()?);
-        if words.next().is_some() || commands == 0 {
+        let position = parse_position(&mut words)?;
+        let checked = if positions == 2 { Some(parse_position(&mut words)?) } else { None };
+        let in_order = checked.is_none_or(|checked| checked.commands <= position.commands);
+        if words.next().is_some() || position.commands == 0 || !in_order {
             return None;
         }
-        Some(Progress { boot, position: Position { commands, offset, digest } })
+        Some(Progress { boot, position, checked })
     }
 }
 
-/// The latest intact record among [`PROGRESS_SLOTS`] records written in turn.
+/// A position as a record's words: commands, offset, digest.
+fn position_words(position: &Position) -> String {
+    let Position { commands, offset, digest } = position;
+    format!("{commands} {offset} {:016x}", digest.0)
+}
+
+/// The position in the next three words of a record.
+fn parse_position<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Position> {
+    let commands = parse_u64(words.next()?)?;
+    let offset = parse_u64(words.next()?)?;
+    let digest = words.next().filter(|d| d.len() == 16)?;
+    let digest = Digest(u64::from_str_radix(digest, 16).ok()?);
+    Some(Position { commands, offset, digest })
+}
+
+/// The latest intact record among [`PROGRESS_SLOTS`] records written in turn (of
+/// either format).
 pub fn latest_progress(records: &[u8]) -> Option<Progress> {
-    if records.len() != PROGRESS_LEN * PROGRESS_SLOTS {
-        return None;
-    }
-    records.chunks(PROGRESS_LEN).filter_map(Progress::parse).max_by_key(|progress| progress.position.commands)
+    let len = [PROGRESS_LEN, PROGRESS_V1.1].into_iter().find(|len| records.len() == len * PROGRESS_SLOTS)?;
+    records.chunks(len).filter_map(Progress::parse).max_by_key(|progress| progress.position.commands)
 }
 
 /// What a target saved about a partial subvolume.
@@ -261,10 +291,28 @@ pub struct Plan {
 }
 
 impl Saved {
-    /// The token for `rawsend send --resume`: where a continuation must start.
+    /// The token for `rawsend send --resume`: where a continuation must start. That
+    /// is where the receive continues ([`Saved::plan`]), or before it, where the
+    /// encoded extents whose verdict a kill cut off begin: the continuation brings
+    /// them again, to be checked as they are skipped.
     pub fn token(&self, boot: Option<&str>) -> Result<Token, String> {
         let identity = self.state.identity;
-        self.plan(&identity, boot).map(|plan| Token { identity, position: plan.position })
+        let plan = self.plan(&identity, boot)?;
+        Ok(Token { identity, position: self.checked_before(&plan) })
+    }
+
+    /// Where the encoded extents before `plan`'s position not known to decode begin.
+    /// A checkpoint waits for every verdict; progress says where they were still out
+    /// (a record of the first format does not: from the checkpoint, then).
+    fn checked_before(&self, plan: &Plan) -> Position {
+        let state = self.state.position;
+        match (&self.progress, self.state.tail) {
+            (Some(progress), Tail::Unknown) if progress.position == plan.position => progress
+                .checked
+                .filter(|checked| checked.commands >= state.commands)
+                .unwrap_or(state),
+            _ => plan.position,
+        }
     }
 
     /// Where to continue, given this boot's id; `Err` says why not.
@@ -340,10 +388,11 @@ impl Tracker {
     }
 
     /// Continues from `saved` as `plan` says: by skipping the prefix the stream
-    /// repeats, or, for a continuation, at once.
-    pub fn resume(&mut self, saved: Saved, plan: Plan, continuation: bool) {
+    /// repeats, or, for a continuation starting at `continuation`, what it repeats
+    /// of it (nothing when it starts at the plan's position).
+    pub fn resume(&mut self, saved: Saved, plan: Plan, continuation: Option<Position>) {
         self.replay_from = plan.replay.then_some(plan.position.commands);
-        self.jump = continuation.then_some(plan.position);
+        self.jump = continuation;
         self.skip_to = Some((plan.position, saved));
         self.saved = true;
     }
@@ -514,7 +563,9 @@ mod tests {
 
     #[test]
     fn progress_records_parse_back_and_refuse_damage() {
-        let progress = Progress { boot: BOOT.to_owned(), position: state(Tail::Clean).position };
+        let position = state(Tail::Clean).position;
+        let checked = Some(Position { commands: 990, offset: 1000, digest: Digest(5) });
+        let progress = Progress { boot: BOOT.to_owned(), position, checked };
         let record = progress.to_record();
         assert_eq!(Progress::parse(&record), Some(progress.clone()));
         assert_eq!(Progress::parse(&record[..PROGRESS_LEN - 1]), None);
@@ -546,7 +597,7 @@ mod tests {
             place: "dest/x".into(),
             abort: "rawsend receive --abort dest/x".into(),
             state: state(tail),
-            progress: progress.map(|position| Progress { boot: BOOT.to_owned(), position }),
+            progress: progress.map(|position| Progress { boot: BOOT.to_owned(), position, checked: None }),
         };
         let at = state(Tail::Clean).position;
         assert_eq!(saved(Tail::Clean, None).plan(&identity, None), Ok(Plan { position: at, replay: false }));

@@ -9,8 +9,9 @@
 //!
 //! Each cut is also continued the way a pipe is: from the token of the partial
 //! subvolume's saved state, the sender's [`write_continuation`] of the whole
-//! stream, received instead of the whole stream. A stale token, or a
-//! continuation where there is nothing to continue, is refused.
+//! stream, received instead of the whole stream. A token from further than the
+//! partial subvolume reached, or a continuation where there is nothing to
+//! continue, is refused.
 
 use std::path::PathBuf;
 
@@ -123,10 +124,13 @@ fn every_cut_of_every_chain_resumes_to_the_same_tree() {
                 let done = usize::try_from(state.position.commands).unwrap();
                 assert!(done == applied || done + 1 == applied, "{label}: {done} applied");
                 for noted in killed_progress(&cuts, done) {
-                    let crashed = as_after_a_kill(partial.clone(), &name, position(&cuts, noted));
+                    let crashed = as_after_a_kill(partial.clone(), &name, &cuts, noted);
                     let label = format!("{label}, killed with progress at {noted}");
                     assert_same(&in_one_go_from(crashed.clone(), &all), &want, &label);
                     continued(crashed, &format!("{label}, continued"));
+                    // Verdicts out since the SUBVOL: the continuation repeats all of it.
+                    let behind = as_after_a_kill_checked(partial.clone(), &name, &cuts, noted, Some(1));
+                    continued(behind, &format!("{label}, continued from the SUBVOL"));
                 }
                 resumed += 1;
             }
@@ -163,12 +167,26 @@ fn killed_progress(cuts: &[Cut], applied: usize) -> Vec<usize> {
 }
 
 /// The model as a kill would leave it: the saved state an older periodic checkpoint
-/// (the SUBVOL), the progress record at `noted`.
-fn as_after_a_kill(mut model: ModelTarget, name: &[u8], noted: Position) -> ModelTarget {
+/// (after the SUBVOL), the progress record before command `noted` of `cuts`, every
+/// extent before it checked.
+fn as_after_a_kill(model: ModelTarget, name: &[u8], cuts: &[Cut], noted: usize) -> ModelTarget {
+    as_after_a_kill_checked(model, name, cuts, noted, Some(noted))
+}
+
+/// [`as_after_a_kill`] with the verdicts of the extents from command `checked` on cut
+/// off (`None`: a record of the first format, which does not say).
+fn as_after_a_kill_checked(
+    mut model: ModelTarget,
+    name: &[u8],
+    cuts: &[Cut],
+    noted: usize,
+    checked: Option<usize>,
+) -> ModelTarget {
     let state = model.states.get_mut(name).expect("saved state");
     state.tail = Tail::Unknown;
-    state.position = Position { commands: 1, offset: 0, digest: Digest::EMPTY };
-    model.progress.insert(name.to_vec(), Progress { boot: boot(), position: noted });
+    state.position = position(cuts, 1);
+    let (position, checked) = (position(cuts, noted), checked.map(|n| position(cuts, n)));
+    model.progress.insert(name.to_vec(), Progress { boot: boot(), position, checked });
     model
 }
 
@@ -269,7 +287,7 @@ fn a_forged_state_cannot_make_it_skip_unverified_commands() {
 #[test]
 fn after_a_restart_a_crash_past_the_checkpoint_is_refused() {
     let (stream, partial, name) = partial_full(40);
-    let mut crashed = as_after_a_kill(partial, &name, position(&commands(&stream).unwrap(), 30));
+    let mut crashed = as_after_a_kill(partial, &name, &commands(&stream).unwrap(), 30);
     crashed.progress.get_mut(&name).unwrap().boot = "00000000-0000-0000-0000-000000000000".into();
     let (message, after) = refusal(crashed.clone(), &stream);
     assert!(message.contains("cannot be known exactly"), "{message}");
@@ -328,17 +346,22 @@ fn checkpoints_come_every_so_many_bytes_and_at_the_start() {
 }
 
 #[test]
-fn a_stale_token_is_refused_and_the_partial_subvolume_left_alone() {
+fn a_token_ahead_of_the_partial_subvolume_is_refused_and_an_older_one_continues_it() {
     let (stream, partial, name) = partial_full(40);
     let (_, earlier, _) = partial_full(20);
-    let stale = continuation(&earlier, &name, &stream);
-    let (message, after) = refusal(partial.clone(), &stale);
+    let want = in_one_go(std::slice::from_ref(&stream));
+    let ahead = continuation(&partial, &name, &stream);
+    let (message, after) = refusal(earlier.clone(), &ahead);
     assert!(message.contains("get a new token"), "{message}");
-    assert_eq!(after.subvols[&name], partial.subvols[&name]);
-    assert_eq!(after.states, partial.states);
-    let (outcome, done) = receive(after, &continuation(&partial, &name, &stream));
+    assert_eq!(after.subvols[&name], earlier.subvols[&name]);
+    assert_eq!(after.states, earlier.states);
+    let (outcome, done) = receive(after, &continuation(&earlier, &name, &stream));
     outcome.expect("a fresh token continues it");
-    assert!(done.subvols[&name].received.is_some());
+    assert_same(&done, &want, "fresh token");
+    // An older token: the continuation repeats commands 20 to 40, which are skipped.
+    let (outcome, done) = receive(partial, &continuation(&earlier, &name, &stream));
+    outcome.expect("an older token continues it");
+    assert_same(&done, &want, "older token");
 }
 
 #[test]
@@ -475,9 +498,37 @@ fn extents_skipped_past_the_saved_state_are_test_decoded() {
         let cut = cuts.len() - 1;
         let target = storing_encoded();
         let (_, model) = receive(target, &stream[..cuts[cut - 1].end]);
-        let model = as_after_a_kill(model, b"vol", position(&cuts, cut - 1));
+        let model = as_after_a_kill(model, b"vol", &cuts, cut - 1);
         let (outcome, model) = receive(model, &stream);
         assert_eq!(outcome.is_ok(), completes, "{outcome:?}");
         assert_eq!(model.subvols[&b"vol"[..]].received.is_some(), completes);
+    }
+}
+
+/// A continuation after a kill starts where the verdicts the kill cut off begin, not
+/// where the receive continues: the extents between come again, are test-decoded as
+/// they are skipped, and a corrupt one fails the subvolume. A record of the first
+/// format does not say where: the continuation starts at the saved state.
+#[test]
+fn a_continuation_after_a_kill_brings_the_extents_not_yet_checked() {
+    let plain = [7u8; 4096];
+    let good = rawsend_codec::encode(rawsend_codec::Compression::Zstd, None, &plain).unwrap().unwrap();
+    let corrupt = &good[..good.len() / 2];
+    for (data, completes) in [(&good[..], true), (corrupt, false)] {
+        let (stream, cuts) = stream_with_extent(data);
+        let cut = cuts.len() - 1;
+        let (_, model) = receive(storing_encoded(), &stream[..cuts[cut - 1].end]);
+        let noted = cut - 1;
+        for (checked, from) in [(Some(2), 2), (None, 1)] {
+            let model = as_after_a_kill_checked(model.clone(), b"vol", &cuts, noted, checked);
+            assert_eq!(token(&model, b"vol").position, position(&cuts, from));
+            let sent = continuation(&model, b"vol", &stream);
+            let (outcome, model) = receive(model, &sent);
+            assert_eq!(outcome.is_ok(), completes, "{checked:?}: {outcome:?}");
+            assert_eq!(model.subvols[&b"vol"[..]].received.is_some(), completes);
+        }
+        // With every verdict in, the token is where the receive continues.
+        let model = as_after_a_kill(model, b"vol", &cuts, noted);
+        assert_eq!(token(&model, b"vol").position, position(&cuts, noted));
     }
 }
