@@ -307,10 +307,9 @@ impl Saved {
     fn checked_before(&self, plan: &Plan) -> Position {
         let state = self.state.position;
         match (&self.progress, self.state.tail) {
-            (Some(progress), Tail::Unknown) if progress.position == plan.position => progress
-                .checked
-                .filter(|checked| checked.commands >= state.commands)
-                .unwrap_or(state),
+            (Some(progress), Tail::Unknown) if progress.position == plan.position => {
+                progress.checked.filter(|checked| checked.commands >= state.commands).unwrap_or(state)
+            }
             _ => plan.position,
         }
     }
@@ -334,9 +333,16 @@ impl Saved {
                 {
                     Ok(Plan { position: progress.position, replay: true })
                 }
-                _ => Err(format!(
-                    "the system restarted (or the receive stopped unexpectedly) after its last checkpoint at \
-                     command {}, and what it applied after that cannot be known exactly",
+                Some(_) => Err(format!(
+                    "the system restarted after its last checkpoint at command {}, and what it applied \
+                     after that cannot be known exactly",
+                    state.position.commands
+                )),
+                // Erased when the receive went on past something it cannot resume from.
+                None => Err(format!(
+                    "the receive that left it failed in a way that cannot be resumed (a corrupt encoded \
+                     extent, or an error it went on after) or stopped before noting its progress, so what \
+                     it applied after its last checkpoint at command {} cannot be known exactly",
                     state.position.commands
                 )),
             },

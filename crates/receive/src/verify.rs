@@ -288,7 +288,13 @@ mod tests {
         let mut errors = Vec::new();
         for index in 0..100 {
             let data = if index == 42 { &b"not zstd at all"[..] } else { &good[..] };
-            errors.extend(verifier.submit(mark(index), location(index), Compression::Zstd, plain.len(), data));
+            errors.extend(verifier.submit(
+                mark(index),
+                location(index),
+                Compression::Zstd,
+                plain.len(),
+                data,
+            ));
         }
         errors.extend(verifier.finish());
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -340,7 +346,11 @@ mod tests {
             verifier.poll();
             std::thread::yield_now();
         }
-        assert_eq!(verifier.unchecked_from(), Some(mark(10 + BATCH_JOBS as u64 * 3)), "the last batch is not sent");
+        assert_eq!(
+            verifier.unchecked_from(),
+            Some(mark(10 + BATCH_JOBS as u64 * 3)),
+            "the last batch is not sent"
+        );
         assert!(verifier.finish().is_empty());
         assert_eq!(verifier.unchecked_from(), None);
     }
