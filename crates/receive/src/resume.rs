@@ -596,6 +596,31 @@ mod tests {
     }
 
     #[test]
+    fn progress_records_of_the_first_format_still_parse() {
+        let text = format!("{} {BOOT} 1000 123456 0123456789abcdef", PROGRESS_V1.0);
+        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
+        let mut record = vec![b' '; PROGRESS_V1.1];
+        record[..text.len()].copy_from_slice(text.as_bytes());
+        record[PROGRESS_V1.1 - 1] = b'\n';
+        let position = Position { commands: 1000, offset: 123_456, digest: Digest(0x0123_4567_89ab_cdef) };
+        let want = Progress { boot: BOOT.to_owned(), position, checked: None };
+        assert_eq!(Progress::parse(&record), Some(want.clone()));
+        assert_eq!(latest_progress(&record.repeat(PROGRESS_SLOTS)), Some(want));
+        // Each format only at its own length.
+        let mut padded = record.clone();
+        padded.splice(PROGRESS_V1.1 - 1..PROGRESS_V1.1 - 1, [b' '; PROGRESS_LEN - PROGRESS_V1.1]);
+        assert_eq!(Progress::parse(&padded), None);
+    }
+
+    #[test]
+    fn a_checked_position_past_the_noted_one_is_refused() {
+        let position = state(Tail::Clean).position;
+        let checked = Some(Position { commands: position.commands + 1, ..position });
+        let record = Progress { boot: BOOT.to_owned(), position, checked }.to_record();
+        assert_eq!(Progress::parse(&record), None);
+    }
+
+    #[test]
     fn plans_follow_the_tail_and_the_boot() {
         let identity = state(Tail::Clean).identity;
         let later = Position { commands: 1500, offset: 200_000, digest: Digest(9) };
