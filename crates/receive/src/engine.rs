@@ -729,14 +729,25 @@ impl<T: Target> Receiver<T> {
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {
-                let plan = saved.plan(&identity, self.boot.as_deref()).and_then(|plan| match continuing {
-                    // One that starts earlier brings commands to skip (verified) up to there.
-                    Some(from) if from.commands > plan.position.commands => Err(format!(
-                        "this continuation starts after {from}, but the partial receive continues after \
-                         {}: get a new token with `rawsend receive --resume-token {}`",
-                        plan.position, saved.place
-                    )),
-                    _ => Ok(plan),
+                let plan = saved.plan(&identity, self.boot.as_deref()).and_then(|plan| {
+                    // A continuation may start earlier: it brings commands to skip (their
+                    // extents checked) up to the plan's position. It must bring those whose
+                    // extents' verdicts a kill cut off.
+                    let latest = match self.opts.verify_encoded {
+                        true => saved.checked_before(&plan),
+                        false => plan.position,
+                    };
+                    match continuing {
+                        Some(from) if from.commands > latest.commands || from.offset > latest.offset => {
+                            Err(format!(
+                                "this continuation starts after {from}, but the partial receive needs \
+                                 the commands after {latest}: get a new token with `rawsend receive \
+                                 --resume-token {}`",
+                                saved.place
+                            ))
+                        }
+                        _ => Ok(plan),
+                    }
                 });
                 let plan = plan.map_err(|reason| {
                     let (place, abort) = (saved.place.clone(), saved.abort.clone());

@@ -236,6 +236,8 @@ pub struct ModelTarget {
     pub states: BTreeMap<Vec<u8>, ResumeState>,
     /// Progress records of partial subvolumes, by name.
     pub progress: BTreeMap<Vec<u8>, Progress>,
+    /// Every progress record noted, in order, for tests of what the engine notes.
+    pub noted: Vec<Progress>,
     /// Stores encoded extents as they come, unchecked, as btrfs does: as zeros over
     /// their range, for tests of what the engine checks itself. Off: the engine
     /// decodes every extent and writes the plain bytes.
@@ -342,7 +344,10 @@ impl Target for ModelTarget {
     fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {
         let name = self.current.clone().ok_or(ErrorKind::NoSubvolume)?;
         match progress {
-            Some(progress) => self.progress.insert(name, progress.clone()),
+            Some(progress) => {
+                self.noted.push(progress.clone());
+                self.progress.insert(name, progress.clone())
+            }
             None => self.progress.remove(&name),
         };
         Ok(())

@@ -238,7 +238,9 @@ impl Progress {
         let boot = words.next().filter(|boot| is_boot_id(boot))?.to_owned();
         let position = parse_position(&mut words)?;
         let checked = if positions == 2 { Some(parse_position(&mut words)?) } else { None };
-        let in_order = checked.is_none_or(|checked| checked.commands <= position.commands);
+        let in_order = checked.is_none_or(|checked| {
+            checked.commands < position.commands && checked.offset < position.offset || checked == position
+        });
         if words.next().is_some() || position.commands == 0 || !in_order {
             return None;
         }
@@ -302,12 +304,13 @@ impl Saved {
     }
 
     /// Where the encoded extents before `plan`'s position not known to decode begin.
-    /// A checkpoint waits for every verdict; progress says where they were still out
-    /// (a record of the first format does not: from the checkpoint, then).
-    fn checked_before(&self, plan: &Plan) -> Position {
+    /// A checkpoint waits for every verdict; progress (what a plan from a [`Tail::Unknown`]
+    /// state continues from) says where they were still out (a record of the first format
+    /// does not: from the checkpoint, then).
+    pub(crate) fn checked_before(&self, plan: &Plan) -> Position {
         let state = self.state.position;
         match (&self.progress, self.state.tail) {
-            (Some(progress), Tail::Unknown) if progress.position == plan.position => {
+            (Some(progress), Tail::Unknown) => {
                 progress.checked.filter(|checked| checked.commands >= state.commands).unwrap_or(state)
             }
             _ => plan.position,

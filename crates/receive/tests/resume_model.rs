@@ -527,8 +527,54 @@ fn a_continuation_after_a_kill_brings_the_extents_not_yet_checked() {
             assert_eq!(outcome.is_ok(), completes, "{checked:?}: {outcome:?}");
             assert_eq!(model.subvols[&b"vol"[..]].received.is_some(), completes);
         }
+        // A continuation from where the receive continues (an old token, a sender that
+        // ignores it) would leave the extent unchecked: refused.
+        let kill = as_after_a_kill_checked(model.clone(), b"vol", &cuts, noted, Some(2));
+        let identity = token(&kill, b"vol").identity;
+        let late = Token { identity, position: position(&cuts, noted) };
+        let mut sent = Vec::new();
+        write_continuation(&stream[..], &mut sent, &late).expect("a continuation");
+        let (message, after) = refusal(kill.clone(), &sent);
+        assert!(message.contains("needs the commands after command 2"), "{message}");
+        assert_eq!(after.subvols, kill.subvols);
         // With every verdict in, the token is where the receive continues.
         let model = as_after_a_kill(model, b"vol", &cuts, noted);
         assert_eq!(token(&model, b"vol").position, position(&cuts, noted));
     }
+}
+
+/// The engine notes where the extents whose verdict is still out begin: one extent
+/// never fills a batch, so the creates after it are noted with the extent's position.
+#[test]
+fn progress_notes_say_where_the_unchecked_extents_begin() {
+    let plain = [7u8; 4096];
+    let good = rawsend_codec::encode(rawsend_codec::Compression::Zstd, None, &plain).unwrap().unwrap();
+    let (stream, cuts) = stream_with_extent(&good);
+    let (outcome, model) = receive(storing_encoded(), &stream);
+    outcome.expect("receives");
+    let noted: Vec<(u64, Option<u64>)> =
+        model.noted.iter().map(|p| (p.position.commands, p.checked.map(|c| c.commands))).collect();
+    // Notes before MKFILE f (the first checkpoint's, then the create's), MKFILE g and
+    // MKFILE h; the extent is command 2.
+    assert_eq!(noted, [(1, Some(1)), (1, Some(1)), (3, Some(2)), (4, Some(2))], "{noted:?}");
+    assert_eq!(model.noted[2].checked, Some(position(&cuts, 2)));
+}
+
+/// A continuation marker must not claim a position past the saved one in any field:
+/// a forged byte offset is refused, not overflowed.
+#[test]
+fn a_forged_marker_offset_is_refused() {
+    let (stream, partial, name) = partial_full(40);
+    let cuts = commands(&stream).expect("one stream");
+    let saved = partial.states[&name].position;
+    let forged = Position { offset: u64::MAX - 8, ..position(&cuts, 10) };
+    let mut sent = stream[..17].to_vec();
+    sent.extend(rawsend_stream::resume::continuation_marker(&forged));
+    sent.extend(&cuts[0].raw);
+    for cut in &cuts[10..] {
+        sent.extend(&cut.raw);
+    }
+    let (message, after) = refusal(partial.clone(), &sent);
+    assert!(message.contains(&format!("needs the commands after {saved}")), "{message}");
+    assert_eq!(after.subvols[&name], partial.subvols[&name]);
 }

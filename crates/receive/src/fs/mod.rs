@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use rawsend_btrfs as btrfs;
@@ -109,12 +111,13 @@ struct Current {
     checkpointed_once: bool,
     /// A write-back (`syncfs`) started ahead of the checkpoint or the end that needs it,
     /// on its own thread (see [`WRITE_BACK_EVERY`]).
-    writing_back: Option<JoinHandle<Result<()>>>,
+    writing_back: Option<JoinHandle<()>>,
     /// Bytes written through the page cache since the last write-back started.
     unsynced: u64,
-    /// The failure of a write-back collected early, for [`Current::checkpointed`] to report:
-    /// a `syncfs` reports a write error once, so a later one would not see it.
-    write_back_failed: Option<ErrorKind>,
+    /// Set (from any thread) once a `syncfs` of the subvolume failed: what it applied may
+    /// not all be on disk, while its progress record says it was applied, and a `syncfs`
+    /// reports a write error only once. The subvolume can then not be resumed.
+    lost: Arc<AtomicBool>,
 }
 
 impl Current {
@@ -132,23 +135,36 @@ impl Current {
             checkpointed_once: false,
             writing_back: None,
             unsynced: 0,
-            write_back_failed: None,
+            lost: Arc::default(),
         }
     }
 
-    /// Waits for the checkpoint and the write-back in progress, if any, and returns their
-    /// outcome (a write-back's failure first).
+    /// Waits for the write-back and the checkpoint in progress, if any, and returns the
+    /// checkpoint's outcome (a write-back's is only a head start: see
+    /// [`Current::start_write_back`]).
     fn checkpointed(&mut self) -> Result<()> {
-        let written = self.written_back();
-        let saved = joined(self.background.take(), "checkpoint");
-        written.and(saved)
+        if let Some(thread) = self.writing_back.take() {
+            let _ = thread.join();
+        }
+        match self.background.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(done)) => done,
+            Some(Err(_)) => {
+                Err(ErrorKind::io("checkpoint", std::io::Error::other("the checkpoint thread panicked")))
+            }
+        }
     }
 
-    /// Waits for the write-back in progress, if any; returns its failure, or that of one
-    /// collected before.
-    fn written_back(&mut self) -> Result<()> {
-        let outcome = joined(self.writing_back.take(), "write back");
-        self.write_back_failed.take().map_or(outcome, Err)
+    /// Whether a `syncfs` of the subvolume failed (see [`Current::lost`]).
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Blanks the progress record, if a `syncfs` failed: a re-run must not resume from it.
+    fn forget_progress_if_lost(&mut self) {
+        if let Some(file) = self.progress.as_mut().filter(|_| self.lost.load(Ordering::Relaxed)) {
+            let _ = file.erase();
+        }
     }
 
     /// Runs `work` on a thread of its own after the one in progress; [`Current::checkpointed`]
@@ -172,30 +188,30 @@ impl Current {
         }
     }
 
-    /// Starts a `syncfs` on a thread of its own, unless one is running (the outcome of one
-    /// finished is kept for [`Current::checkpointed`]). Only a head start: a failure to
-    /// start one is left to the next checkpoint's or the end's own `syncfs`.
+    /// Starts a `syncfs` on a thread of its own, unless one is running. Only a head start:
+    /// it syncs through an open of the subvolume's root of its own, so a write error it
+    /// meets is still reported to the next checkpoint's or the end's `syncfs` (the kernel
+    /// reports one once per open file); it marks the subvolume [`Current::lost`] at once.
+    /// A failure to start one is left to those too.
     fn start_write_back(&mut self) {
         if self.writing_back.as_ref().is_some_and(|thread| !thread.is_finished()) {
             return;
         }
-        if let Err(kind) = joined(self.writing_back.take(), "write back") {
-            self.write_back_failed.get_or_insert(kind);
+        if let Some(thread) = self.writing_back.take() {
+            let _ = thread.join();
         }
         self.unsynced = 0;
-        let Ok(root) = self.tree.root().try_clone_to_owned() else { return };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(root) = rustix::fs::openat(self.tree.root(), c".", flags, Mode::empty()) else { return };
+        let lost = Arc::clone(&self.lost);
         let thread = std::thread::Builder::new().name("rawsend-writeback".into());
-        self.writing_back = thread.spawn(move || sync_filesystem(root.as_fd())).ok();
+        self.writing_back = thread.spawn(move || drop(vouching_sync(root.as_fd(), &lost))).ok();
     }
 }
 
-/// The outcome of a background job, once it ends; `what` names it if it panicked.
-fn joined(thread: Option<JoinHandle<Result<()>>>, what: &'static str) -> Result<()> {
-    match thread.map(JoinHandle::join) {
-        None => Ok(()),
-        Some(Ok(done)) => done,
-        Some(Err(_)) => Err(ErrorKind::io(what, std::io::Error::other("its thread panicked"))),
-    }
+/// [`sync_filesystem`], marking `lost` if it fails (see [`Current::lost`]).
+fn vouching_sync(fd: BorrowedFd<'_>, lost: &AtomicBool) -> Result<()> {
+    sync_filesystem(fd).inspect_err(|_| lost.store(true, Ordering::Relaxed))
 }
 
 /// Data written through the page cache between two write-backs started in the background.
@@ -703,18 +719,30 @@ impl FsTarget {
         Ok(())
     }
 
+    /// Finishes `current`: waits for its background syncs, sets its deferred flags, marks it
+    /// received and forgets its resume state.
+    fn finish(&mut self, current: &mut Current) -> Result<()> {
+        current.checkpointed()?;
+        for (fd, flags) in &current.deferred_flags {
+            let result = rustix::fs::ioctl_setflags(fd, *flags);
+            self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
+        }
+        self.mark_received(current)?;
+        partial::forget(self.dest.as_fd(), &current.name)
+    }
+
     /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
     ///
     /// Everything received is made durable first and the mark itself before returning, so a
     /// subvolume that looks complete after a power cut is complete (see [`sync_filesystem`]).
     fn mark_received(&mut self, current: &Current) -> Result<()> {
         let root = current.tree.root();
-        sync_filesystem(root)?;
+        vouching_sync(root, &current.lost)?;
         match self.kind {
             Kind::Btrfs => {
                 btrfs::set_received_subvol(root, &current.uuid, current.ctransid)?;
                 btrfs::set_read_only(root, true)?;
-                sync_filesystem(root)?;
+                vouching_sync(root, &current.lost)?;
             }
             Kind::Dir => {
                 let fingerprint = Some(fingerprint::take(root, current.unowned.is_empty())?);
@@ -941,13 +969,9 @@ impl Target for FsTarget {
 
     fn finish_subvol(&mut self) -> Result<()> {
         let mut current = self.current.take().ok_or(ErrorKind::NoSubvolume)?;
-        current.checkpointed()?;
-        for (fd, flags) in &current.deferred_flags {
-            let result = rustix::fs::ioctl_setflags(fd, *flags);
-            self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
-        }
-        self.mark_received(&current)?;
-        partial::forget(self.dest.as_fd(), &current.name)
+        let finished = self.finish(&mut current);
+        current.forget_progress_if_lost();
+        finished
     }
 
     /// A `syncfs` on a thread of its own, unless one is running; [`Target::finish_subvol`]
@@ -960,8 +984,10 @@ impl Target for FsTarget {
 
     fn abandon_subvol(&mut self) -> Option<Unfinished> {
         let mut current = self.current.take()?;
-        // A periodic checkpoint that failed leaves the progress record to resume from.
+        // A periodic checkpoint that failed leaves the progress record to resume from,
+        // unless what failed was a `syncfs`.
         let _ = current.checkpointed();
+        current.forget_progress_if_lost();
         let path = self.place(&current.name);
         let (what, cleanup) = match self.kind {
             Kind::Btrfs => ("subvolume", format!("btrfs subvolume delete {}", shell_quote(&path))),
@@ -1023,9 +1049,9 @@ impl Target for FsTarget {
         let io = |e| ErrorKind::io("checkpoint", e);
         let dest = dest.try_clone().map_err(io)?;
         let root = current.tree.root().try_clone_to_owned().map_err(io)?;
-        let (kind, name, state) = (*kind, current.name.clone(), *state);
+        let (kind, name, state, lost) = (*kind, current.name.clone(), *state, Arc::clone(&current.lost));
         let save = move || {
-            sync_filesystem(root.as_fd())?;
+            vouching_sync(root.as_fd(), &lost)?;
             partial::save_state(dest.as_fd(), kind, &name, root.as_fd(), &state)
         };
         if state.tail != Tail::Unknown || !current.checkpointed_once {
@@ -1053,7 +1079,8 @@ impl Target for FsTarget {
 
     fn resumable(&self) -> bool {
         self.current.as_ref().is_some_and(|current| {
-            current.deferred_flags.is_empty()
+            !current.lost()
+                && current.deferred_flags.is_empty()
                 && current.unowned.is_empty()
                 && current.tree.absent().next().is_none()
         })
