@@ -218,8 +218,8 @@ fn vouching_sync(fd: BorrowedFd<'_>, lost: &AtomicBool) -> Result<()> {
 /// Without them the filesystem writes back everything at the end, in the `syncfs` before
 /// the subvolume is marked received, while nothing else runs; with them the writing
 /// overlaps the receive. On the large-files v1 benchmark stream (315 MB) this took the
-/// receive from 0.63 to 0.53 s (btrfs-progs 0.69 s), and changed nothing on many small
-/// files (`bench/README.md`).
+/// receive from 0.57 to 0.50 s (btrfs-progs 0.67 s), and changed nothing that shows on
+/// many small files (`bench/README.md`, "Write-back during the receive").
 const WRITE_BACK_EVERY: u64 = 64 << 20;
 
 /// Receives into a directory. See the module docs.
