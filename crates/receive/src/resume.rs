@@ -70,9 +70,11 @@ const STATE_MAGIC: &str = "rawsend-resume 1";
 const PROGRESS_MAGIC: &str = "rawsend-progress-2";
 /// Length of a progress record: fixed, so that rewriting it in place leaves no stale tail.
 pub const PROGRESS_LEN: usize = 256;
-/// First word and length of the records of the first format, which has no checked
-/// position; a partial receive left by an older rawsend still continues from them.
-const PROGRESS_V1: (&str, usize) = ("rawsend-progress-1", 128);
+/// First word of a record of the first format, which has no checked position; a partial
+/// receive left by an older rawsend still continues from them.
+const PROGRESS_V1_MAGIC: &str = "rawsend-progress-1";
+/// Length of a record of the first format.
+const PROGRESS_V1_LEN: usize = 128;
 /// Progress records kept, written in turn: a kill may tear the one being written, never
 /// the other (see [`latest_progress`]).
 pub const PROGRESS_SLOTS: usize = 2;
@@ -221,9 +223,9 @@ impl Progress {
     /// Parses a record, of this format or the first; anything else (including a
     /// record cut short) is `None`.
     pub fn parse(record: &[u8]) -> Option<Progress> {
-        let (magic, positions) = match record.len() {
-            PROGRESS_LEN => (PROGRESS_MAGIC, 2),
-            len if len == PROGRESS_V1.1 => (PROGRESS_V1.0, 1),
+        let (magic, has_checked) = match record.len() {
+            PROGRESS_LEN => (PROGRESS_MAGIC, true),
+            PROGRESS_V1_LEN => (PROGRESS_V1_MAGIC, false),
             _ => return None,
         };
         let text = std::str::from_utf8(record.strip_suffix(b"\n")?).ok()?.trim_end_matches(' ');
@@ -237,7 +239,7 @@ impl Progress {
         }
         let boot = words.next().filter(|boot| is_boot_id(boot))?.to_owned();
         let position = parse_position(&mut words)?;
-        let checked = if positions == 2 { Some(parse_position(&mut words)?) } else { None };
+        let checked = if has_checked { Some(parse_position(&mut words)?) } else { None };
         let in_order = checked.is_none_or(|checked| {
             checked.commands < position.commands && checked.offset < position.offset || checked == position
         });
@@ -266,7 +268,8 @@ fn parse_position<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Posit
 /// The latest intact record among [`PROGRESS_SLOTS`] records written in turn (of
 /// either format).
 pub fn latest_progress(records: &[u8]) -> Option<Progress> {
-    let len = [PROGRESS_LEN, PROGRESS_V1.1].into_iter().find(|len| records.len() == len * PROGRESS_SLOTS)?;
+    let len =
+        [PROGRESS_LEN, PROGRESS_V1_LEN].into_iter().find(|len| records.len() == len * PROGRESS_SLOTS)?;
     records.chunks(len).filter_map(Progress::parse).max_by_key(|progress| progress.position.commands)
 }
 
@@ -337,8 +340,9 @@ impl Saved {
                     Ok(Plan { position: progress.position, replay: true })
                 }
                 Some(_) => Err(format!(
-                    "the system restarted after its last checkpoint at command {}, and what it applied \
-                     after that cannot be known exactly",
+                    "the system restarted after its last checkpoint at command {} (or its progress \
+                     since cannot be matched to this boot), and what it applied after that cannot be \
+                     known exactly",
                     state.position.commands
                 )),
                 // Erased when the receive went on past something it cannot resume from.
@@ -600,18 +604,18 @@ mod tests {
 
     #[test]
     fn progress_records_of_the_first_format_still_parse() {
-        let text = format!("{} {BOOT} 1000 123456 0123456789abcdef", PROGRESS_V1.0);
+        let text = format!("{PROGRESS_V1_MAGIC} {BOOT} 1000 123456 0123456789abcdef");
         let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
-        let mut record = vec![b' '; PROGRESS_V1.1];
+        let mut record = vec![b' '; PROGRESS_V1_LEN];
         record[..text.len()].copy_from_slice(text.as_bytes());
-        record[PROGRESS_V1.1 - 1] = b'\n';
+        record[PROGRESS_V1_LEN - 1] = b'\n';
         let position = Position { commands: 1000, offset: 123_456, digest: Digest(0x0123_4567_89ab_cdef) };
         let want = Progress { boot: BOOT.to_owned(), position, checked: None };
         assert_eq!(Progress::parse(&record), Some(want.clone()));
         assert_eq!(latest_progress(&record.repeat(PROGRESS_SLOTS)), Some(want));
         // Each format only at its own length.
         let mut padded = record.clone();
-        padded.splice(PROGRESS_V1.1 - 1..PROGRESS_V1.1 - 1, [b' '; PROGRESS_LEN - PROGRESS_V1.1]);
+        padded.splice(PROGRESS_V1_LEN - 1..PROGRESS_V1_LEN - 1, [b' '; PROGRESS_LEN - PROGRESS_V1_LEN]);
         assert_eq!(Progress::parse(&padded), None);
     }
 
