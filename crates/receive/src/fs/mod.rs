@@ -975,7 +975,8 @@ impl Target for FsTarget {
     }
 
     /// A `syncfs` on a thread of its own, unless one is running; [`Target::finish_subvol`]
-    /// waits for it and collects its outcome.
+    /// waits for it and makes everything durable itself (the write-back only marks the
+    /// subvolume lost if it fails).
     fn write_back(&mut self) {
         if let Some(current) = self.current.as_mut() {
             current.start_write_back();
