@@ -200,7 +200,7 @@ pub struct Progress {
     /// Where.
     pub position: Position,
     /// Where the encoded extents not known to decode begin (at most `position`):
-    /// those whose verdict was still out (see [`crate::verify`]). `None` in a record
+    /// those whose verdict was still out (the extent verifier's). `None` in a record
     /// of the first format.
     pub checked: Option<Position>,
 }
