@@ -733,10 +733,8 @@ impl<T: Target> Receiver<T> {
                     // A continuation may start earlier: it brings commands to skip (their
                     // extents checked) up to the plan's position. It must bring those whose
                     // extents' verdicts a kill cut off.
-                    let latest = match self.opts.verify_encoded {
-                        true => saved.checked_before(&plan),
-                        false => plan.position,
-                    };
+                    let latest =
+                        if self.opts.verify_encoded { saved.checked_before(&plan) } else { plan.position };
                     match continuing {
                         Some(from) if from.commands > latest.commands || from.offset > latest.offset => {
                             Err(format!(

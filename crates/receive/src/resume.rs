@@ -178,11 +178,7 @@ impl ResumeState {
         let version = u32::try_from(parse_u64(field("version")?)?).ok()?;
         let commands = parse_u64(field("commands")?)?;
         let offset = parse_u64(field("offset")?)?;
-        let digest = field("digest")?;
-        if digest.len() != 16 {
-            return None;
-        }
-        let digest = Digest(u64::from_str_radix(digest, 16).ok()?);
+        let digest = parse_digest(field("digest")?)?;
         let tail = Tail::parse(field("tail")?)?;
         if lines.next().is_some() || commands == 0 {
             return None;
@@ -260,9 +256,16 @@ fn position_words(position: &Position) -> String {
 fn parse_position<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Position> {
     let commands = parse_u64(words.next()?)?;
     let offset = parse_u64(words.next()?)?;
-    let digest = words.next().filter(|d| d.len() == 16)?;
-    let digest = Digest(u64::from_str_radix(digest, 16).ok()?);
+    let digest = parse_digest(words.next()?)?;
     Some(Position { commands, offset, digest })
+}
+
+/// A digest as written: exactly 16 hex digits.
+fn parse_digest(text: &str) -> Option<Digest> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().map(Digest)
 }
 
 /// The latest intact record among [`PROGRESS_SLOTS`] records written in turn (of

@@ -143,9 +143,7 @@ impl Current {
     /// checkpoint's outcome (a write-back's is only a head start: see
     /// [`Current::start_write_back`]).
     fn checkpointed(&mut self) -> Result<()> {
-        if let Some(thread) = self.writing_back.take() {
-            let _ = thread.join();
-        }
+        self.wait_for_write_back();
         match self.background.take().map(JoinHandle::join) {
             None => Ok(()),
             Some(Ok(done)) => done,
@@ -162,8 +160,18 @@ impl Current {
 
     /// Blanks the progress record, if a `syncfs` failed: a re-run must not resume from it.
     fn forget_progress_if_lost(&mut self) {
-        if let Some(file) = self.progress.as_mut().filter(|_| self.lost.load(Ordering::Relaxed)) {
+        if !self.lost() {
+            return;
+        }
+        if let Some(file) = self.progress.as_mut() {
             let _ = file.erase();
+        }
+    }
+
+    /// Waits for the write-back in progress, if any (its outcome only marks [`Current::lost`]).
+    fn wait_for_write_back(&mut self) {
+        if let Some(thread) = self.writing_back.take() {
+            let _ = thread.join();
         }
     }
 
@@ -197,9 +205,7 @@ impl Current {
         if self.writing_back.as_ref().is_some_and(|thread| !thread.is_finished()) {
             return;
         }
-        if let Some(thread) = self.writing_back.take() {
-            let _ = thread.join();
-        }
+        self.wait_for_write_back();
         self.unsynced = 0;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let Ok(root) = rustix::fs::openat(self.tree.root(), c".", flags, Mode::empty()) else { return };
