@@ -22,11 +22,11 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Instant;
 
 use rawsend_testutil::tree::{CompareOptions, TreeSnapshot, diff_with};
-use rawsend_testutil::{FsType, LoopFs, MIB, received_state, require_root, run};
+use rawsend_testutil::{FsType, LoopFs, MIB, MemFs, received_state, require_root, run};
 
 /// Files in the source subvolume.
 const FILES: usize = 3000;
@@ -85,15 +85,20 @@ fn make_source_sent_with(flags: &[&str]) -> Source {
     Source { stream, tree, _dir: dir }
 }
 
-/// Receives `source` into `dest` and returns how long after the start the command returned.
-fn receive(source: &Source, dest: &Path) -> f64 {
-    let start = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_rawsend"))
+/// What `rawsend receive -q -f STREAM DEST` of `source` into `dest` printed.
+fn rawsend_receive(source: &Source, dest: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rawsend"))
         .args(["receive", "-q", "-f"])
         .arg(&source.stream)
         .arg(dest)
         .output()
-        .expect("start rawsend");
+        .expect("start rawsend")
+}
+
+/// Receives `source` into `dest` and returns how long after the start the command returned.
+fn receive(source: &Source, dest: &Path) -> f64 {
+    let start = Instant::now();
+    let output = rawsend_receive(source, dest);
     assert!(output.status.success(), "rawsend receive failed: {}", String::from_utf8_lossy(&output.stderr));
     start.elapsed().as_secs_f64()
 }
@@ -149,6 +154,38 @@ fn btrfs_subvolume_written_back_during_the_receive_survives_a_power_cut() {
         assert!(state.is_received(), "{label}: the mark did not survive: {state:?}");
         assert_complete_content(&source, &subvol, &label);
     }
+}
+
+/// A device whose writes fail: the image lies on a tmpfs too small for what the
+/// receive writes, so the loop driver fails writes once it is full and btrfs aborts.
+/// The receive must fail and leave nothing marked received. Mounted again on a device
+/// with room, the partial subvolume must never be completed wrong: the re-run refuses
+/// it (its progress record may be on disk ahead of data that never was), and after
+/// `--abort` a new receive is complete.
+#[test]
+fn btrfs_device_that_fails_writes_leaves_nothing_marked_received() {
+    require_root();
+    let source = make_source_sent_with(&["--proto", "1"]);
+    let backing = MemFs::new("tmpfs", "size=96m");
+    let mut dest = LoopFs::builder(FsType::Btrfs, 1024 * MIB).image_dir(backing.path()).build();
+    let failed = rawsend_receive(&source, dest.path());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was not marked as received"), "{stderr}");
+    run(Command::new("mount").args(["-o", "remount,size=2g"]).arg(backing.path()));
+    dest.mount_again(FsType::Btrfs, None);
+    let subvol = dest.path().join(SNAPSHOT);
+    assert!(!received_state(&subvol).is_received(), "marked received after failed writes");
+    let rerun = rawsend_receive(&source, dest.path());
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(!rerun.status.success(), "a partial left by failed writes was continued: {stderr}");
+    assert!(stderr.contains("cannot be known exactly"), "{stderr}");
+    let aborted =
+        Command::new(env!("CARGO_BIN_EXE_rawsend")).args(["receive", "--abort"]).arg(&subvol).output();
+    assert!(aborted.expect("start rawsend").status.success(), "--abort");
+    let done = rawsend_receive(&source, dest.path());
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_complete_content(&source, &subvol, "received after --abort");
 }
 
 #[test]

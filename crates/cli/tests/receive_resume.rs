@@ -154,9 +154,14 @@ fn send_args(source: &Source, index: usize) -> Vec<&Path> {
     }
 }
 
+/// What `rawsend receive --resume-token partial` printed.
+fn resume_token_output(partial: &Path) -> Output {
+    rawsend().arg("receive").arg("--resume-token").arg(partial).output().unwrap()
+}
+
 /// The token of the partial receive `partial` (DEST/NAME).
 fn resume_token(partial: &Path) -> String {
-    let output = rawsend().arg("receive").arg("--resume-token").arg(partial).output().unwrap();
+    let output = resume_token_output(partial);
     assert_success(&output, "resume token");
     let token = String::from_utf8(output.stdout).unwrap();
     let token = token.strip_suffix('\n').expect("one line").to_owned();
@@ -505,6 +510,37 @@ fn change_first_write(stream: &mut [u8]) {
         }
         at = end;
     }
+}
+
+/// Progress noted without syncing is exact while the kernel keeps what it accepted.
+/// Once the filesystem is mounted again that is unknown (an I/O error may have aborted
+/// it, and its disk may hold the note but not the data before it): the re-run refuses
+/// the partial receive, and `--abort` then starts over.
+#[test]
+fn a_kill_then_a_remount_refuses_to_trust_the_progress_noted_before() {
+    require_root();
+    let source = make_source();
+    let mut fs_guard = LoopFs::builder(FsType::Btrfs, 1024 * MIB).mount_options("noatime").build();
+    let len = fs::metadata(&source.full).unwrap().len() as usize;
+    let killed = interrupted(&source.full, fs_guard.path(), Cut::Kill(len / 2, 500));
+    assert_eq!(killed.status.signal(), Some(9), "{}", String::from_utf8_lossy(&killed.stderr));
+    let partial = fs_guard.path().join("s1");
+    assert_partial(&partial, FsType::Btrfs, "killed");
+    assert!(!killed_before_first_checkpoint(fs_guard.path(), "s1"), "no checkpoint before the kill");
+    fs_guard.mount_again(FsType::Btrfs, Some("noatime"));
+    let before = unchanged_evidence(&partial);
+    for refused in [receive_file(&source.full, fs_guard.path()), resume_token_output(&partial)] {
+        assert_eq!(refused.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("the filesystem was mounted again"), "{stderr}");
+        assert!(stderr.contains("--abort"), "{stderr}");
+    }
+    assert!(unchanged_evidence(&partial) == before, "a refused re-run changed the partial subvolume");
+    assert_partial(&partial, FsType::Btrfs, "refused");
+    let aborted = rawsend().args(["receive", "--abort"]).arg(&partial).output().unwrap();
+    assert_success(&aborted, "--abort");
+    assert_success(&receive_file(&source.full, fs_guard.path()), "receive after --abort");
+    assert!(received_state(&partial).is_received());
 }
 
 #[test]

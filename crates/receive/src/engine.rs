@@ -34,7 +34,7 @@ use rustix::io::Errno;
 
 use crate::error::{Error, ErrorKind, Refusal, Result, Taken};
 use crate::lookahead::{self, Held};
-use crate::resume::{self, Checkpoints, Identity, Position, Progress, ResumeState, Tail, Tracker};
+use crate::resume::{self, Checkpoints, Epoch, Identity, Position, Progress, ResumeState, Tail, Tracker};
 use crate::target::{CloneSource, EncodedExtent, NodeKind, Outcome, SubvolStart, Target, Verity};
 use crate::verify::Verifier;
 
@@ -197,8 +197,8 @@ pub struct Receiver<T> {
     stream_offset: u64,
     /// Resume bookkeeping of the open subvolume.
     tracker: Option<Tracker>,
-    /// This boot's id, for progress records (with resume on).
-    boot: Option<String>,
+    /// The epoch progress records are written in (with resume on).
+    epoch: Option<Epoch>,
     /// A continuation marker just read: where the next subvolume's stream continues.
     continuing: Option<Position>,
     /// The subvolume being read is already received here: its commands are passed over.
@@ -212,6 +212,7 @@ pub struct Receiver<T> {
 impl<T: Target> Receiver<T> {
     /// A receiver writing to `target`.
     pub fn new(target: T, opts: ReceiveOptions) -> Self {
+        let epoch = if opts.resume { Epoch::current(target.mount_id()) } else { None };
         Receiver {
             target,
             opts,
@@ -228,7 +229,7 @@ impl<T: Target> Receiver<T> {
             interrupt: None,
             stream_offset: 0,
             tracker: None,
-            boot: if opts.resume { resume::boot_id() } else { None },
+            epoch,
             continuing: None,
             passing_over: false,
             passed_over: None,
@@ -328,8 +329,14 @@ impl<T: Target> Receiver<T> {
     /// receive must stop.
     fn failed(&mut self, outcome: std::result::Result<(), (Error, Tail)>) -> bool {
         if let Err((err, tail)) = outcome {
-            let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
-            self.settle(tail, stops);
+            if err.kind.is_device_failure() {
+                // What the disk holds is unknown (btrfs aborts on a write error): nothing
+                // to resume from. Erasing the progress may fail as well.
+                let _ = self.stop_keeping();
+            } else {
+                let stops = self.opts.max_errors != 0 && self.errors.len() as u64 + 1 >= self.opts.max_errors;
+                self.settle(tail, stops);
+            }
             self.record_error(err);
         }
         self.too_many_errors()
@@ -571,9 +578,9 @@ impl<T: Target> Receiver<T> {
         let errors = self.verifier.as_mut().map(Verifier::poll).unwrap_or_default();
         self.record_corrupt(errors);
         let tracker = self.tracker.as_ref().filter(|tracker| tracker.keeping);
-        let (Some(tracker), Some(boot)) = (tracker, &self.boot) else { return Ok(()) };
+        let (Some(tracker), Some(epoch)) = (tracker, &self.epoch) else { return Ok(()) };
         let checked = self.verifier.as_ref().and_then(Verifier::unchecked_from).unwrap_or(tracker.position);
-        let progress = Progress { boot: boot.clone(), position: tracker.position, checked: Some(checked) };
+        let progress = Progress { epoch: epoch.clone(), position: tracker.position, checked: Some(checked) };
         self.target.note_progress(Some(&progress))
     }
 
@@ -673,7 +680,11 @@ impl<T: Target> Receiver<T> {
                 self.tracker = None;
                 let (uuid, ctransid) = self.current_id;
                 self.notify(Event::Finishing { uuid, ctransid });
-                self.target.finish_subvol()
+                let finished = self.target.finish_subvol();
+                if finished.is_err() {
+                    self.report_unfinished(false);
+                }
+                finished
             }
             Some(true) => {
                 self.abandon_current();
@@ -729,7 +740,7 @@ impl<T: Target> Receiver<T> {
         let saved = if self.opts.resume { self.target.saved_resume(start.name)? } else { None };
         let began = match saved {
             Some(saved) => {
-                let plan = saved.plan(&identity, self.boot.as_deref()).and_then(|plan| {
+                let plan = saved.plan(&identity, self.epoch.as_ref()).and_then(|plan| {
                     // A continuation may start earlier: it brings commands to skip (their
                     // extents checked) up to the plan's position. It must bring those whose
                     // extents' verdicts a kill cut off.

@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 
 use rawsend_stream::{Location, Uuid};
+use rustix::io::Errno;
 use thiserror::Error;
 
 /// What went wrong while applying one command.
@@ -152,6 +153,12 @@ impl ErrorKind {
     /// An I/O error from a named operation.
     pub fn io(op: &'static str, error: impl Into<io::Error>) -> Self {
         ErrorKind::Io { op, error: error.into() }
+    }
+
+    /// Whether the destination's device failed: an I/O error, or the filesystem gone
+    /// read-only (as btrfs goes after a write error).
+    pub fn is_device_failure(&self) -> bool {
+        [Errno::IO, Errno::ROFS].iter().any(|errno| self.errno() == Some(errno.raw_os_error()))
     }
 
     /// The errno behind this error, if it came from a system call.

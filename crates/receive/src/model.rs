@@ -242,6 +242,9 @@ pub struct ModelTarget {
     /// their range, for tests of what the engine checks itself. Off: the engine
     /// decodes every extent and writes the plain bytes.
     pub stores_encoded: bool,
+    /// The mount id it reports ([`Target::mount_id`]): none by default, as on a kernel
+    /// without mount ids; tests change it to model the filesystem mounted again.
+    pub mount: Option<u64>,
     current: Option<Vec<u8>>,
 }
 
@@ -339,6 +342,10 @@ impl Target for ModelTarget {
         let name = self.current.clone().ok_or(ErrorKind::NoSubvolume)?;
         self.states.insert(name, *state);
         Ok(())
+    }
+
+    fn mount_id(&self) -> Option<u64> {
+        self.mount
     }
 
     fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {

@@ -18,10 +18,14 @@
 //!   later commands may be applied. Before each namespace command (create,
 //!   rename, link, unlink, rmdir) the engine notes its position in a
 //!   [`Progress`] record that is written but never synced: cheap, and exact as
-//!   long as the machine did not restart (a killed process loses nothing the
-//!   kernel accepted). With a progress record of this boot the re-run
-//!   continues from it, replaying; without one (a power cut), it refuses:
-//!   replaying an unknown number of renames by name can mis-apply them.
+//!   long as what the kernel accepted stays in its page cache (a killed process
+//!   loses nothing), that is within one [`Epoch`]: one boot and one mount of the
+//!   destination's filesystem. A power cut loses the page cache; so does an I/O
+//!   error that aborts the filesystem, and once it is mounted again its disk may
+//!   hold a record written back before data the record counts as applied. With a
+//!   progress record of this epoch the re-run continues from it, replaying;
+//!   without one, it refuses: replaying an unknown number of renames by name can
+//!   mis-apply them.
 //!
 //! Replay rules, applied only from the resume position until the next
 //! namespace command (exclusive), where what the kill left is one namespace
@@ -67,14 +71,23 @@ use rawsend_stream::{Command, Uuid};
 /// First line of a saved state.
 const STATE_MAGIC: &str = "rawsend-resume 1";
 /// First word of a progress record.
-const PROGRESS_MAGIC: &str = "rawsend-progress-2";
+const PROGRESS_MAGIC: &str = "rawsend-progress-3";
 /// Length of a progress record: fixed, so that rewriting it in place leaves no stale tail.
 pub const PROGRESS_LEN: usize = 256;
-/// First word of a record of the first format, which has no checked position; a partial
-/// receive left by an older rawsend still continues from them.
+/// First word of a record of the second format, which does not name the mount: it
+/// counts as written on a kernel without mount ids (see [`Epoch::mount`]).
+const PROGRESS_V2_MAGIC: &str = "rawsend-progress-2";
+/// First word of a record of the first format, which has no checked position either.
 const PROGRESS_V1_MAGIC: &str = "rawsend-progress-1";
 /// Length of a record of the first format.
 const PROGRESS_V1_LEN: usize = 128;
+/// Each format's first word, its length, and whether it names the mount and has a
+/// checked position.
+const PROGRESS_FORMATS: [(&str, usize, bool, bool); 3] = [
+    (PROGRESS_MAGIC, PROGRESS_LEN, true, true),
+    (PROGRESS_V2_MAGIC, PROGRESS_LEN, false, true),
+    (PROGRESS_V1_MAGIC, PROGRESS_V1_LEN, false, false),
+];
 /// Progress records kept, written in turn: a kill may tear the one being written, never
 /// the other (see [`latest_progress`]).
 pub const PROGRESS_SLOTS: usize = 2;
@@ -188,11 +201,30 @@ impl ResumeState {
     }
 }
 
+/// How long what is written without syncing stays as written: one boot and one mount
+/// of the destination's filesystem (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Epoch {
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`).
+    pub boot: String,
+    /// The destination's mount, by the id the kernel never gives another mount in the
+    /// same boot (`STATX_MNT_ID_UNIQUE`, Linux 6.8); `None` on a kernel without it,
+    /// where a remount cannot be told from the same mount.
+    pub mount: Option<u64>,
+}
+
+impl Epoch {
+    /// The epoch of a destination mounted as `mount`, if the kernel tells the boot's id.
+    pub fn current(mount: Option<u64>) -> Option<Epoch> {
+        boot_id().map(|boot| Epoch { boot, mount })
+    }
+}
+
 /// The position of the namespace command about to be applied, noted without syncing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
-    /// The boot it was written in (`/proc/sys/kernel/random/boot_id`).
-    pub boot: String,
+    /// The epoch it was written in.
+    pub epoch: Epoch,
     /// Where.
     pub position: Position,
     /// Where the encoded extents not known to decode begin (at most `position`):
@@ -204,7 +236,9 @@ pub struct Progress {
 impl Progress {
     /// The fixed-length record written, ending with a check of the rest.
     pub fn to_record(&self) -> [u8; PROGRESS_LEN] {
-        let mut text = format!("{PROGRESS_MAGIC} {} {}", self.boot, position_words(&self.position));
+        let mount = self.epoch.mount.map_or_else(|| "-".to_owned(), |mount| format!("{mount:016x}"));
+        let mut text =
+            format!("{PROGRESS_MAGIC} {} {mount} {}", self.epoch.boot, position_words(&self.position));
         if let Some(checked) = &self.checked {
             text = format!("{text} {}", position_words(checked));
         }
@@ -216,24 +250,23 @@ impl Progress {
         record
     }
 
-    /// Parses a record, of this format or the first; anything else (including a
+    /// Parses a record, of this format or an earlier one; anything else (including a
     /// record cut short) is `None`.
     pub fn parse(record: &[u8]) -> Option<Progress> {
-        let (magic, has_checked) = match record.len() {
-            PROGRESS_LEN => (PROGRESS_MAGIC, true),
-            PROGRESS_V1_LEN => (PROGRESS_V1_MAGIC, false),
-            _ => return None,
-        };
         let text = std::str::from_utf8(record.strip_suffix(b"\n")?).ok()?.trim_end_matches(' ');
         let (text, check) = text.rsplit_once(' ')?;
         if check != format!("{:016x}", Digest::EMPTY.hash(text.as_bytes()).0) {
             return None;
         }
         let mut words = text.split(' ');
-        if words.next()? != magic {
-            return None;
-        }
+        let magic = words.next()?;
+        let &(_, _, has_mount, has_checked) =
+            PROGRESS_FORMATS.iter().find(|format| format.0 == magic && format.1 == record.len())?;
         let boot = words.next().filter(|boot| is_boot_id(boot))?.to_owned();
+        let mount = match has_mount {
+            true => parse_mount(words.next()?)?,
+            false => None,
+        };
         let position = parse_position(&mut words)?;
         let checked = if has_checked { Some(parse_position(&mut words)?) } else { None };
         let in_order = checked.is_none_or(|checked| {
@@ -242,7 +275,15 @@ impl Progress {
         if words.next().is_some() || position.commands == 0 || !in_order {
             return None;
         }
-        Some(Progress { boot, position, checked })
+        Some(Progress { epoch: Epoch { boot, mount }, position, checked })
+    }
+}
+
+/// A record's mount word: 16 hex digits, or `-` for none.
+fn parse_mount(word: &str) -> Option<Option<u64>> {
+    match word {
+        "-" => Some(None),
+        _ => parse_hex64(word).map(Some),
     }
 }
 
@@ -262,14 +303,19 @@ fn parse_position<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Posit
 
 /// A digest as written: exactly 16 hex digits.
 fn parse_digest(text: &str) -> Option<Digest> {
-    if text.len() != 16 {
+    parse_hex64(text).map(Digest)
+}
+
+/// Exactly 16 hex digits.
+fn parse_hex64(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(text, 16).ok().map(Digest)
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// The latest intact record among [`PROGRESS_SLOTS`] records written in turn (of
-/// either format).
+/// any format).
 pub fn latest_progress(records: &[u8]) -> Option<Progress> {
     let len =
         [PROGRESS_LEN, PROGRESS_V1_LEN].into_iter().find(|len| records.len() == len * PROGRESS_SLOTS)?;
@@ -303,9 +349,9 @@ impl Saved {
     /// is where the receive continues ([`Saved::plan`]), or before it, where the
     /// encoded extents whose verdict a kill cut off begin: the continuation brings
     /// them again, to be checked as they are skipped.
-    pub fn token(&self, boot: Option<&str>) -> Result<Token, String> {
+    pub fn token(&self, epoch: Option<&Epoch>) -> Result<Token, String> {
         let identity = self.state.identity;
-        let plan = self.plan(&identity, boot)?;
+        let plan = self.plan(&identity, epoch)?;
         Ok(Token { identity, position: self.checked_before(&plan) })
     }
 
@@ -323,8 +369,8 @@ impl Saved {
         }
     }
 
-    /// Where to continue, given this boot's id; `Err` says why not.
-    pub fn plan(&self, identity: &Identity, boot: Option<&str>) -> Result<Plan, String> {
+    /// Where to continue, given the current epoch; `Err` says why not.
+    pub fn plan(&self, identity: &Identity, epoch: Option<&Epoch>) -> Result<Plan, String> {
         let saved = self.state.identity;
         if saved != *identity {
             return Err(format!(
@@ -337,15 +383,15 @@ impl Saved {
             Tail::Pending => Ok(Plan { position: state.position, replay: true }),
             Tail::Unknown => match &self.progress {
                 Some(progress)
-                    if boot == Some(progress.boot.as_str())
+                    if epoch == Some(&progress.epoch)
                         && progress.position.commands >= state.position.commands =>
                 {
                     Ok(Plan { position: progress.position, replay: true })
                 }
                 Some(_) => Err(format!(
-                    "the system restarted after its last checkpoint at command {} (or its progress \
-                     since cannot be matched to this boot), and what it applied after that cannot be \
-                     known exactly",
+                    "the system restarted or the filesystem was mounted again after its last \
+                     checkpoint at command {} (or its progress since cannot be matched to this boot \
+                     and mount), and what it applied after that cannot be known exactly",
                     state.position.commands
                 )),
                 // Erased when the receive went on past something it cannot resume from.
@@ -505,6 +551,11 @@ mod tests {
 
     const BOOT: &str = "0f3c1a4e-9d2b-4c8e-a1b2-c3d4e5f60718";
 
+    /// The epoch of mount `mount` in boot [`BOOT`].
+    fn epoch(mount: Option<u64>) -> Epoch {
+        Epoch { boot: BOOT.to_owned(), mount }
+    }
+
     /// A tracker whose last checkpoint was `ago` before now, at the start of the stream.
     fn checkpointed(ago: Duration) -> Tracker {
         let mut tracker = Tracker::new(state(Tail::Clean).identity, 17, true);
@@ -581,9 +632,12 @@ mod tests {
     fn progress_records_parse_back_and_refuse_damage() {
         let position = state(Tail::Clean).position;
         let checked = Some(Position { commands: 990, offset: 1000, digest: Digest(5) });
-        let progress = Progress { boot: BOOT.to_owned(), position, checked };
+        for mount in [None, Some(0), Some(0x8000_0000_0000_0123)] {
+            let progress = Progress { epoch: epoch(mount), position, checked };
+            assert_eq!(Progress::parse(&progress.to_record()), Some(progress));
+        }
+        let progress = Progress { epoch: epoch(Some(7)), position, checked };
         let record = progress.to_record();
-        assert_eq!(Progress::parse(&record), Some(progress.clone()));
         assert_eq!(Progress::parse(&record[..PROGRESS_LEN - 1]), None);
         let mut torn = record;
         torn[40] = b'x';
@@ -613,7 +667,7 @@ mod tests {
         record[..text.len()].copy_from_slice(text.as_bytes());
         record[PROGRESS_V1_LEN - 1] = b'\n';
         let position = Position { commands: 1000, offset: 123_456, digest: Digest(0x0123_4567_89ab_cdef) };
-        let want = Progress { boot: BOOT.to_owned(), position, checked: None };
+        let want = Progress { epoch: epoch(None), position, checked: None };
         assert_eq!(Progress::parse(&record), Some(want.clone()));
         assert_eq!(latest_progress(&record.repeat(PROGRESS_SLOTS)), Some(want));
         // Each format only at its own length.
@@ -626,37 +680,73 @@ mod tests {
     fn a_checked_position_past_the_noted_one_is_refused() {
         let position = state(Tail::Clean).position;
         let checked = Some(Position { commands: position.commands + 1, ..position });
-        let record = Progress { boot: BOOT.to_owned(), position, checked }.to_record();
+        let record = Progress { epoch: epoch(Some(7)), position, checked }.to_record();
         assert_eq!(Progress::parse(&record), None);
     }
 
     #[test]
-    fn plans_follow_the_tail_and_the_boot() {
+    fn progress_records_of_the_second_format_name_no_mount() {
+        let text =
+            format!("{PROGRESS_V2_MAGIC} {BOOT} 1000 123456 0123456789abcdef 990 1000 0000000000000005");
+        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
+        let mut record = [b' '; PROGRESS_LEN];
+        record[..text.len()].copy_from_slice(text.as_bytes());
+        record[PROGRESS_LEN - 1] = b'\n';
+        let parsed = Progress::parse(&record).expect("a record of the second format");
+        assert_eq!(parsed.epoch, epoch(None));
+        assert_eq!(parsed.checked, Some(Position { commands: 990, offset: 1000, digest: Digest(5) }));
+        // A mount word that is not 16 hex digits or `-` is damage.
+        for mount in ["7", "+000000000000007", "000000000000000g", "--"] {
+            let text = format!(
+                "{PROGRESS_MAGIC} {BOOT} {mount} 1000 123456 0123456789abcdef 990 1000 0000000000000005"
+            );
+            let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
+            let mut record = [b' '; PROGRESS_LEN];
+            record[..text.len()].copy_from_slice(text.as_bytes());
+            record[PROGRESS_LEN - 1] = b'\n';
+            assert_eq!(Progress::parse(&record), None, "{mount}");
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_tail_and_the_epoch() {
         let identity = state(Tail::Clean).identity;
         let later = Position { commands: 1500, offset: 200_000, digest: Digest(9) };
         let saved = |tail, progress: Option<Position>| Saved {
             place: "dest/x".into(),
             abort: "rawsend receive --abort dest/x".into(),
             state: state(tail),
-            progress: progress.map(|position| Progress { boot: BOOT.to_owned(), position, checked: None }),
+            progress: progress.map(|position| Progress { epoch: epoch(Some(7)), position, checked: None }),
         };
         let at = state(Tail::Clean).position;
         assert_eq!(saved(Tail::Clean, None).plan(&identity, None), Ok(Plan { position: at, replay: false }));
         assert_eq!(saved(Tail::Pending, None).plan(&identity, None), Ok(Plan { position: at, replay: true }));
         let crashed = saved(Tail::Unknown, Some(later));
-        assert_eq!(crashed.plan(&identity, Some(BOOT)), Ok(Plan { position: later, replay: true }));
-        assert!(crashed.plan(&identity, Some("00000000-0000-0000-0000-000000000000")).is_err());
+        let here = epoch(Some(7));
+        assert_eq!(crashed.plan(&identity, Some(&here)), Ok(Plan { position: later, replay: true }));
+        let rebooted = Epoch { boot: "00000000-0000-0000-0000-000000000000".into(), ..here.clone() };
+        for elsewhere in [rebooted, epoch(Some(8)), epoch(None)] {
+            let err = crashed.plan(&identity, Some(&elsewhere)).expect_err("another epoch");
+            assert!(err.contains("restarted or the filesystem was mounted again"), "{err}");
+        }
+        // On a kernel without mount ids, progress of the same boot counts.
+        let unnamed = crashed.progress.clone().map(|progress| Progress { epoch: epoch(None), ..progress });
+        let old_kernel = Saved { progress: unnamed, ..crashed.clone() };
+        assert_eq!(
+            old_kernel.plan(&identity, Some(&epoch(None))),
+            Ok(Plan { position: later, replay: true })
+        );
         assert!(crashed.plan(&identity, None).is_err());
-        assert!(saved(Tail::Unknown, None).plan(&identity, Some(BOOT)).is_err());
+        assert!(saved(Tail::Unknown, None).plan(&identity, Some(&here)).is_err());
         let stale = Position { commands: 10, ..later };
-        assert!(saved(Tail::Unknown, Some(stale)).plan(&identity, Some(BOOT)).is_err());
+        assert!(saved(Tail::Unknown, Some(stale)).plan(&identity, Some(&here)).is_err());
         for other in [
             Identity { ctransid: 43, ..identity },
             Identity { uuid: Uuid([1; 16]), ..identity },
             Identity { parent: None, ..identity },
             Identity { version: 1, ..identity },
         ] {
-            let err = saved(Tail::Clean, None).plan(&other, Some(BOOT)).expect_err("another stream");
+            let err = saved(Tail::Clean, None).plan(&other, Some(&here)).expect_err("another stream");
             assert!(err.contains("another stream"), "{err}");
         }
     }

@@ -179,7 +179,8 @@ pub trait Target {
     fn capabilities(&self) -> Capabilities;
     /// Starts a subvolume or snapshot; later paths are relative to its root.
     fn begin_subvol(&mut self, start: &SubvolStart<'_>) -> Result<()>;
-    /// Marks the current subvolume complete (received UUID, read-only).
+    /// Marks the current subvolume complete (received UUID, read-only). A failure before
+    /// the mark leaves it current, for [`Target::abandon_subvol`] to report.
     fn finish_subvol(&mut self) -> Result<()>;
     /// Starts writing what the current subvolume applied to disk in the background,
     /// while the engine waits for something else (the extent verifier) before
@@ -199,6 +200,10 @@ pub trait Target {
     /// Makes everything applied durable, then saves `state` for the current subvolume
     /// atomically (kept outside it). [`Target::finish_subvol`] removes it.
     fn checkpoint(&mut self, state: &ResumeState) -> Result<()>;
+    /// The destination's mount, by the id the kernel never gives another mount in the
+    /// same boot (`STATX_MNT_ID_UNIQUE`); `None` if the kernel has none. Progress noted
+    /// under another mount is not trusted (see [`crate::resume`]).
+    fn mount_id(&self) -> Option<u64>;
     /// Notes `progress` for the current subvolume without syncing; `None` erases it.
     fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()>;
     /// Whether the current subvolume holds no state in memory only that resuming

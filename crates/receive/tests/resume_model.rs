@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use rawsend_receive::resume::{Digest, Position, Progress, Tail, Token};
+use rawsend_receive::resume::{Digest, Epoch, Position, Progress, Tail, Token};
 use rawsend_receive::{ErrorKind, Failure, ModelTarget, ReceiveOptions, Receiver, Summary, Target};
 use rawsend_stream::resume::write_continuation;
 use rawsend_stream::{Command, Item, StreamReader};
@@ -84,9 +84,9 @@ fn assert_same(got: &ModelTarget, want: &ModelTarget, label: &str) {
     assert!(got.states.is_empty() && got.progress.is_empty(), "{label}: resume state left behind");
 }
 
-/// Boot id the engine writes into progress records.
-fn boot() -> String {
-    rawsend_receive::resume::boot_id().expect("this kernel has a boot id")
+/// The epoch the engine writes into progress records on `model`.
+fn epoch(model: &ModelTarget) -> Epoch {
+    Epoch::current(model.mount).expect("this kernel has a boot id")
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn every_cut_of_every_chain_resumes_to_the_same_tree() {
 /// The token of the partial subvolume `name` of `model`.
 fn token(model: &ModelTarget, name: &[u8]) -> Token {
     let saved = model.clone().saved_resume(name).expect("model").expect("a partial subvolume");
-    saved.token(Some(&boot())).expect("a token")
+    saved.token(Some(&epoch(model))).expect("a token")
 }
 
 /// The continuation of `stream` the sender writes for the partial subvolume `name`.
@@ -186,7 +186,8 @@ fn as_after_a_kill_checked(
     state.tail = Tail::Unknown;
     state.position = position(cuts, 1);
     let (position, checked) = (position(cuts, noted), checked.map(|n| position(cuts, n)));
-    model.progress.insert(name.to_vec(), Progress { boot: boot(), position, checked });
+    let epoch = epoch(&model);
+    model.progress.insert(name.to_vec(), Progress { epoch, position, checked });
     model
 }
 
@@ -285,13 +286,23 @@ fn a_forged_state_cannot_make_it_skip_unverified_commands() {
 }
 
 #[test]
-fn after_a_restart_a_crash_past_the_checkpoint_is_refused() {
-    let (stream, partial, name) = partial_full(40);
-    let mut crashed = as_after_a_kill(partial, &name, &commands(&stream).unwrap(), 30);
-    crashed.progress.get_mut(&name).unwrap().boot = "00000000-0000-0000-0000-000000000000".into();
-    let (message, after) = refusal(crashed.clone(), &stream);
-    assert!(message.contains("cannot be known exactly"), "{message}");
-    assert_eq!(after.subvols, crashed.subvols);
+fn after_a_restart_or_a_remount_a_crash_past_the_checkpoint_is_refused() {
+    let (stream, mut partial, name) = partial_full(40);
+    partial.mount = Some(1);
+    let crashed = as_after_a_kill(partial, &name, &commands(&stream).unwrap(), 30);
+    let mut rebooted = crashed.clone();
+    rebooted.progress.get_mut(&name).unwrap().epoch.boot = "00000000-0000-0000-0000-000000000000".into();
+    // Mounted again (after an I/O error, say): the record may be on disk ahead of data.
+    let mut remounted = crashed.clone();
+    remounted.mount = Some(2);
+    for crashed in [rebooted, remounted] {
+        let (message, after) = refusal(crashed.clone(), &stream);
+        assert!(message.contains("cannot be known exactly"), "{message}");
+        assert_eq!(after.subvols, crashed.subvols);
+    }
+    // On the same mount it continues.
+    let (outcome, _) = receive(crashed, &stream);
+    outcome.expect("continues on the same mount");
 }
 
 #[test]

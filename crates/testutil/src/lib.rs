@@ -157,9 +157,17 @@ pub struct LoopFsBuilder {
     size: u64,
     mkfs_args: Vec<String>,
     mount_options: Option<String>,
+    image_dir: Option<PathBuf>,
 }
 
 impl LoopFsBuilder {
+    /// Puts the image in `dir` rather than the default temporary directory (e.g. on a
+    /// small tmpfs, for a device whose writes fail once it is full).
+    pub fn image_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.image_dir = Some(dir.into());
+        self
+    }
+
     /// Adds an argument for `mkfs` (e.g. `"--sectorsize=4096"`).
     pub fn mkfs_arg(mut self, arg: impl Into<String>) -> Self {
         self.mkfs_args.push(arg.into());
@@ -174,7 +182,7 @@ impl LoopFsBuilder {
 
     /// Creates, formats, attaches and mounts the filesystem; panics on failure.
     pub fn build(self) -> LoopFs {
-        let mut fs = LoopFs::unattached();
+        let mut fs = LoopFs::unattached(self.image_dir.as_deref());
         fs.create_image(self.size);
         fs.format(self.fstype, &self.mkfs_args);
         fs.attach();
@@ -241,7 +249,7 @@ pub struct LoopFs {
 impl LoopFs {
     /// Starts building a filesystem of `fstype` on a sparse image of `size` bytes.
     pub fn builder(fstype: FsType, size: u64) -> LoopFsBuilder {
-        LoopFsBuilder { fstype, size, mkfs_args: Vec::new(), mount_options: None }
+        LoopFsBuilder { fstype, size, mkfs_args: Vec::new(), mount_options: None, image_dir: None }
     }
 
     /// A default btrfs of `size` bytes (at least about 110 MiB for mkfs.btrfs).
@@ -271,19 +279,30 @@ impl LoopFs {
     /// copy, as after a crash). This filesystem stays mounted: btrfs mounts the
     /// copy with a temporary fsid (kernel 6.7+).
     pub fn crash_copy(&self, fstype: FsType) -> LoopFs {
-        let mut fs = LoopFs::unattached();
+        let mut fs = LoopFs::unattached(None);
         run(Command::new("cp").arg("--sparse=always").arg(&self.image).arg(&fs.image));
         fs.attach();
         fs.mount(fstype, None);
         fs
     }
 
-    /// A temporary directory with an empty mount point and where the image goes.
-    fn unattached() -> LoopFs {
-        let dir = tempfile::Builder::new()
-            .prefix("rawsend-loopfs-")
-            .tempdir()
-            .unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
+    /// Unmounts the filesystem and mounts it again (a new mount, as after the device was
+    /// lost and found again), with `options`.
+    pub fn mount_again(&mut self, fstype: FsType, options: Option<&str>) {
+        self.unmount();
+        self.mount(fstype, options);
+    }
+
+    /// A temporary directory (in `parent`, if given) with an empty mount point and
+    /// where the image goes.
+    fn unattached(parent: Option<&Path>) -> LoopFs {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("rawsend-loopfs-");
+        let dir = match parent {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        };
+        let dir = dir.unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"));
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", mountpoint.display()));

@@ -85,6 +85,16 @@ fn open_beneath_mount(mount: &Mount, relative: &Path) -> Result<OwnedFd> {
     open_dir_beneath(mount_dir.as_fd(), relative.as_os_str().as_encoded_bytes())
 }
 
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8), which rustix does not name.
+const STATX_MNT_ID_UNIQUE: StatxFlags = StatxFlags::from_bits_retain(0x4000);
+
+/// The mount holding `fd`, by the id the kernel never gives another mount in the
+/// same boot; `None` on a kernel without such ids.
+pub fn unique_mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    let statx = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, STATX_MNT_ID_UNIQUE).ok()?;
+    StatxFlags::from_bits_retain(statx.stx_mask).contains(STATX_MNT_ID_UNIQUE).then_some(statx.stx_mnt_id)
+}
+
 /// The mount holding a file: where it is mounted and which subvolume path it shows.
 struct Mount {
     point: PathBuf,

@@ -42,7 +42,7 @@ use rustix::fs::{AtFlags, FallocateFlags, FileType, IFlags, Mode, OFlags, Stat, 
 use rustix::io::Errno;
 
 use crate::error::{ErrorKind, Refusal, Result, Taken};
-use crate::resume::{self, Progress, ResumeState, Saved, Tail, Token};
+use crate::resume::{Epoch, Progress, ResumeState, Saved, Tail, Token};
 use crate::target::{
     Capabilities, CloneSource, EncodedExtent, NodeKind, Outcome, Received, SubvolStart, Target, Unfinished,
     Verity,
@@ -518,7 +518,7 @@ impl FsTarget {
             let reason = self.partial_root(name)?.err().unwrap_or("it has no resume state");
             return Err(ErrorKind::NotPartial { place: self.place(name), reason });
         };
-        saved.token(resume::boot_id().as_deref()).map_err(|reason| {
+        saved.token(Epoch::current(self.mount_id()).as_ref()).map_err(|reason| {
             ErrorKind::ResumeRefused(Box::new(Refusal {
                 place: saved.place.clone(),
                 reason,
@@ -725,25 +725,24 @@ impl FsTarget {
         Ok(())
     }
 
-    /// Finishes `current`: waits for its background syncs, sets its deferred flags, marks it
-    /// received and forgets its resume state.
-    fn finish(&mut self, current: &mut Current) -> Result<()> {
+    /// Readies `current` to be marked: waits for its background syncs, sets its deferred
+    /// flags and makes everything it applied durable.
+    fn ready_to_mark(&mut self, current: &mut Current) -> Result<()> {
         current.checkpointed()?;
         for (fd, flags) in &current.deferred_flags {
             let result = rustix::fs::ioctl_setflags(fd, *flags);
             self.skips.check(result, &skips::FLAGS_REFUSALS, skips::FLAGS, "FS_IOC_SETFLAGS")?;
         }
-        self.mark_received(current)?;
-        partial::forget(self.dest.as_fd(), &current.name)
+        vouching_sync(current.tree.root(), &current.lost)
     }
 
     /// Marks a complete subvolume received: btrfs received UUID + read-only, or the dir record.
     ///
-    /// Everything received is made durable first and the mark itself before returning, so a
-    /// subvolume that looks complete after a power cut is complete (see [`sync_filesystem`]).
+    /// Everything received was made durable first ([`FsTarget::ready_to_mark`]) and the
+    /// mark itself is before returning, so a subvolume that looks complete after a power
+    /// cut is complete (see [`sync_filesystem`]).
     fn mark_received(&mut self, current: &Current) -> Result<()> {
         let root = current.tree.root();
-        vouching_sync(root, &current.lost)?;
         match self.kind {
             Kind::Btrfs => {
                 btrfs::set_received_subvol(root, &current.uuid, current.ctransid)?;
@@ -975,9 +974,15 @@ impl Target for FsTarget {
 
     fn finish_subvol(&mut self) -> Result<()> {
         let mut current = self.current.take().ok_or(ErrorKind::NoSubvolume)?;
-        let finished = self.finish(&mut current);
+        if let Err(err) = self.ready_to_mark(&mut current) {
+            // Unmarked: still the current subvolume, for `abandon_subvol` to report.
+            self.current = Some(current);
+            return Err(err);
+        }
+        let marked =
+            self.mark_received(&current).and_then(|()| partial::forget(self.dest.as_fd(), &current.name));
         current.forget_progress_if_lost();
-        finished
+        marked
     }
 
     /// A `syncfs` on a thread of its own, unless one is running; [`Target::finish_subvol`]
@@ -1066,6 +1071,10 @@ impl Target for FsTarget {
             return save();
         }
         current.in_background(save)
+    }
+
+    fn mount_id(&self) -> Option<u64> {
+        locate::unique_mount_id(self.dest.as_fd())
     }
 
     fn note_progress(&mut self, progress: Option<&Progress>) -> Result<()> {
