@@ -85,14 +85,14 @@ fn make_source_sent_with(flags: &[&str]) -> Source {
     Source { stream, tree, _dir: dir }
 }
 
+/// The rawsend binary under test.
+fn rawsend() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rawsend"))
+}
+
 /// What `rawsend receive -q -f STREAM DEST` of `source` into `dest` printed.
 fn rawsend_receive(source: &Source, dest: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rawsend"))
-        .args(["receive", "-q", "-f"])
-        .arg(&source.stream)
-        .arg(dest)
-        .output()
-        .expect("start rawsend")
+    rawsend().args(["receive", "-q", "-f"]).arg(&source.stream).arg(dest).output().expect("start rawsend")
 }
 
 /// Receives `source` into `dest` and returns how long after the start the command returned.
@@ -125,16 +125,7 @@ fn assert_complete_content(source: &Source, received: &Path, label: &str) {
 fn btrfs_subvolume_marked_received_survives_a_power_cut() {
     require_root();
     let source = make_source();
-    for round in 0..ROUNDS {
-        let dest = LoopFs::builder(FsType::Btrfs, 1024 * MIB).mount_options("compress=zstd").build();
-        let took = receive(&source, dest.path());
-        let crashed = dest.crash_copy(FsType::Btrfs);
-        let label = format!("btrfs round {round} (receive took {took:.1} s)");
-        let subvol = crashed.path().join(SNAPSHOT);
-        let state = received_state(&subvol);
-        assert!(state.is_received(), "{label}: the mark did not survive: {state:?}");
-        assert_complete_content(&source, &subvol, &label);
-    }
+    assert_btrfs_marks_survive_power_cuts(&source, "compress=zstd", "btrfs");
 }
 
 /// A v1 stream writes its 140 MiB of data through the page cache, so the receive
@@ -144,15 +135,21 @@ fn btrfs_subvolume_marked_received_survives_a_power_cut() {
 fn btrfs_subvolume_written_back_during_the_receive_survives_a_power_cut() {
     require_root();
     let source = make_source_sent_with(&["--proto", "1"]);
+    assert_btrfs_marks_survive_power_cuts(&source, "defaults", "btrfs v1");
+}
+
+/// [`ROUNDS`] times: receives `source` onto a fresh btrfs mounted with `options`, then
+/// checks that a power cut right after leaves the subvolume marked received and complete.
+fn assert_btrfs_marks_survive_power_cuts(source: &Source, options: &str, what: &str) {
     for round in 0..ROUNDS {
-        let dest = LoopFs::builder(FsType::Btrfs, 1024 * MIB).build();
-        let took = receive(&source, dest.path());
+        let dest = LoopFs::builder(FsType::Btrfs, 1024 * MIB).mount_options(options).build();
+        let took = receive(source, dest.path());
         let crashed = dest.crash_copy(FsType::Btrfs);
-        let label = format!("btrfs v1 round {round} (receive took {took:.1} s)");
+        let label = format!("{what} round {round} (receive took {took:.1} s)");
         let subvol = crashed.path().join(SNAPSHOT);
         let state = received_state(&subvol);
         assert!(state.is_received(), "{label}: the mark did not survive: {state:?}");
-        assert_complete_content(&source, &subvol, &label);
+        assert_complete_content(source, &subvol, &label);
     }
 }
 
@@ -180,9 +177,8 @@ fn btrfs_device_that_fails_writes_leaves_nothing_marked_received() {
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert!(!rerun.status.success(), "a partial left by failed writes was continued: {stderr}");
     assert!(stderr.contains("cannot be known exactly"), "{stderr}");
-    let aborted =
-        Command::new(env!("CARGO_BIN_EXE_rawsend")).args(["receive", "--abort"]).arg(&subvol).output();
-    assert!(aborted.expect("start rawsend").status.success(), "--abort");
+    let aborted = rawsend().args(["receive", "--abort"]).arg(&subvol).output().expect("start rawsend");
+    assert!(aborted.status.success(), "--abort");
     let done = rawsend_receive(&source, dest.path());
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert_complete_content(&source, &subvol, "received after --abort");
