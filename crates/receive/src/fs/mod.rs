@@ -223,10 +223,12 @@ fn vouching_sync(fd: BorrowedFd<'_>, lost: &AtomicBool) -> Result<()> {
 /// Data written through the page cache between two write-backs started in the background.
 /// Without them the filesystem writes back everything at the end, in the `syncfs` before
 /// the subvolume is marked received, while nothing else runs; with them the writing
-/// overlaps the receive. On the large-files v1 benchmark stream (315 MB) this took the
-/// receive from 0.57 to 0.50 s (btrfs-progs 0.67 s), and changed nothing that shows on
-/// many small files (`bench/README.md`, "Write-back during the receive").
-const WRITE_BACK_EVERY: u64 = 64 << 20;
+/// overlaps the receive. At most one runs at a time, so on a slow disk they follow each
+/// other rather than pile up. Against one every 64 MiB, this took the many-files v1
+/// benchmark stream from 2.34 to 2.10 s and the large-files v1 one from 0.40 to 0.38 s
+/// (btrfs-progs 3.20 and 0.47 s; `bench/README.md`, "Write-back every 8 MiB"). Smaller
+/// steps gained nothing more.
+const WRITE_BACK_EVERY: u64 = 8 << 20;
 
 /// Receives into a directory. See the module docs.
 pub struct FsTarget {
