@@ -135,6 +135,18 @@ fn dir_rerun_over_an_incomplete_receive_says_how_to_remove_it() {
     rerun_over_an_incomplete_receive(FsType::Ext4, "dir", "rm -rf");
 }
 
+/// DEST given with a trailing slash (as shell completion writes it): the messages name
+/// the subvolume with one slash, so the commands they suggest can be pasted as they are.
+#[test]
+fn a_destination_with_a_trailing_slash_is_named_with_one_slash() {
+    let (_fs, dest, scratch) = destination(FsType::Btrfs);
+    let slashed = PathBuf::from(format!("{}/", dest.display()));
+    let failed = refused(&[], &truncated_stream(&scratch), &slashed);
+    let named = format!("subvolume {}/basic-full is incomplete", dest.display());
+    assert!(failed.contains(&named), "{failed}");
+    assert!(!failed.contains("//"), "{failed}");
+}
+
 /// A name taken by something no receive made: a plain directory on btrfs, a read-only
 /// subvolume that was never received, a file on ext4.
 #[test]

@@ -415,7 +415,7 @@ impl FsTarget {
         if err.errno() != Some(Errno::EXIST.raw_os_error()) {
             return err;
         }
-        let path = format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(start.name));
+        let path = self.place(start.name);
         let found = tree::open_dir_beneath(self.dest.as_fd(), start.name)
             .ok()
             .and_then(|dir| self.received_or_incomplete(start, dir.as_fd(), &path));
@@ -457,9 +457,9 @@ impl FsTarget {
         }
     }
 
-    /// DEST/`name`, for the user.
+    /// DEST/`name`, for the user (one slash between them, however DEST was written).
     fn place(&self, name: &[u8]) -> String {
-        format!("{}/{}", self.dest_path.display(), String::from_utf8_lossy(name))
+        self.dest_path.join(std::ffi::OsStr::from_bytes(name)).display().to_string()
     }
 
     /// The root of DEST/`name` if it is what a receive left unfinished (a writable
@@ -757,9 +757,8 @@ impl FsTarget {
                 let absent: Vec<&[u8]> = current.tree.absent().collect();
                 let in_xattr = received::write(self.dest.as_fd(), &current.name, root, &record, &absent)?;
                 self.completed.push(format!(
-                    "{}/{}: received UUID {} transid {} recorded in {}",
-                    self.dest_path.display(),
-                    String::from_utf8_lossy(&current.name),
+                    "{}: received UUID {} transid {} recorded in {}",
+                    self.place(&current.name),
                     current.uuid,
                     current.ctransid,
                     received::describe(in_xattr, &current.name)
