@@ -129,7 +129,7 @@ fn btrfs_subvolume_marked_received_survives_a_power_cut() {
 }
 
 /// A v1 stream writes its 140 MiB of data through the page cache, so the receive
-/// starts writing back in the background while it goes on (every 64 MiB): what
+/// starts writing back in the background while it goes on (every 8 MiB): what
 /// the marked subvolume holds after a power cut must still be complete.
 #[test]
 fn btrfs_subvolume_written_back_during_the_receive_survives_a_power_cut() {
