@@ -81,12 +81,22 @@ const PROGRESS_V2_MAGIC: &str = "rawsend-progress-2";
 const PROGRESS_V1_MAGIC: &str = "rawsend-progress-1";
 /// Length of a record of the first format.
 const PROGRESS_V1_LEN: usize = 128;
-/// Each format's first word, its length, and whether it names the mount and has a
-/// checked position.
-const PROGRESS_FORMATS: [(&str, usize, bool, bool); 3] = [
-    (PROGRESS_MAGIC, PROGRESS_LEN, true, true),
-    (PROGRESS_V2_MAGIC, PROGRESS_LEN, false, true),
-    (PROGRESS_V1_MAGIC, PROGRESS_V1_LEN, false, false),
+/// What a progress record of one format looks like.
+struct ProgressFormat {
+    /// Its first word.
+    magic: &'static str,
+    /// Its length.
+    len: usize,
+    /// Whether it names the mount after the boot.
+    names_mount: bool,
+    /// Whether it has a checked position after the position.
+    has_checked: bool,
+}
+/// Every format a progress record is read in, this one first.
+const PROGRESS_FORMATS: [ProgressFormat; 3] = [
+    ProgressFormat { magic: PROGRESS_MAGIC, len: PROGRESS_LEN, names_mount: true, has_checked: true },
+    ProgressFormat { magic: PROGRESS_V2_MAGIC, len: PROGRESS_LEN, names_mount: false, has_checked: true },
+    ProgressFormat { magic: PROGRESS_V1_MAGIC, len: PROGRESS_V1_LEN, names_mount: false, has_checked: false },
 ];
 /// Progress records kept, written in turn: a kill may tear the one being written, never
 /// the other (see [`latest_progress`]).
@@ -242,12 +252,7 @@ impl Progress {
         if let Some(checked) = &self.checked {
             text = format!("{text} {}", position_words(checked));
         }
-        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
-        let mut record = [b' '; PROGRESS_LEN];
-        let len = text.len().min(PROGRESS_LEN - 1);
-        record[..len].copy_from_slice(&text.as_bytes()[..len]);
-        record[PROGRESS_LEN - 1] = b'\n';
-        record
+        sealed(&text)
     }
 
     /// Parses a record, of this format or an earlier one; anything else (including a
@@ -260,15 +265,15 @@ impl Progress {
         }
         let mut words = text.split(' ');
         let magic = words.next()?;
-        let &(_, _, has_mount, has_checked) =
-            PROGRESS_FORMATS.iter().find(|format| format.0 == magic && format.1 == record.len())?;
+        let format =
+            PROGRESS_FORMATS.iter().find(|format| format.magic == magic && format.len == record.len())?;
         let boot = words.next().filter(|boot| is_boot_id(boot))?.to_owned();
-        let mount = match has_mount {
+        let mount = match format.names_mount {
             true => parse_mount(words.next()?)?,
             false => None,
         };
         let position = parse_position(&mut words)?;
-        let checked = if has_checked { Some(parse_position(&mut words)?) } else { None };
+        let checked = if format.has_checked { Some(parse_position(&mut words)?) } else { None };
         let in_order = checked.is_none_or(|checked| {
             checked.commands < position.commands && checked.offset < position.offset || checked == position
         });
@@ -277,6 +282,17 @@ impl Progress {
         }
         Some(Progress { epoch: Epoch { boot, mount }, position, checked })
     }
+}
+
+/// `text` followed by its check, padded with spaces to a record of `N` bytes ending in a
+/// newline (cut short if it is too long, which [`Progress::parse`] then refuses).
+fn sealed<const N: usize>(text: &str) -> [u8; N] {
+    let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
+    let mut record = [b' '; N];
+    let len = text.len().min(N - 1);
+    record[..len].copy_from_slice(&text.as_bytes()[..len]);
+    record[N - 1] = b'\n';
+    record
 }
 
 /// A record's mount word: 16 hex digits, or `-` for none.
@@ -318,7 +334,7 @@ fn parse_hex64(text: &str) -> Option<u64> {
 /// any format).
 pub fn latest_progress(records: &[u8]) -> Option<Progress> {
     let len =
-        [PROGRESS_LEN, PROGRESS_V1_LEN].into_iter().find(|len| records.len() == len * PROGRESS_SLOTS)?;
+        PROGRESS_FORMATS.iter().map(|format| format.len).find(|len| records.len() == len * PROGRESS_SLOTS)?;
     records.chunks(len).filter_map(Progress::parse).max_by_key(|progress| progress.position.commands)
 }
 
@@ -661,17 +677,14 @@ mod tests {
 
     #[test]
     fn progress_records_of_the_first_format_still_parse() {
-        let text = format!("{PROGRESS_V1_MAGIC} {BOOT} 1000 123456 0123456789abcdef");
-        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
-        let mut record = vec![b' '; PROGRESS_V1_LEN];
-        record[..text.len()].copy_from_slice(text.as_bytes());
-        record[PROGRESS_V1_LEN - 1] = b'\n';
+        let record =
+            sealed::<PROGRESS_V1_LEN>(&format!("{PROGRESS_V1_MAGIC} {BOOT} 1000 123456 0123456789abcdef"));
         let position = Position { commands: 1000, offset: 123_456, digest: Digest(0x0123_4567_89ab_cdef) };
         let want = Progress { epoch: epoch(None), position, checked: None };
         assert_eq!(Progress::parse(&record), Some(want.clone()));
         assert_eq!(latest_progress(&record.repeat(PROGRESS_SLOTS)), Some(want));
         // Each format only at its own length.
-        let mut padded = record.clone();
+        let mut padded = record.to_vec();
         padded.splice(PROGRESS_V1_LEN - 1..PROGRESS_V1_LEN - 1, [b' '; PROGRESS_LEN - PROGRESS_V1_LEN]);
         assert_eq!(Progress::parse(&padded), None);
     }
@@ -686,24 +699,17 @@ mod tests {
 
     #[test]
     fn progress_records_of_the_second_format_name_no_mount() {
-        let text =
-            format!("{PROGRESS_V2_MAGIC} {BOOT} 1000 123456 0123456789abcdef 990 1000 0000000000000005");
-        let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
-        let mut record = [b' '; PROGRESS_LEN];
-        record[..text.len()].copy_from_slice(text.as_bytes());
-        record[PROGRESS_LEN - 1] = b'\n';
+        let record = sealed::<PROGRESS_LEN>(&format!(
+            "{PROGRESS_V2_MAGIC} {BOOT} 1000 123456 0123456789abcdef 990 1000 0000000000000005"
+        ));
         let parsed = Progress::parse(&record).expect("a record of the second format");
         assert_eq!(parsed.epoch, epoch(None));
         assert_eq!(parsed.checked, Some(Position { commands: 990, offset: 1000, digest: Digest(5) }));
         // A mount word that is not 16 hex digits or `-` is damage.
         for mount in ["7", "+000000000000007", "000000000000000g", "--"] {
-            let text = format!(
+            let record = sealed::<PROGRESS_LEN>(&format!(
                 "{PROGRESS_MAGIC} {BOOT} {mount} 1000 123456 0123456789abcdef 990 1000 0000000000000005"
-            );
-            let text = format!("{text} {:016x}", Digest::EMPTY.hash(text.as_bytes()).0);
-            let mut record = [b' '; PROGRESS_LEN];
-            record[..text.len()].copy_from_slice(text.as_bytes());
-            record[PROGRESS_LEN - 1] = b'\n';
+            ));
             assert_eq!(Progress::parse(&record), None, "{mount}");
         }
     }
